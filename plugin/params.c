@@ -1,0 +1,237 @@
+/* nbdshadow: the filter's parameters (see params.h). */
+
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nbdkit-filter.h>
+
+#include "params.h"
+
+#define MIN_BLOCK_SIZE (4 * 1024)
+#define MAX_BLOCK_SIZE (64 * 1024 * 1024)
+
+static const char *const prefetch_names[] = {
+  [PREFETCH_OFF] = "off",
+  [PREFETCH_READAHEAD] = "readahead",
+  [PREFETCH_NGRAM] = "ngram",
+  [PREFETCH_LSTM] = "lstm",
+  [PREFETCH_HYBRID] = "hybrid",
+};
+
+/* Keys given once at most. */
+static bool seen_block_size, seen_state, seen_writes, seen_background,
+  seen_rate, seen_prefetch, seen_model, seen_control, seen_cutover,
+  seen_trace;
+
+void
+params_init (struct shadow_params *p)
+{
+  memset (p, 0, sizeof *p);
+  p->block_size = 64 * 1024;
+  p->background = true;
+  p->prefetch = PREFETCH_HYBRID;
+}
+
+const char *
+prefetch_name (enum prefetch_policy p)
+{
+  return prefetch_names[p];
+}
+
+int
+prefetch_parse (const char *s, enum prefetch_policy *out)
+{
+  size_t i;
+
+  for (i = 0; i < sizeof prefetch_names / sizeof prefetch_names[0]; ++i)
+    if (strcmp (s, prefetch_names[i]) == 0) {
+      *out = i;
+      return 0;
+    }
+  return -1;
+}
+
+static int
+once (bool *seen, const char *key)
+{
+  if (*seen) {
+    nbdkit_error ("%s: given more than once", key);
+    return -1;
+  }
+  *seen = true;
+  return 0;
+}
+
+static bool
+valid_uri_scheme (const char *uri)
+{
+  static const char *const schemes[] = {
+    "nbd://", "nbds://", "nbd+unix://", "nbds+unix://", "nbd+unix:///",
+    "nbd+vsock://", "nbds+vsock://",
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof schemes / sizeof schemes[0]; ++i)
+    if (strncmp (uri, schemes[i], strlen (schemes[i])) == 0)
+      return true;
+  return false;
+}
+
+static int
+config_shadow (struct shadow_params *p, const char *value)
+{
+  if (!valid_uri_scheme (value)) {
+    nbdkit_error ("shadow=%s: not an NBD URI (expected nbd://, nbds://, "
+                  "nbd+unix:// or nbds+unix://)", value);
+    return -1;
+  }
+  if (p->nr_shadows == ENGINE_MAX_SHADOWS) {
+    nbdkit_error ("shadow=%s: at most %d shadows are supported", value,
+                  ENGINE_MAX_SHADOWS);
+    return -1;
+  }
+  p->uris[p->nr_shadows++] = value;
+  return 0;
+}
+
+static int
+config_block_size (struct shadow_params *p, const char *key,
+                   const char *value)
+{
+  int64_t n = nbdkit_parse_size (value);
+
+  if (n == -1)
+    return -1;                  /* nbdkit said why */
+  if (n < MIN_BLOCK_SIZE || n > MAX_BLOCK_SIZE || (n & (n - 1)) != 0) {
+    nbdkit_error ("%s=%s: must be a power of two between 4K and 64M",
+                  key, value);
+    return -1;
+  }
+  p->block_size = n;
+  return 0;
+}
+
+static int
+config_choice (const char *key, const char *value, const char *a,
+               const char *b, bool *is_b)
+{
+  if (strcmp (value, a) == 0)
+    *is_b = false;
+  else if (strcmp (value, b) == 0)
+    *is_b = true;
+  else {
+    nbdkit_error ("%s=%s: must be %s or %s", key, value, a, b);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+config_readable_file (const char *key, const char *value)
+{
+  if (access (value, R_OK) == -1) {
+    nbdkit_error ("%s=%s: %s", key, value, strerror (errno));
+    return -1;
+  }
+  return 0;
+}
+
+int
+params_config (struct shadow_params *p, const char *key, const char *value)
+{
+  int r;
+
+  if (strcmp (key, "shadow") == 0)
+    r = config_shadow (p, value);
+  else if (strcmp (key, "shadow-block-size") == 0)
+    r = once (&seen_block_size, key) ?: config_block_size (p, key, value);
+  else if (strcmp (key, "shadow-state") == 0) {
+    r = once (&seen_state, key);
+    if (r == 0 && *value == '\0') {
+      nbdkit_error ("%s: empty path", key);
+      r = -1;
+    }
+    p->state_dir = value;
+  }
+  else if (strcmp (key, "shadow-writes") == 0)
+    r = once (&seen_writes, key) ?:
+      config_choice (key, value, "shadow", "both", &p->writes_both);
+  else if (strcmp (key, "shadow-background") == 0) {
+    r = once (&seen_background, key);
+    if (r == 0) {
+      int b = nbdkit_parse_bool (value);
+
+      if (b == -1)
+        r = -1;
+      p->background = b == 1;
+    }
+  }
+  else if (strcmp (key, "shadow-rate") == 0) {
+    r = once (&seen_rate, key);
+    if (r == 0) {
+      int64_t n = nbdkit_parse_size (value);
+
+      if (n == -1)
+        r = -1;
+      else if (n == 0) {
+        nbdkit_error ("%s=%s: must be more than 0 (omit it for no limit)",
+                      key, value);
+        r = -1;
+      }
+      p->rate = n;
+    }
+  }
+  else if (strcmp (key, "shadow-prefetch") == 0) {
+    r = once (&seen_prefetch, key);
+    if (r == 0 && prefetch_parse (value, &p->prefetch) == -1) {
+      nbdkit_error ("%s=%s: must be off, readahead, ngram, lstm or hybrid",
+                    key, value);
+      r = -1;
+    }
+  }
+  else if (strcmp (key, "shadow-model") == 0) {
+    r = once (&seen_model, key) ?: config_readable_file (key, value);
+    p->model = value;
+  }
+  else if (strcmp (key, "shadow-control") == 0) {
+    r = once (&seen_control, key);
+    p->control = value;
+  }
+  else if (strcmp (key, "shadow-cutover") == 0)
+    r = once (&seen_cutover, key) ?:
+      config_choice (key, value, "manual", "auto", &p->cutover_auto);
+  else if (strcmp (key, "shadow-trace") == 0) {
+    r = once (&seen_trace, key);
+    p->trace = value;
+  }
+  else if (strncmp (key, "shadow", 6) == 0) {
+    nbdkit_error ("%s: unknown parameter of the shadow filter "
+                  "(see nbdkit --filter=shadow --help)", key);
+    r = -1;
+  }
+  else
+    return 0;
+  return r == 0 ? 1 : -1;
+}
+
+int
+params_complete (struct shadow_params *p)
+{
+  struct stat st;
+
+  if (p->nr_shadows == 0) {
+    nbdkit_error ("shadow=URI is required: the NBD URI of the volume to "
+                  "migrate to (see nbdkit --filter=shadow --help)");
+    return -1;
+  }
+  if (p->state_dir && stat (p->state_dir, &st) == 0 && !S_ISDIR (st.st_mode)) {
+    nbdkit_error ("shadow-state=%s: not a directory", p->state_dir);
+    return -1;
+  }
+  return 0;
+}

@@ -1,0 +1,35 @@
+/* nbdshadow: copying blocks from the origin to the shadows.
+ *
+ * A copy op holds the range lock of its blocks (rangelock.h) from before
+ * it decides which blocks are still absent until every shadow write has
+ * completed and the blocks are marked resident, so it never overwrites
+ * newer client data.  Blocks that are all zeroes are sent as write-zeroes
+ * with the may-trim flag, which keeps a thin shadow thin.
+ *
+ * Copies from a client read (copy-on-read) run asynchronously with the
+ * data already in hand; they only try the lock, because a busy range is
+ * being written or copied by someone who will make it resident anyway.
+ * Too much copy data in flight (volume_config.copy_memory) makes the
+ * reader wait for its copy instead: back-pressure, not unbounded memory.
+ */
+
+#ifndef NBDSHADOW_COPYOP_H
+#define NBDSHADOW_COPYOP_H
+
+#include <stdint.h>
+
+#include "volume.h"
+
+/* Copy blocks [first, first+count), whose data is in buf (block-aligned,
+ * owned by the copy from now on), to every shadow.  Returns at once
+ * unless copy memory is exhausted.
+ */
+extern void copy_from_buffer (struct volume *v, char *buf, uint64_t first,
+                              uint64_t count, enum copy_kind kind);
+
+/* Start the committer (volume_new does not, so that persisted state can be
+ * loaded into the residency map first).
+ */
+extern int volume_start_committer (struct volume *v);
+
+#endif /* NBDSHADOW_COPYOP_H */

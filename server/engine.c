@@ -1,0 +1,1206 @@
+/* nbdshadow: the shadow connections and the engine thread (engine.h).
+ *
+ * Life of a request:
+ *
+ *   worker thread                     engine thread (libev loop)
+ *   -------------                     --------------------------
+ *   engine_submit(io)
+ *     lock; append io to incoming;
+ *     unlock; ev_async_send  ------>  prepare: split each incoming io into
+ *                                       commands ("subs") per shadow and
+ *                                       per max_request, queue them by
+ *                                       priority; issue what the in-flight
+ *                                       caps allow; re-arm each socket's
+ *                                       ev_io for nbd_aio_get_direction
+ *                                     io ready: nbd_aio_notify_read/write
+ *                                       -> libnbd completion callback only
+ *                                          records the sub on conn->completed
+ *                                     after notify (no libnbd lock held):
+ *                                       finish subs; the io completes when
+ *                                       its last sub does: io->done, or wake
+ *                                       the engine_run waiter
+ *
+ * A completion callback runs with the handle's lock held, so it must not
+ * call nbd_* on that handle; deferring the real work until after notify
+ * also lets done callbacks submit new work freely.
+ *
+ * libnbd reaches every completion callback exactly once, also when the
+ * connection dies (then with an error) or at nbd_close.  When a
+ * connection is dead, failed subs go back to the front of their queue
+ * and are issued again after the reconnect: every command we send
+ * (read, write, zero, trim, flush, block status) is idempotent.
+ *
+ * Locking: e->lock guards e->incoming and e->stopping (written by any
+ * thread).  Everything else in struct engine and struct shadow_conn
+ * belongs to the engine thread, except the counters, which are relaxed
+ * atomics read by status.
+ */
+
+#include <config.h>
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <ev.h>
+#include <libnbd.h>
+
+#include "engine.h"
+#include "lockutil.h"
+#include "log.h"
+
+#define DATA_CHUNK_MAX (32 * 1024 * 1024) /* common server payload limit */
+#define NODATA_CHUNK_MAX (1024 * 1024 * 1024) /* zero/trim/block status */
+#define ZERO_BUF_SIZE (1024 * 1024)       /* zero emulated by writes */
+#define BACKOFF_MIN 0.05
+#define BACKOFF_MAX 2.0
+#define CONNECT_TIMEOUT 60.0
+
+struct sub {
+  struct sub *next;
+  struct shadow_io *io;
+  struct shadow_conn *conn;
+  uint64_t offset, count;
+  char *buf;                    /* into io->buf, for READ and WRITE */
+  bool any;                     /* io->target was SHADOW_ANY */
+  int err;
+  struct timespec started;
+};
+
+struct subq {
+  struct sub *head, **tail;
+  size_t len;
+};
+
+enum conn_state {
+  CONN_CONNECTING,
+  CONN_READY,
+  CONN_DOWN,                    /* waiting for the retry timer */
+};
+
+struct conn_counters {
+  _Atomic uint64_t commands, bytes_read, bytes_written;
+  _Atomic uint64_t errors, reconnects, retries;
+  _Atomic double latency_ewma_us;
+  _Atomic bool connected;
+};
+
+struct shadow_conn {
+  struct engine *e;
+  size_t index;
+  struct shadow_info info;
+  struct nbd_handle *nbd;       /* NULL while down */
+  enum conn_state state;
+  bool ever_ready;
+  ev_io io;
+  ev_timer retry;
+  double backoff;
+  double down_since;            /* ev_now when it went down, or 0 */
+  struct subq queue[2];         /* by priority, not yet issued */
+  struct subq completed;        /* filled by libnbd completion callbacks */
+  unsigned in_flight, copy_in_flight;
+  struct conn_counters counters;
+};
+
+struct engine_waiter {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool done;
+};
+
+struct engine {
+  struct engine_config cfg;
+  struct ev_loop *loop;
+  ev_async wake;
+  ev_prepare prepare;
+  pthread_t thread;
+  bool thread_started;
+
+  pthread_mutex_t lock;         /* guards incoming, stopping, new_tick */
+  struct shadow_io **incoming;
+  size_t incoming_len, incoming_cap;
+  bool stopping;
+  bool new_tick;                /* tick_* changed: re-arm the timer */
+  engine_tick_fn tick_fn;
+  void *tick_opaque;
+  double tick_interval;
+  ev_timer tick;
+
+  pthread_mutex_t start_lock;   /* guards the start-up fields below */
+  pthread_cond_t start_cond;
+  size_t nr_ready;
+  bool start_failed;
+
+  char *zero_buf;               /* ZERO_BUF_SIZE zero bytes */
+  size_t nr_shadows;
+  struct shadow_conn conns[];
+};
+
+static void conn_connect (struct shadow_conn *c);
+static void conn_down (struct shadow_conn *c, const char *why);
+static void finish_sub (struct sub *s, int err);
+static struct shadow_conn *pick_any (struct engine *e);
+
+/* ---------------------------------------------------------------------- */
+/* Small helpers. */
+
+static void
+subq_init (struct subq *q)
+{
+  q->head = NULL;
+  q->tail = &q->head;
+  q->len = 0;
+}
+
+static void
+subq_push (struct subq *q, struct sub *s)
+{
+  s->next = NULL;
+  *q->tail = s;
+  q->tail = &s->next;
+  q->len++;
+}
+
+static void
+subq_push_front (struct subq *q, struct sub *s)
+{
+  s->next = q->head;
+  q->head = s;
+  if (q->tail == &q->head)
+    q->tail = &s->next;
+  q->len++;
+}
+
+static struct sub *
+subq_pop (struct subq *q)
+{
+  struct sub *s = q->head;
+
+  if (s) {
+    q->head = s->next;
+    if (q->head == NULL)
+      q->tail = &q->head;
+    q->len--;
+    s->next = NULL;
+  }
+  return s;
+}
+
+static double
+elapsed_us (const struct timespec *since)
+{
+  struct timespec now;
+
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  return (now.tv_sec - since->tv_sec) * 1e6 +
+    (now.tv_nsec - since->tv_nsec) / 1e3;
+}
+
+static const char *
+op_name (enum shadow_op op)
+{
+  switch (op) {
+  case SHADOW_READ: return "read";
+  case SHADOW_WRITE: return "write";
+  case SHADOW_ZERO: return "zero";
+  case SHADOW_TRIM: return "trim";
+  case SHADOW_FLUSH: return "flush";
+  case SHADOW_BLOCK_STATUS: return "block status";
+  }
+  return "?";
+}
+
+/* ---------------------------------------------------------------------- */
+/* Connecting and probing. */
+
+/* A new handle configured the same way for the probe and the engine. */
+static struct nbd_handle *
+new_handle (const char *uri)
+{
+  struct nbd_handle *nbd = nbd_create ();
+
+  if (nbd == NULL) {
+    shadow_error ("shadow %s: %s", uri, nbd_get_error ());
+    return NULL;
+  }
+  if (nbd_add_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
+      nbd_set_handle_name (nbd, "shadow") == -1) {
+    shadow_error ("shadow %s: %s", uri, nbd_get_error ());
+    nbd_close (nbd);
+    return NULL;
+  }
+  return nbd;
+}
+
+/* Read size and capabilities from a connected handle. */
+static int
+read_info (struct nbd_handle *nbd, struct shadow_info *info)
+{
+  int64_t max;
+
+  info->size = nbd_get_size (nbd);
+  if (info->size == -1) {
+    shadow_error ("shadow %s: cannot get size: %s", info->uri,
+                  nbd_get_error ());
+    return -1;
+  }
+  info->can_flush = nbd_can_flush (nbd) == 1;
+  info->can_fua = nbd_can_fua (nbd) == 1;
+  info->can_zero = nbd_can_zero (nbd) == 1;
+  info->can_trim = nbd_can_trim (nbd) == 1;
+  info->can_multi_conn = nbd_can_multi_conn (nbd) == 1;
+  info->can_block_status =
+    nbd_can_meta_context (nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+  if (nbd_is_read_only (nbd) == 1) {
+    shadow_error ("shadow %s: the export is read-only", info->uri);
+    return -1;
+  }
+  max = nbd_get_block_size (nbd, LIBNBD_SIZE_MAXIMUM);
+  info->max_request = DATA_CHUNK_MAX;
+  if (max > 0 && max < DATA_CHUNK_MAX)
+    info->max_request = max;
+  return 0;
+}
+
+int
+engine_probe (const struct engine_config *cfg, struct shadow_info *info)
+{
+  size_t i;
+
+  for (i = 0; i < cfg->nr_shadows; ++i) {
+    struct nbd_handle *nbd;
+    int r;
+
+    memset (&info[i], 0, sizeof info[i]);
+    info[i].uri = cfg->uris[i];
+    nbd = new_handle (cfg->uris[i]);
+    if (nbd == NULL)
+      return -1;
+    if (nbd_connect_uri (nbd, cfg->uris[i]) == -1) {
+      shadow_error ("shadow %s: cannot connect: %s",
+                    cfg->uris[i], nbd_get_error ());
+      nbd_close (nbd);
+      return -1;
+    }
+    r = read_info (nbd, &info[i]);
+    nbd_shutdown (nbd, 0);
+    nbd_close (nbd);
+    if (r == -1)
+      return -1;
+  }
+  return 0;
+}
+
+/* Start an asynchronous (re)connection.  On an immediate failure the
+ * connection goes down again and the retry timer takes over.
+ */
+static void
+conn_connect (struct shadow_conn *c)
+{
+  assert (c->nbd == NULL);
+  c->nbd = new_handle (c->info.uri);
+  if (c->nbd == NULL) {
+    conn_down (c, "cannot create handle");
+    return;
+  }
+  c->state = CONN_CONNECTING;
+  if (nbd_aio_connect_uri (c->nbd, c->info.uri) == -1) {
+    conn_down (c, nbd_get_error ());
+    return;
+  }
+  /* prepare() arms the ev_io once the socket exists. */
+}
+
+static void
+startup_report (struct engine *e, bool ok)
+{
+  mutex_lock (&e->start_lock);
+  if (ok)
+    e->nr_ready++;
+  else
+    e->start_failed = true;
+  cond_broadcast (&e->start_cond);
+  mutex_unlock (&e->start_lock);
+}
+
+/* The handshake finished: check the export is still the one we probed. */
+static void
+conn_became_ready (struct shadow_conn *c)
+{
+  struct shadow_info info = { .uri = c->info.uri };
+  struct engine *e = c->e;
+
+  if (read_info (c->nbd, &info) == -1) {
+    conn_down (c, "bad export");
+    return;
+  }
+  if (e->cfg.expected_size >= 0 && info.size != e->cfg.expected_size) {
+    shadow_error ("shadow %s: size %" PRIi64 " differs from the origin's "
+                  "%" PRIi64, c->info.uri, info.size, e->cfg.expected_size);
+    if (!c->ever_ready) {       /* permanent: do not retry */
+      ev_io_stop (e->loop, &c->io);
+      nbd_close (c->nbd);
+      c->nbd = NULL;
+      c->state = CONN_DOWN;
+      startup_report (e, false);
+      return;
+    }
+    conn_down (c, "size changed");
+    return;
+  }
+  c->info = info;
+  c->state = CONN_READY;
+  c->backoff = BACKOFF_MIN;
+  c->down_since = 0;
+  atomic_store_explicit (&c->counters.connected, true, memory_order_relaxed);
+  if (c->ever_ready) {
+    atomic_fetch_add_explicit (&c->counters.reconnects, 1,
+                               memory_order_relaxed);
+    shadow_error ("shadow %s: reconnected", c->info.uri);
+  }
+  else {
+    c->ever_ready = true;
+    startup_report (e, true);
+  }
+}
+
+/* Fail every queued sub of c with err (the shadow stayed away too long). */
+static void
+fail_queued (struct shadow_conn *c, int err)
+{
+  struct sub *s;
+  int p;
+
+  for (p = 0; p < 2; ++p)
+    while ((s = subq_pop (&c->queue[p])) != NULL)
+      finish_sub (s, err);
+}
+
+static void
+retry_cb (struct ev_loop *loop, ev_timer *w, int revents)
+{
+  struct shadow_conn *c = w->data;
+  struct engine *e = c->e;
+
+  if (c->down_since > 0 &&
+      ev_now (loop) - c->down_since > e->cfg.reconnect_timeout)
+    fail_queued (c, EIO);
+  conn_connect (c);
+}
+
+/* Requeue a sub that failed because its connection died: reads that
+ * any shadow can serve move to a healthy one.
+ */
+static void
+requeue_sub (struct sub *s)
+{
+  atomic_fetch_add_explicit (&s->conn->counters.retries, 1,
+                             memory_order_relaxed);
+  if (s->any)
+    s->conn = pick_any (s->conn->e);
+  s->err = 0;
+  subq_push_front (&s->conn->queue[s->io->priority], s);
+}
+
+/* Drain the completed list.  dead: failures are caused by the lost
+ * connection and are retried.  ESHUTDOWN is what a server says to the
+ * requests in flight when it is stopping: retried as well.
+ */
+static void
+process_completed (struct shadow_conn *c, bool dead)
+{
+  struct sub *s;
+
+  while ((s = subq_pop (&c->completed)) != NULL) {
+    c->in_flight--;
+    if (s->io->priority == SHADOW_PRIO_COPY)
+      c->copy_in_flight--;
+    if (s->err != 0 && (dead || s->err == ESHUTDOWN))
+      requeue_sub (s);
+    else
+      finish_sub (s, s->err);
+  }
+}
+
+/* The connection is gone (or never came up): close the handle, retry its
+ * commands after a reconnect, schedule the reconnect.
+ */
+static void
+conn_down (struct shadow_conn *c, const char *why)
+{
+  struct engine *e = c->e;
+  double now = ev_now (e->loop);
+
+  if (c->state == CONN_READY || !c->ever_ready)
+    shadow_error ("shadow %s: connection lost: %s", c->info.uri,
+                  why ? why : "unknown error");
+  atomic_store_explicit (&c->counters.connected, false, memory_order_relaxed);
+  ev_io_stop (e->loop, &c->io);
+  c->state = CONN_DOWN;         /* before requeueing: pick_any skips it */
+  if (c->nbd) {
+    nbd_close (c->nbd);         /* fires the remaining completions */
+    c->nbd = NULL;
+  }
+  process_completed (c, true);
+  assert (c->in_flight == 0);
+
+  if (!c->ever_ready && now - c->down_since > CONNECT_TIMEOUT &&
+      c->down_since > 0) {
+    startup_report (e, false);
+    return;
+  }
+  if (c->down_since == 0)
+    c->down_since = now;
+  ev_timer_set (&c->retry, c->backoff, 0);
+  ev_timer_start (e->loop, &c->retry);
+  c->backoff = c->backoff * 2 < BACKOFF_MAX ? c->backoff * 2 : BACKOFF_MAX;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Completing. */
+
+static void
+wake_waiter (struct engine_waiter *w)
+{
+  mutex_lock (&w->lock);
+  w->done = true;
+  cond_signal (&w->cond);
+  mutex_unlock (&w->lock);
+}
+
+static void
+finish_sub (struct sub *s, int err)
+{
+  struct shadow_io *io = s->io;
+
+  if (err != 0) {
+    atomic_fetch_add_explicit (&s->conn->counters.errors, 1,
+                               memory_order_relaxed);
+    shadow_error ("shadow %s: %s of %" PRIu64 " bytes at %" PRIu64
+                  " failed: %s", s->conn->info.uri, op_name (io->op),
+                  s->count, s->offset, strerror (err));
+    if (io->err == 0)
+      io->err = err;
+  }
+  free (s);
+  assert (io->pending > 0);
+  if (--io->pending > 0)
+    return;
+  if (io->done)
+    io->done (io);
+  else
+    wake_waiter (io->waiter);
+}
+
+static int
+completion_cb (void *opaque, int *error)
+{
+  struct sub *s = opaque;
+  struct shadow_conn *c = s->conn;
+  double lat = elapsed_us (&s->started);
+  double old = atomic_load_explicit (&c->counters.latency_ewma_us,
+                                     memory_order_relaxed);
+
+  /* Only record: we are inside libnbd's handle lock (see the top). */
+  s->err = *error;
+  atomic_store_explicit (&c->counters.latency_ewma_us,
+                         old == 0 ? lat : old * 0.9 + lat * 0.1,
+                         memory_order_relaxed);
+  subq_push (&c->completed, s);
+  return 1;
+}
+
+static int
+extent_cb (void *opaque, const char *metacontext, uint64_t offset,
+           uint32_t *entries, size_t nr_entries, int *error)
+{
+  struct sub *s = opaque;
+  struct shadow_io *io = s->io;
+  uint64_t end = s->offset + s->count;
+  size_t i;
+
+  if (strcmp (metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+    return 0;
+  /* The callback does not touch libnbd, so it may run under its lock. */
+  for (i = 0; i + 1 < nr_entries && offset < end; i += 2) {
+    uint64_t len = entries[i];
+
+    if (len > end - offset)
+      len = end - offset;
+    io->extent_fn (io->opaque, offset, len, entries[i + 1]);
+    offset += len;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Issuing. */
+
+/* Issue one sub on its (ready) connection.  Returns 0 if it is in
+ * flight or already finished, -1 if the connection is dead.
+ */
+static int
+issue_sub (struct sub *s)
+{
+  struct shadow_conn *c = s->conn;
+  struct shadow_io *io = s->io;
+  nbd_completion_callback cb = { .callback = completion_cb, .user_data = s };
+  int64_t cookie;
+
+  switch (io->op) {
+  case SHADOW_READ:
+    cookie = nbd_aio_pread (c->nbd, s->buf, s->count, s->offset, cb, 0);
+    break;
+  case SHADOW_WRITE:
+    cookie = nbd_aio_pwrite (c->nbd, s->buf, s->count, s->offset, cb, 0);
+    break;
+  case SHADOW_ZERO:
+    if (c->info.can_zero)
+      cookie = nbd_aio_zero (c->nbd, s->count, s->offset, cb,
+                             io->flags & SHADOW_FLAG_MAY_TRIM ?
+                             0 : LIBNBD_CMD_FLAG_NO_HOLE);
+    else
+      cookie = nbd_aio_pwrite (c->nbd, c->e->zero_buf, s->count, s->offset,
+                               cb, 0);
+    break;
+  case SHADOW_TRIM:
+    if (!c->info.can_trim) {       /* trim is advisory */
+      finish_sub (s, 0);
+      return 0;
+    }
+    cookie = nbd_aio_trim (c->nbd, s->count, s->offset, cb, 0);
+    break;
+  case SHADOW_FLUSH:
+    if (!c->info.can_flush) {      /* said at start-up (see the filter) */
+      finish_sub (s, 0);
+      return 0;
+    }
+    cookie = nbd_aio_flush (c->nbd, cb, 0);
+    break;
+  case SHADOW_BLOCK_STATUS:
+    if (!c->info.can_block_status) {
+      io->extent_fn (io->opaque, s->offset, s->count, 0);
+      finish_sub (s, 0);
+      return 0;
+    }
+    cookie = nbd_aio_block_status (c->nbd, s->count, s->offset,
+                                   (nbd_extent_callback) {
+                                     .callback = extent_cb, .user_data = s },
+                                   cb, 0);
+    break;
+  default:
+    abort ();
+  }
+
+  if (cookie == -1) {
+    int err = nbd_get_errno ();
+
+    if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd))
+      return -1;
+    shadow_error ("shadow %s: %s: %s", c->info.uri, op_name (io->op),
+                  nbd_get_error ());
+    finish_sub (s, err ? err : EIO);
+    return 0;
+  }
+  c->in_flight++;
+  if (io->priority == SHADOW_PRIO_COPY)
+    c->copy_in_flight++;
+  atomic_fetch_add_explicit (&c->counters.commands, 1, memory_order_relaxed);
+  if (io->op == SHADOW_READ)
+    atomic_fetch_add_explicit (&c->counters.bytes_read, s->count,
+                               memory_order_relaxed);
+  else if (io->op == SHADOW_WRITE)
+    atomic_fetch_add_explicit (&c->counters.bytes_written, s->count,
+                               memory_order_relaxed);
+  return 0;
+}
+
+/* Issue queued subs of c, client traffic first, within the caps. */
+static void
+issue_queued (struct shadow_conn *c)
+{
+  struct engine *e = c->e;
+
+  while (c->state == CONN_READY && c->in_flight < e->cfg.max_in_flight) {
+    struct subq *q = &c->queue[SHADOW_PRIO_CLIENT];
+    struct sub *s;
+
+    if (q->len == 0) {
+      if (c->copy_in_flight >= e->cfg.max_copy_in_flight)
+        break;
+      q = &c->queue[SHADOW_PRIO_COPY];
+    }
+    s = subq_pop (q);
+    if (s == NULL)
+      break;
+    clock_gettime (CLOCK_MONOTONIC, &s->started);
+    if (issue_sub (s) == -1) {
+      subq_push_front (q, s);
+      conn_down (c, nbd_get_error ());
+      break;
+    }
+  }
+}
+
+/* The ready shadow with the lowest smoothed latency, or the first one. */
+static struct shadow_conn *
+pick_any (struct engine *e)
+{
+  struct shadow_conn *best = NULL;
+  double best_lat = 0;
+  size_t i;
+
+  for (i = 0; i < e->nr_shadows; ++i) {
+    struct shadow_conn *c = &e->conns[i];
+    double lat = atomic_load_explicit (&c->counters.latency_ewma_us,
+                                       memory_order_relaxed);
+
+    lat += c->in_flight * 10.0;   /* a little weight for queue depth */
+    if (c->state == CONN_READY && (best == NULL || lat < best_lat)) {
+      best = c;
+      best_lat = lat;
+    }
+  }
+  return best ? best : &e->conns[0];
+}
+
+static size_t
+chunk_limit (const struct shadow_conn *c, enum shadow_op op)
+{
+  switch (op) {
+  case SHADOW_READ:
+  case SHADOW_WRITE:
+    return c->info.max_request;
+  case SHADOW_ZERO:
+    return c->info.can_zero ? NODATA_CHUNK_MAX : ZERO_BUF_SIZE;
+  case SHADOW_FLUSH:
+    return UINT32_MAX;
+  default:
+    return NODATA_CHUNK_MAX;
+  }
+}
+
+/* Split io into subs on connection c.  Returns the number queued, or
+ * -1 if out of memory (after queueing some: the caller fails the rest).
+ */
+static int
+split_onto (struct shadow_io *io, struct shadow_conn *c, bool any,
+            struct subq *out)
+{
+  uint64_t limit = chunk_limit (c, io->op);
+  uint64_t off = 0;
+  int n = 0;
+
+  do {
+    uint64_t len = io->count - off;
+    struct sub *s;
+
+    if (len > limit)
+      len = limit;
+    s = calloc (1, sizeof *s);
+    if (s == NULL)
+      return -1;
+    s->io = io;
+    s->conn = c;
+    s->offset = io->offset + off;
+    s->count = len;
+    s->any = any;
+    if (io->buf)
+      s->buf = (char *) io->buf + off;
+    subq_push (out, s);
+    n++;
+    off += len;
+    /* Block status answers the first chunk only: that is enough. */
+  } while (off < io->count && io->op != SHADOW_BLOCK_STATUS &&
+           io->op != SHADOW_FLUSH);
+  return n;
+}
+
+/* Turn one incoming io into subs on the connections' queues. */
+static void
+expand_io (struct engine *e, struct shadow_io *io)
+{
+  struct subq subs;
+  struct sub *s;
+  size_t i;
+  bool oom = false;
+
+  subq_init (&subs);
+  io->err = 0;
+  if (io->target == SHADOW_ALL) {
+    for (i = 0; i < e->nr_shadows && !oom; ++i)
+      oom = split_onto (io, &e->conns[i], false, &subs) == -1;
+  }
+  else if (io->target == SHADOW_ANY)
+    oom = split_onto (io, pick_any (e), true, &subs) == -1;
+  else {
+    assert (io->target >= 0 && (size_t) io->target < e->nr_shadows);
+    oom = split_onto (io, &e->conns[io->target], false, &subs) == -1;
+  }
+
+  if (oom) {
+    shadow_error ("shadow %s of %" PRIu64 " bytes at %" PRIu64
+                  ": out of memory", op_name (io->op), io->count, io->offset);
+    while ((s = subq_pop (&subs)) != NULL)
+      free (s);
+    io->err = ENOMEM;
+    io->pending = 1;
+    if (io->done)
+      io->done (io);
+    else
+      wake_waiter (io->waiter);
+    return;
+  }
+
+  io->pending = subs.len;
+  while ((s = subq_pop (&subs)) != NULL) {
+    struct shadow_conn *c = s->conn;
+
+    /* A shadow that has been away too long fails at once. */
+    if (c->state != CONN_READY && c->down_since > 0 &&
+        ev_now (e->loop) - c->down_since > e->cfg.reconnect_timeout) {
+      finish_sub (s, EIO);
+      continue;
+    }
+    subq_push (&c->queue[io->priority], s);
+  }
+}
+
+/* ---------------------------------------------------------------------- */
+/* The loop. */
+
+static void
+tick_cb (struct ev_loop *loop, ev_timer *w, int revents)
+{
+  struct engine *e = w->data;
+  engine_tick_fn fn;
+  void *opaque;
+
+  mutex_lock (&e->lock);
+  fn = e->tick_fn;
+  opaque = e->tick_opaque;
+  mutex_unlock (&e->lock);
+  if (fn)
+    fn (opaque, ev_now (loop));
+}
+
+static void
+drain_incoming (struct engine *e)
+{
+  struct shadow_io **batch;
+  size_t n, i;
+
+  mutex_lock (&e->lock);
+  if (e->new_tick) {
+    e->new_tick = false;
+    ev_timer_stop (e->loop, &e->tick);
+    if (e->tick_fn) {
+      ev_timer_set (&e->tick, e->tick_interval, e->tick_interval);
+      ev_timer_start (e->loop, &e->tick);
+    }
+  }
+  batch = e->incoming;
+  n = e->incoming_len;
+  e->incoming = NULL;
+  e->incoming_len = e->incoming_cap = 0;
+  mutex_unlock (&e->lock);
+
+  for (i = 0; i < n; ++i)
+    expand_io (e, batch[i]);
+  free (batch);
+}
+
+/* Re-arm c's ev_io for the direction libnbd wants next. */
+static void
+rearm_io (struct shadow_conn *c)
+{
+  struct engine *e = c->e;
+  int fd, dir, events = 0;
+
+  if (c->nbd == NULL)
+    return;
+  fd = nbd_aio_get_fd (c->nbd);
+  if (fd == -1)
+    return;
+  dir = nbd_aio_get_direction (c->nbd);
+  if (dir & LIBNBD_AIO_DIRECTION_READ)
+    events |= EV_READ;
+  if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+    events |= EV_WRITE;
+  if (ev_is_active (&c->io) && c->io.fd == fd && (c->io.events &
+      (EV_READ | EV_WRITE)) == events)
+    return;
+  ev_io_stop (e->loop, &c->io);
+  if (events) {
+    ev_io_set (&c->io, fd, events);
+    ev_io_start (e->loop, &c->io);
+  }
+}
+
+/* After libnbd ran: notice state changes, finish completed subs. */
+static void
+after_notify (struct shadow_conn *c)
+{
+  if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd)) {
+    conn_down (c, nbd_get_error ());
+    return;
+  }
+  if (c->state == CONN_CONNECTING && nbd_aio_is_ready (c->nbd))
+    conn_became_ready (c);
+  process_completed (c, false);
+}
+
+static void
+io_cb (struct ev_loop *loop, ev_io *w, int revents)
+{
+  struct shadow_conn *c = w->data;
+
+  if (c->nbd == NULL)
+    return;
+  /* Errors surface as a dead handle, which after_notify handles. */
+  if (revents & EV_READ)
+    (void) nbd_aio_notify_read (c->nbd);
+  if (c->nbd && (revents & EV_WRITE) &&
+      !nbd_aio_is_dead (c->nbd) && !nbd_aio_is_closed (c->nbd))
+    (void) nbd_aio_notify_write (c->nbd);
+  after_notify (c);
+}
+
+static void
+prepare_cb (struct ev_loop *loop, ev_prepare *w, int revents)
+{
+  struct engine *e = w->data;
+  size_t i;
+
+  drain_incoming (e);
+  for (i = 0; i < e->nr_shadows; ++i) {
+    struct shadow_conn *c = &e->conns[i];
+
+    issue_queued (c);
+    rearm_io (c);
+  }
+}
+
+static void
+wake_cb (struct ev_loop *loop, ev_async *w, int revents)
+{
+  struct engine *e = w->data;
+  bool stop;
+
+  mutex_lock (&e->lock);
+  stop = e->stopping;
+  mutex_unlock (&e->lock);
+  if (stop)
+    ev_break (loop, EVBREAK_ALL);
+  /* Otherwise prepare_cb does the work before the next poll. */
+}
+
+static void *
+engine_thread (void *arg)
+{
+  struct engine *e = arg;
+
+  ev_run (e->loop, 0);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Public API. */
+
+static struct engine *
+engine_alloc (const struct engine_config *cfg)
+{
+  struct engine *e;
+  size_t i;
+
+  e = calloc (1, sizeof *e + cfg->nr_shadows * sizeof e->conns[0]);
+  if (e == NULL)
+    return NULL;
+  e->cfg = *cfg;
+  e->nr_shadows = cfg->nr_shadows;
+  if (e->cfg.max_in_flight == 0)
+    e->cfg.max_in_flight = 64;
+  if (e->cfg.max_copy_in_flight == 0 ||
+      e->cfg.max_copy_in_flight > e->cfg.max_in_flight)
+    e->cfg.max_copy_in_flight = e->cfg.max_in_flight / 2;
+  if (e->cfg.reconnect_timeout <= 0)
+    e->cfg.reconnect_timeout = 60;
+  pthread_mutex_init (&e->lock, NULL);
+  pthread_mutex_init (&e->start_lock, NULL);
+  pthread_cond_init (&e->start_cond, NULL);
+  for (i = 0; i < e->nr_shadows; ++i) {
+    struct shadow_conn *c = &e->conns[i];
+
+    c->e = e;
+    c->index = i;
+    c->info.uri = cfg->uris[i];
+    c->backoff = BACKOFF_MIN;
+    c->state = CONN_DOWN;
+    subq_init (&c->queue[0]);
+    subq_init (&c->queue[1]);
+    subq_init (&c->completed);
+  }
+  return e;
+}
+
+static void
+engine_free (struct engine *e)
+{
+  if (e->loop)
+    ev_loop_destroy (e->loop);
+  free (e->zero_buf);
+  free (e->incoming);
+  pthread_cond_destroy (&e->start_cond);
+  pthread_mutex_destroy (&e->start_lock);
+  pthread_mutex_destroy (&e->lock);
+  free (e);
+}
+
+/* Wait until every shadow is connected or one failed. */
+static bool
+wait_started (struct engine *e)
+{
+  bool ok;
+
+  mutex_lock (&e->start_lock);
+  while (!e->start_failed && e->nr_ready < e->nr_shadows)
+    cond_wait (&e->start_cond, &e->start_lock);
+  ok = !e->start_failed;
+  mutex_unlock (&e->start_lock);
+  return ok;
+}
+
+struct engine *
+engine_start (const struct engine_config *cfg)
+{
+  struct engine *e;
+  size_t i;
+  int r;
+
+  assert (cfg->nr_shadows > 0 && cfg->nr_shadows <= ENGINE_MAX_SHADOWS);
+  e = engine_alloc (cfg);
+  if (e == NULL) {
+    shadow_error ("engine: out of memory");
+    return NULL;
+  }
+  e->zero_buf = calloc (1, ZERO_BUF_SIZE);
+  /* Not the default loop: it would reap nbdkit's children (--run). */
+  e->loop = ev_loop_new (EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+  if (e->zero_buf == NULL || e->loop == NULL) {
+    shadow_error ("engine: cannot create the event loop");
+    engine_free (e);
+    return NULL;
+  }
+  ev_async_init (&e->wake, wake_cb);
+  e->wake.data = e;
+  ev_async_start (e->loop, &e->wake);
+  ev_init (&e->tick, tick_cb);
+  e->tick.data = e;
+  ev_prepare_init (&e->prepare, prepare_cb);
+  e->prepare.data = e;
+  ev_prepare_start (e->loop, &e->prepare);
+  for (i = 0; i < e->nr_shadows; ++i) {
+    struct shadow_conn *c = &e->conns[i];
+
+    ev_init (&c->io, io_cb);
+    c->io.data = c;
+    ev_init (&c->retry, retry_cb);
+    c->retry.data = c;
+    conn_connect (c);
+  }
+
+  r = pthread_create (&e->thread, NULL, engine_thread, e);
+  if (r != 0) {
+    shadow_error ("engine: cannot start thread: %s", strerror (r));
+    for (i = 0; i < e->nr_shadows; ++i)
+      if (e->conns[i].nbd)
+        nbd_close (e->conns[i].nbd);
+    engine_free (e);
+    return NULL;
+  }
+  e->thread_started = true;
+
+  if (!wait_started (e)) {
+    engine_stop (e);
+    return NULL;
+  }
+  return e;
+}
+
+void
+engine_stop (struct engine *e)
+{
+  size_t i;
+  int r;
+
+  if (e == NULL)
+    return;
+  if (e->thread_started) {
+    mutex_lock (&e->lock);
+    e->stopping = true;
+    mutex_unlock (&e->lock);
+    ev_async_send (e->loop, &e->wake);
+    r = pthread_join (e->thread, NULL);
+    if (r != 0)
+      shadow_error ("engine: cannot join thread: %s", strerror (r));
+  }
+
+  /* The thread is gone: finish everything here. */
+  drain_incoming (e);
+  for (i = 0; i < e->nr_shadows; ++i) {
+    struct shadow_conn *c = &e->conns[i];
+
+    ev_timer_stop (e->loop, &c->retry);
+    ev_io_stop (e->loop, &c->io);
+    if (c->nbd) {
+      if (c->state == CONN_READY)
+        (void) nbd_shutdown (c->nbd, 0);
+      nbd_close (c->nbd);
+      c->nbd = NULL;
+    }
+    process_completed (c, false);
+    fail_queued (c, ESHUTDOWN);
+  }
+  engine_free (e);
+}
+
+size_t
+engine_nr_shadows (const struct engine *e)
+{
+  return e->nr_shadows;
+}
+
+const struct shadow_info *
+engine_shadow_info (const struct engine *e, size_t i)
+{
+  assert (i < e->nr_shadows);
+  return &e->conns[i].info;
+}
+
+void
+engine_shadow_stats (struct engine *e, size_t i, struct shadow_stats *out)
+{
+  struct conn_counters *k = &e->conns[i].counters;
+
+  assert (i < e->nr_shadows);
+  out->commands = atomic_load_explicit (&k->commands, memory_order_relaxed);
+  out->bytes_read = atomic_load_explicit (&k->bytes_read,
+                                          memory_order_relaxed);
+  out->bytes_written = atomic_load_explicit (&k->bytes_written,
+                                             memory_order_relaxed);
+  out->errors = atomic_load_explicit (&k->errors, memory_order_relaxed);
+  out->reconnects = atomic_load_explicit (&k->reconnects,
+                                          memory_order_relaxed);
+  out->retries = atomic_load_explicit (&k->retries, memory_order_relaxed);
+  out->latency_ewma_us = atomic_load_explicit (&k->latency_ewma_us,
+                                               memory_order_relaxed);
+  out->connected = atomic_load_explicit (&k->connected, memory_order_relaxed);
+}
+
+bool
+engine_all_can_zero (const struct engine *e)
+{
+  size_t i;
+
+  for (i = 0; i < e->nr_shadows; ++i)
+    if (!e->conns[i].info.can_zero)
+      return false;
+  return true;
+}
+
+bool
+engine_all_can_trim (const struct engine *e)
+{
+  size_t i;
+
+  for (i = 0; i < e->nr_shadows; ++i)
+    if (!e->conns[i].info.can_trim)
+      return false;
+  return true;
+}
+
+void
+engine_submit (struct engine *e, struct shadow_io *io)
+{
+  bool stopping;
+
+  mutex_lock (&e->lock);
+  stopping = e->stopping;
+  if (!stopping && e->incoming_len == e->incoming_cap) {
+    size_t cap = e->incoming_cap ? e->incoming_cap * 2 : 64;
+    struct shadow_io **v = realloc (e->incoming, cap * sizeof *v);
+
+    if (v == NULL) {
+      mutex_unlock (&e->lock);
+      shadow_error ("shadow %s: out of memory queueing the request",
+                    op_name (io->op));
+      io->err = ENOMEM;
+      goto complete_now;
+    }
+    e->incoming = v;
+    e->incoming_cap = cap;
+  }
+  if (!stopping)
+    e->incoming[e->incoming_len++] = io;
+  mutex_unlock (&e->lock);
+
+  if (!stopping) {
+    ev_async_send (e->loop, &e->wake);
+    return;
+  }
+  io->err = ESHUTDOWN;
+ complete_now:
+  io->pending = 0;
+  if (io->done)
+    io->done (io);
+  else
+    wake_waiter (io->waiter);
+}
+
+int
+engine_run (struct engine *e, struct shadow_io *io)
+{
+  struct engine_waiter w = { .done = false };
+
+  assert (!engine_on_thread (e));
+  pthread_mutex_init (&w.lock, NULL);
+  pthread_cond_init (&w.cond, NULL);
+  io->done = NULL;
+  io->waiter = &w;
+  engine_submit (e, io);
+  mutex_lock (&w.lock);
+  while (!w.done)
+    cond_wait (&w.cond, &w.lock);
+  mutex_unlock (&w.lock);
+  pthread_cond_destroy (&w.cond);
+  pthread_mutex_destroy (&w.lock);
+  if (io->err) {
+    errno = io->err;
+    return -1;
+  }
+  return 0;
+}
+
+void
+engine_set_tick (struct engine *e, engine_tick_fn fn, void *opaque,
+                 double interval)
+{
+  mutex_lock (&e->lock);
+  e->tick_fn = fn;
+  e->tick_opaque = opaque;
+  e->tick_interval = interval;
+  e->new_tick = true;
+  mutex_unlock (&e->lock);
+  ev_async_send (e->loop, &e->wake);
+}
+
+bool
+engine_on_thread (const struct engine *e)
+{
+  return e->thread_started && pthread_equal (pthread_self (), e->thread);
+}

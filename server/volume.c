@@ -1,0 +1,744 @@
+/* nbdshadow: the volume being migrated and its data path (volume.h). */
+
+#include <config.h>
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "volume.h"
+#include "copyop.h"
+#include "lockutil.h"
+#include "log.h"
+
+#define ORIGIN_CHUNK (32 * 1024 * 1024) /* largest origin read at once */
+
+/* ---------------------------------------------------------------------- */
+/* Life cycle. */
+
+struct volume *
+volume_new (const struct volume_config *cfg, struct engine *engine)
+{
+  struct volume *v = calloc (1, sizeof *v);
+
+  if (v == NULL) {
+    shadow_error ("volume: out of memory");
+    return NULL;
+  }
+  v->cfg = *cfg;
+  if (v->cfg.copy_memory == 0)
+    v->cfg.copy_memory = 256 * 1024 * 1024;
+  v->engine = engine;
+  v->res = residency_new (cfg->size, cfg->block_size);
+  if (v->res == NULL) {
+    shadow_error ("volume: cannot create the residency map for %" PRIu64
+                  " bytes: %s", cfg->size, strerror (errno));
+    free (v);
+    return NULL;
+  }
+  if (rangelock_init (&v->locks) == -1) {
+    shadow_error ("volume: cannot create locks: %s", strerror (errno));
+    residency_free (v->res);
+    free (v);
+    return NULL;
+  }
+  pthread_mutex_init (&v->copy_lock, NULL);
+  pthread_cond_init (&v->copy_idle, NULL);
+  pthread_mutex_init (&v->rate_lock, NULL);
+  atomic_init (&v->phase, PHASE_COPYING);
+  return v;
+}
+
+/* The committer starts separately so that persisted marks can be loaded
+ * into v->res first (see volume_start_committer).
+ */
+int
+volume_start_committer (struct volume *v)
+{
+  v->committer = committer_start (v->res, v->engine, v->cfg.persist,
+                                  v->cfg.persist_opaque,
+                                  v->cfg.commit_interval);
+  return v->committer ? 0 : -1;
+}
+
+void
+volume_wait_copies (struct volume *v)
+{
+  mutex_lock (&v->copy_lock);
+  while (v->copies_in_flight > 0)
+    cond_wait (&v->copy_idle, &v->copy_lock);
+  mutex_unlock (&v->copy_lock);
+}
+
+int
+volume_close (struct volume *v)
+{
+  int r = 0;
+
+  if (v == NULL)
+    return 0;
+  volume_wait_copies (v);
+  if (v->committer)
+    r = committer_stop (v->committer);
+  rangelock_destroy (&v->locks);
+  residency_free (v->res);
+  pthread_cond_destroy (&v->copy_idle);
+  pthread_mutex_destroy (&v->copy_lock);
+  pthread_mutex_destroy (&v->rate_lock);
+  free (v);
+  return r;
+}
+
+enum phase
+volume_phase (struct volume *v)
+{
+  return atomic_load (&v->phase);
+}
+
+void
+volume_set_phase (struct volume *v, enum phase p)
+{
+  atomic_store (&v->phase, p);
+}
+
+const char *
+phase_name (enum phase p)
+{
+  switch (p) {
+  case PHASE_COPYING: return "copying";
+  case PHASE_SYNCED: return "synced";
+  case PHASE_VERIFYING: return "verifying";
+  case PHASE_CUTOVER: return "cutover";
+  case PHASE_DONE: return "done";
+  }
+  return "unknown";
+}
+
+/* ---------------------------------------------------------------------- */
+/* Helpers. */
+
+static uint64_t
+block_start (struct volume *v, uint64_t blk)
+{
+  return residency_block_offset (v->res, blk);
+}
+
+/* End offset of block blk, clipped to the volume (last block partial). */
+static uint64_t
+block_end (struct volume *v, uint64_t blk)
+{
+  return block_start (v, blk) + residency_block_bytes (v->res, blk);
+}
+
+static bool
+origin_is_live (struct volume *v)
+{
+  return volume_phase (v) < PHASE_CUTOVER;
+}
+
+static bool
+writes_to_origin (struct volume *v)
+{
+  return v->cfg.writes_both && origin_is_live (v);
+}
+
+/* Synchronous shadow I/O. */
+static int
+shadow_sync (struct volume *v, enum shadow_op op, int target, void *buf,
+             uint64_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  struct shadow_io io = {
+    .op = op, .target = target, .buf = buf, .count = count,
+    .offset = offset, .flags = flags, .priority = SHADOW_PRIO_CLIENT,
+  };
+
+  if (engine_run (v->engine, &io) == -1) {
+    STAT_ADD (v->stats.shadow_errors, 1);
+    *err = errno;
+    return -1;
+  }
+  return 0;
+}
+
+/* Read [offset, offset+count) from the origin in chunks it accepts. */
+static int
+origin_read (struct volume *v, struct origin *o, char *buf, uint64_t count,
+             uint64_t offset, int *err)
+{
+  while (count > 0) {
+    uint32_t n = count > ORIGIN_CHUNK ? ORIGIN_CHUNK : count;
+
+    if (o->ops->pread (o->ctx, buf, n, offset, err) == -1) {
+      STAT_ADD (v->stats.origin_errors, 1);
+      shadow_error ("origin: read of %" PRIu32 " bytes at %" PRIu64
+                    " failed: %s", n, offset, strerror (*err));
+      return -1;
+    }
+    buf += n;
+    offset += n;
+    count -= n;
+  }
+  return 0;
+}
+
+static int
+commit_for_client (struct volume *v, int *err)
+{
+  if (committer_wait (v->committer) == -1) {
+    *err = errno;
+    return -1;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Read. */
+
+/* A run of blocks with one state, snapshotted at the start of a read. */
+struct run {
+  uint64_t first, end;
+  bool resident;
+};
+
+struct read_group {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  unsigned pending;
+  int err;
+};
+
+static void
+read_group_done (struct shadow_io *io)
+{
+  struct read_group *g = io->opaque;
+
+  mutex_lock (&g->lock);
+  if (io->err && g->err == 0)
+    g->err = io->err;
+  if (--g->pending == 0)
+    cond_signal (&g->cond);
+  mutex_unlock (&g->lock);
+}
+
+/* Snapshot the runs of [first, end).  *runs is the caller's array of
+ * *cap elements, replaced by a heap array when more are needed.
+ */
+static size_t
+snapshot_runs (struct volume *v, uint64_t first, uint64_t end,
+               struct run **runs, size_t *cap, bool *heap)
+{
+  size_t n = 0;
+
+  while (first < end) {
+    bool resident;
+    uint64_t run_end = residency_run_end (v->res, first, end, &resident);
+
+    if (n == *cap) {
+      size_t ncap = *cap * 4;
+      struct run *nv = malloc (ncap * sizeof *nv);
+
+      if (nv == NULL)
+        return SIZE_MAX;
+      memcpy (nv, *runs, n * sizeof *nv);
+      if (*heap)
+        free (*runs);
+      *runs = nv;
+      *cap = ncap;
+      *heap = true;
+    }
+    (*runs)[n++] = (struct run) { first, run_end, resident };
+    first = run_end;
+  }
+  return n;
+}
+
+/* Serve the part [offset, offset+count) of an absent run from the origin,
+ * reading whole blocks, and copy them to the shadow.
+ */
+static int
+read_absent_run (struct volume *v, struct origin *o, char *dst,
+                 uint64_t offset, uint64_t count, const struct run *run,
+                 int *err)
+{
+  uint64_t start = block_start (v, run->first);
+  uint64_t len = block_end (v, run->end - 1) - start;
+  char *blocks = malloc (len);
+
+  if (blocks == NULL) {
+    *err = ENOMEM;
+    return -1;
+  }
+  if (origin_read (v, o, blocks, len, start, err) == -1) {
+    free (blocks);
+    return -1;
+  }
+  memcpy (dst, blocks + (offset - start), count);
+  STAT_ADD (v->stats.read_bytes_origin, count);
+  /* The copy owns the buffer from here. */
+  copy_from_buffer (v, blocks, run->first, run->end - run->first,
+                    COPY_ON_DEMAND);
+  return 0;
+}
+
+int
+volume_pread (struct volume *v, struct origin *o, void *buf, uint32_t count,
+              uint64_t offset, int *err)
+{
+  struct run stack_runs[8], *runs = stack_runs;
+  size_t cap = 8, nr_runs, i, nr_ios = 0;
+  bool heap = false;
+  struct shadow_io stack_ios[8], *ios = stack_ios;
+  struct read_group g = { .pending = 1 };
+  uint64_t first, end;
+  int ret = 0;
+
+  STAT_ADD (v->stats.read_ops, 1);
+  if (count == 0)
+    return 0;
+  if (!origin_is_live (v)) {
+    STAT_ADD (v->stats.read_bytes_shadow, count);
+    return shadow_sync (v, SHADOW_READ, SHADOW_ANY, buf, count, offset, 0,
+                        err);
+  }
+
+  first = residency_block_of (v->res, offset);
+  end = residency_block_of (v->res, offset + count - 1) + 1;
+  nr_runs = snapshot_runs (v, first, end, &runs, &cap, &heap);
+  if (nr_runs == SIZE_MAX) {
+    *err = ENOMEM;
+    return -1;
+  }
+  if (nr_runs > 8) {
+    ios = calloc (nr_runs, sizeof *ios);
+    if (ios == NULL) {
+      if (heap)
+        free (runs);
+      *err = ENOMEM;
+      return -1;
+    }
+  }
+  pthread_mutex_init (&g.lock, NULL);
+  pthread_cond_init (&g.cond, NULL);
+
+  /* Resident runs are read from the shadow in parallel with the origin
+   * reads of the absent runs.
+   */
+  for (i = 0; i < nr_runs; ++i) {
+    uint64_t s = block_start (v, runs[i].first);
+    uint64_t e = block_start (v, runs[i].end);
+    uint64_t lo = s > offset ? s : offset;
+    uint64_t hi = e < offset + count ? e : offset + count;
+    char *dst = (char *) buf + (lo - offset);
+
+    if (runs[i].resident) {
+      struct shadow_io *io = &ios[nr_ios++];
+
+      *io = (struct shadow_io) {
+        .op = SHADOW_READ, .target = SHADOW_ANY, .buf = dst,
+        .offset = lo, .count = hi - lo, .priority = SHADOW_PRIO_CLIENT,
+        .done = read_group_done, .opaque = &g,
+      };
+      mutex_lock (&g.lock);
+      g.pending++;
+      mutex_unlock (&g.lock);
+      STAT_ADD (v->stats.read_bytes_shadow, hi - lo);
+      engine_submit (v->engine, io);
+    }
+    else if (read_absent_run (v, o, dst, lo, hi - lo, &runs[i], err) == -1) {
+      ret = -1;
+      break;                    /* still wait for the shadow reads */
+    }
+  }
+
+  mutex_lock (&g.lock);
+  g.pending--;
+  while (g.pending > 0)
+    cond_wait (&g.cond, &g.lock);
+  mutex_unlock (&g.lock);
+  if (ret == 0 && g.err) {
+    STAT_ADD (v->stats.shadow_errors, 1);
+    *err = g.err;
+    ret = -1;
+  }
+  pthread_cond_destroy (&g.cond);
+  pthread_mutex_destroy (&g.lock);
+  if (ios != stack_ios)
+    free (ios);
+  if (heap)
+    free (runs);
+  return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Write and zero. */
+
+/* Is block blk only partly covered by [offset, end)? */
+static bool
+partly_covered (struct volume *v, uint64_t blk, uint64_t offset,
+                uint64_t end)
+{
+  return offset > block_start (v, blk) || end < block_end (v, blk);
+}
+
+/* The blocks at the edges of a client update that must be filled from
+ * the origin first: absent and only partly covered.  Caller holds the
+ * range lock.
+ */
+struct edges {
+  uint64_t first, end;          /* blocks touched */
+  bool fill_head, fill_tail;    /* fill_tail is never the head block */
+};
+
+static void
+find_edges (struct volume *v, uint64_t offset, uint64_t count,
+            struct edges *ed)
+{
+  uint64_t stop = offset + count;
+
+  ed->first = residency_block_of (v->res, offset);
+  ed->end = residency_block_of (v->res, stop - 1) + 1;
+  ed->fill_head = partly_covered (v, ed->first, offset, stop) &&
+    !residency_is_resident (v->res, ed->first);
+  ed->fill_tail = ed->end - 1 != ed->first &&
+    partly_covered (v, ed->end - 1, offset, stop) &&
+    !residency_is_resident (v->res, ed->end - 1);
+}
+
+/* Read block blk from the origin into buf. */
+static int
+fill_block (struct volume *v, struct origin *o, char *buf, uint64_t blk,
+            int *err)
+{
+  STAT_ADD (v->stats.fill_reads, 1);
+  return origin_read (v, o, buf, residency_block_bytes (v->res, blk),
+                      block_start (v, blk), err);
+}
+
+/* Write client data (or zeroes if data is NULL) to every shadow, filling
+ * absent edge blocks from the origin.  Caller holds the range lock if
+ * any block is absent.
+ */
+static int
+update_shadow (struct volume *v, struct origin *o, const struct edges *ed,
+               const void *data, uint64_t count, uint64_t offset,
+               uint32_t flags, int *err)
+{
+  uint64_t wstart = ed->fill_head ? block_start (v, ed->first) : offset;
+  uint64_t wend = ed->fill_tail ? block_end (v, ed->end - 1) : offset + count;
+  char *tmp;
+  int r;
+
+  if (!ed->fill_head && !ed->fill_tail) {
+    if (data)
+      return shadow_sync (v, SHADOW_WRITE, SHADOW_ALL, (void *) data, count,
+                          offset, 0, err);
+    return shadow_sync (v, SHADOW_ZERO, SHADOW_ALL, NULL, count, offset,
+                        flags & VOLUME_FLAG_MAY_TRIM ?
+                        SHADOW_FLAG_MAY_TRIM : 0, err);
+  }
+
+  /* Merge into one buffer covering the filled blocks and the data. */
+  tmp = malloc (wend - wstart);
+  if (tmp == NULL) {
+    *err = ENOMEM;
+    return -1;
+  }
+  if ((ed->fill_head && fill_block (v, o, tmp, ed->first, err) == -1) ||
+      (ed->fill_tail &&
+       fill_block (v, o, tmp + (block_start (v, ed->end - 1) - wstart),
+                   ed->end - 1, err) == -1)) {
+    free (tmp);
+    return -1;
+  }
+  if (data)
+    memcpy (tmp + (offset - wstart), data, count);
+  else
+    memset (tmp + (offset - wstart), 0, count);
+  r = shadow_sync (v, SHADOW_WRITE, SHADOW_ALL, tmp, wend - wstart, wstart,
+                   0, err);
+  free (tmp);
+  return r;
+}
+
+/* The common body of pwrite and zero (data NULL). */
+static int
+client_update (struct volume *v, struct origin *o, const void *data,
+               uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  struct range_hold hold;
+  struct edges ed;
+  bool locked;
+  int r;
+
+  if (count == 0)
+    return 0;
+  ed.first = residency_block_of (v->res, offset);
+  ed.end = residency_block_of (v->res, offset + count - 1) + 1;
+
+  /* Blocks never go back to absent: when all are resident no copy can
+   * touch them and no lock is needed.
+   */
+  locked = residency_any_absent (v->res, ed.first, ed.end - ed.first);
+  if (locked)
+    rangelock_acquire (&v->locks, &hold, ed.first, ed.end - ed.first);
+  find_edges (v, offset, count, &ed);
+
+  r = update_shadow (v, o, &ed, data, count, offset, flags, err);
+  if (r == 0 && writes_to_origin (v)) {
+    uint32_t oflags = flags & VOLUME_FLAG_MAY_TRIM ? ORIGIN_FLAG_MAY_TRIM : 0;
+
+    r = data ? o->ops->pwrite (o->ctx, data, count, offset, 0, err)
+      : o->ops->zero (o->ctx, count, offset, oflags, err);
+    if (r == -1) {
+      STAT_ADD (v->stats.origin_errors, 1);
+      shadow_error ("origin: %s of %" PRIu32 " bytes at %" PRIu64
+                    " failed: %s", data ? "write" : "zero", count, offset,
+                    strerror (*err));
+    }
+  }
+  if (r == 0 && residency_mark (v->res, ed.first, ed.end - ed.first,
+                                MARK_WRITTEN) == -1) {
+    *err = errno;
+    r = -1;
+  }
+  if (locked)
+    rangelock_release (&v->locks, &hold);
+  if (r == 0 && (flags & VOLUME_FLAG_FUA))
+    r = commit_for_client (v, err);
+  return r;
+}
+
+int
+volume_pwrite (struct volume *v, struct origin *o, const void *buf,
+               uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  STAT_ADD (v->stats.write_ops, 1);
+  STAT_ADD (v->stats.write_bytes, count);
+  return client_update (v, o, buf, count, offset, flags, err);
+}
+
+int
+volume_zero (struct volume *v, struct origin *o, uint32_t count,
+             uint64_t offset, uint32_t flags, int *err)
+{
+  STAT_ADD (v->stats.zero_ops, 1);
+  /* A fast zero would have to be faster than writing: ours is not
+   * (absent edge blocks need an origin read), so refuse it at once as
+   * the protocol allows.
+   */
+  if (flags & VOLUME_FLAG_FAST_ZERO) {
+    *err = ENOTSUP;
+    return -1;
+  }
+  return client_update (v, o, NULL, count, offset, flags, err);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Trim. */
+
+/* Trim the resident runs of [first, end) on the shadows and turn the
+ * absent ones into zeroes: the client does not care about their
+ * contents any more, so they become resident without a copy.
+ */
+static int
+trim_whole_blocks (struct volume *v, uint64_t first, uint64_t end, int *err)
+{
+  while (first < end) {
+    bool resident;
+    uint64_t run_end = residency_run_end (v->res, first, end, &resident);
+    uint64_t s = block_start (v, first);
+    uint64_t len = block_end (v, run_end - 1) - s;
+
+    if (resident) {
+      if (shadow_sync (v, SHADOW_TRIM, SHADOW_ALL, NULL, len, s, 0,
+                       err) == -1)
+        return -1;
+    }
+    else {
+      if (shadow_sync (v, SHADOW_ZERO, SHADOW_ALL, NULL, len, s,
+                       SHADOW_FLAG_MAY_TRIM, err) == -1)
+        return -1;
+      if (residency_mark (v->res, first, run_end - first,
+                          MARK_WRITTEN) == -1) {
+        *err = errno;
+        return -1;
+      }
+    }
+    first = run_end;
+  }
+  return 0;
+}
+
+/* Trim a partly covered edge block's bytes if it is resident; an absent
+ * one keeps its origin contents (trim is advisory).
+ */
+static int
+trim_edge (struct volume *v, uint64_t blk, uint64_t offset, uint64_t end,
+           int *err)
+{
+  uint64_t s = block_start (v, blk), e = block_end (v, blk);
+  uint64_t lo = offset > s ? offset : s, hi = end < e ? end : e;
+
+  if (lo >= hi || !residency_is_resident (v->res, blk))
+    return 0;
+  return shadow_sync (v, SHADOW_TRIM, SHADOW_ALL, NULL, hi - lo, lo, 0, err);
+}
+
+int
+volume_trim (struct volume *v, struct origin *o, uint32_t count,
+             uint64_t offset, uint32_t flags, int *err)
+{
+  uint64_t stop = offset + count;
+  uint64_t first, end, whole_first, whole_end;
+  struct range_hold hold;
+  bool locked = false;
+  int r = 0;
+
+  STAT_ADD (v->stats.trim_ops, 1);
+  if (count == 0)
+    return 0;
+  first = residency_block_of (v->res, offset);
+  end = residency_block_of (v->res, stop - 1) + 1;
+  whole_first = partly_covered (v, first, offset, stop) ? first + 1 : first;
+  whole_end = partly_covered (v, end - 1, offset, stop) ? end - 1 : end;
+
+  if (whole_first < whole_end) {
+    locked = residency_any_absent (v->res, whole_first,
+                                   whole_end - whole_first);
+    if (locked)
+      rangelock_acquire (&v->locks, &hold, whole_first,
+                         whole_end - whole_first);
+    r = trim_whole_blocks (v, whole_first, whole_end, err);
+  }
+  if (r == 0 && whole_first != first)
+    r = trim_edge (v, first, offset, stop, err);
+  if (r == 0 && whole_end != end && end - 1 != first)
+    r = trim_edge (v, end - 1, offset, stop, err);
+  if (r == 0 && writes_to_origin (v) && o->can_trim &&
+      o->ops->trim (o->ctx, count, offset, 0, err) == -1) {
+    STAT_ADD (v->stats.origin_errors, 1);
+    r = -1;
+  }
+  if (locked)
+    rangelock_release (&v->locks, &hold);
+  if (r == 0 && (flags & VOLUME_FLAG_FUA))
+    r = commit_for_client (v, err);
+  return r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Flush and cache. */
+
+int
+volume_flush (struct volume *v, struct origin *o, int *err)
+{
+  STAT_ADD (v->stats.flush_ops, 1);
+  if (commit_for_client (v, err) == -1)
+    return -1;
+  if (writes_to_origin (v) && o->can_flush &&
+      o->ops->flush (o->ctx, err) == -1) {
+    STAT_ADD (v->stats.origin_errors, 1);
+    shadow_error ("origin: flush failed: %s", strerror (*err));
+    return -1;
+  }
+  return 0;
+}
+
+int
+volume_cache (struct volume *v, struct origin *o, uint32_t count,
+              uint64_t offset, int *err)
+{
+  uint64_t first, end;
+
+  STAT_ADD (v->stats.cache_ops, 1);
+  if (count == 0 || !origin_is_live (v))
+    return 0;
+  first = residency_block_of (v->res, offset);
+  end = residency_block_of (v->res, offset + count - 1) + 1;
+  return volume_copy_blocks (v, o, first, end - first, COPY_ON_DEMAND, true,
+                             err) == -1 ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Extents. */
+
+/* Collects one source's extents, clipped and made contiguous. */
+struct extent_sink {
+  origin_extent_fn fn;
+  void *opaque;
+  uint64_t next;                /* where the next extent must start */
+  uint64_t end;                 /* stop here */
+};
+
+static void
+sink_add (void *opaque, uint64_t offset, uint64_t length, uint32_t type)
+{
+  struct extent_sink *sk = opaque;
+  uint64_t stop = offset + length;
+
+  /* Ignore anything not continuing the reported range. */
+  if (offset > sk->next || stop <= sk->next || sk->next >= sk->end)
+    return;
+  if (stop > sk->end)
+    stop = sk->end;
+  sk->fn (sk->opaque, sk->next, stop - sk->next, type);
+  sk->next = stop;
+}
+
+int
+volume_extents (struct volume *v, struct origin *o, uint32_t count,
+                uint64_t offset, uint32_t flags, origin_extent_fn fn,
+                void *opaque, int *err)
+{
+  uint64_t stop = offset + count;
+  uint64_t blk, end;
+  struct extent_sink sk = { .fn = fn, .opaque = opaque, .next = offset };
+  bool req_one = flags & VOLUME_FLAG_REQ_ONE;
+
+  if (count == 0)
+    return 0;
+  blk = residency_block_of (v->res, offset);
+  end = residency_block_of (v->res, stop - 1) + 1;
+  while (blk < end) {
+    bool resident = !origin_is_live (v);
+    uint64_t run_end = resident ? end
+      : residency_run_end (v->res, blk, end, &resident);
+    uint64_t hi = block_start (v, run_end);
+
+    if (hi > stop)
+      hi = stop;
+    sk.end = hi;
+    if (resident) {
+      struct shadow_io io = {
+        .op = SHADOW_BLOCK_STATUS, .target = SHADOW_ANY,
+        .offset = sk.next, .count = hi - sk.next,
+        .priority = SHADOW_PRIO_CLIENT, .extent_fn = sink_add, .opaque = &sk,
+      };
+
+      if (engine_run (v->engine, &io) == -1) {
+        *err = errno;
+        return -1;
+      }
+    }
+    else if (!o->can_extents)
+      sink_add (&sk, sk.next, hi - sk.next, 0);
+    else if (o->ops->extents (o->ctx, hi - sk.next, sk.next, req_one,
+                              sink_add, &sk, err) == -1) {
+      STAT_ADD (v->stats.origin_errors, 1);
+      return -1;
+    }
+    /* A source that answered for a prefix only ends the reply here: the
+     * client asks again from where it stops.
+     */
+    if (sk.next < hi || req_one)
+      break;
+    blk = run_end;
+  }
+  if (sk.next == offset) {      /* nothing reported: say "data" */
+    sk.end = stop;
+    sink_add (&sk, offset, count, 0);
+  }
+  return 0;
+}

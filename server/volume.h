@@ -1,0 +1,144 @@
+/* nbdshadow: the volume being migrated, and its data path.
+ *
+ * This is DESIGN §4 in code.  A volume ties together the residency map,
+ * the block-range locks, the shadow engine and the committer, and serves
+ * client requests against an origin (origin.h):
+ *
+ *  - read: split into runs; resident runs come from a shadow, absent runs
+ *    from the origin expanded to whole blocks, and those blocks are then
+ *    written to the shadow from the buffer already in hand (copy-on-read,
+ *    asynchronous, never a second origin read);
+ *  - write / zero: a block that is absent and only partly covered is
+ *    first filled from the origin, then the whole block is written, then
+ *    marked; with shadow-writes=both the origin gets the write too;
+ *  - trim: wholly covered absent blocks become resident as zeroes without
+ *    a copy; resident ranges are trimmed on the shadow;
+ *  - flush and FUA complete after a commit covering them (commit.h);
+ *  - cache: copies the range now (a client's prefetch request);
+ *  - extents: what the client would read: the shadow's for resident runs,
+ *    the origin's for absent runs.
+ *
+ * Races: see rangelock.h.  Every path that may put data on the shadow for
+ * an absent block holds that block's range lock from its "still absent?"
+ * check until the block is marked.
+ */
+
+#ifndef NBDSHADOW_VOLUME_H
+#define NBDSHADOW_VOLUME_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "commit.h"
+#include "engine.h"
+#include "origin.h"
+#include "rangelock.h"
+#include "residency.h"
+#include "stats.h"
+
+/* Flags of client requests. */
+#define VOLUME_FLAG_FUA 1
+#define VOLUME_FLAG_MAY_TRIM 2
+#define VOLUME_FLAG_FAST_ZERO 4
+#define VOLUME_FLAG_REQ_ONE 8
+
+enum phase {
+  PHASE_COPYING,
+  PHASE_SYNCED,
+  PHASE_VERIFYING,
+  PHASE_CUTOVER,
+  PHASE_DONE,
+};
+
+struct volume_config {
+  uint64_t size;                /* origin size = shadow size, bytes */
+  uint32_t block_size;
+  bool writes_both;             /* shadow-writes=both */
+  uint64_t copy_memory;         /* bytes of copy-on-read data in flight */
+  double commit_interval;       /* seconds */
+  commit_persist_fn persist;    /* NULL: volatile residency */
+  void *persist_opaque;
+};
+
+/* Copy rate samples, for status. */
+#define RATE_SAMPLES 16
+
+struct volume {
+  struct volume_config cfg;
+  struct residency *res;
+  struct rangelock locks;
+  struct engine *engine;
+  struct committer *committer;
+  struct volume_stats stats;
+  _Atomic int phase;            /* enum phase */
+
+  /* Asynchronous copies in flight: copy_lock guards the two fields, and
+   * copy_idle is signalled when copies_in_flight drops to zero.
+   */
+  pthread_mutex_t copy_lock;
+  pthread_cond_t copy_idle;
+  uint64_t copies_in_flight;
+  uint64_t copy_bytes_in_flight;
+
+  /* Rate sampler: rate_lock guards the ring. */
+  pthread_mutex_t rate_lock;
+  struct { double t; uint64_t bytes; } rate[RATE_SAMPLES];
+  unsigned rate_next, rate_len;
+};
+
+/* Create the volume over a started engine and start its committer.
+ * Reports and returns NULL on failure.
+ */
+extern struct volume *volume_new (const struct volume_config *cfg,
+                                  struct engine *engine);
+
+/* Wait for copies in flight, run a final commit, stop the committer and
+ * free.  The engine is the caller's.  Returns the final commit's result.
+ */
+extern int volume_close (struct volume *v);
+
+extern int volume_pread (struct volume *v, struct origin *o, void *buf,
+                         uint32_t count, uint64_t offset, int *err);
+extern int volume_pwrite (struct volume *v, struct origin *o,
+                          const void *buf, uint32_t count, uint64_t offset,
+                          uint32_t flags, int *err);
+extern int volume_zero (struct volume *v, struct origin *o, uint32_t count,
+                        uint64_t offset, uint32_t flags, int *err);
+extern int volume_trim (struct volume *v, struct origin *o, uint32_t count,
+                        uint64_t offset, uint32_t flags, int *err);
+extern int volume_flush (struct volume *v, struct origin *o, int *err);
+extern int volume_cache (struct volume *v, struct origin *o, uint32_t count,
+                         uint64_t offset, int *err);
+extern int volume_extents (struct volume *v, struct origin *o,
+                           uint32_t count, uint64_t offset, uint32_t flags,
+                           origin_extent_fn fn, void *opaque, int *err);
+
+/* Copy the absent blocks of [first, first+count) from origin o now, and
+ * wait.  blocking: wait for busy ranges (else skip them).  Returns the
+ * number of bytes copied, or -1 with *err.
+ */
+extern int64_t volume_copy_blocks (struct volume *v, struct origin *o,
+                                   uint64_t first, uint64_t count,
+                                   enum copy_kind kind, bool blocking,
+                                   int *err);
+
+/* Wait until no asynchronous copy is in flight. */
+extern void volume_wait_copies (struct volume *v);
+
+extern enum phase volume_phase (struct volume *v);
+extern void volume_set_phase (struct volume *v, enum phase p);
+extern const char *phase_name (enum phase p);
+
+/* Record a rate sample (called about twice a second) and return the copy
+ * rate in bytes/s over the last few seconds.
+ */
+extern void volume_sample_rate (struct volume *v, double now);
+extern double volume_copy_rate (struct volume *v);
+extern uint64_t volume_copied_bytes (struct volume *v);
+
+/* The one-line status of DESIGN §3.2, into buf. */
+extern void volume_status_line (struct volume *v, char *buf, size_t len);
+
+#endif /* NBDSHADOW_VOLUME_H */
