@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -56,6 +57,68 @@ prefetch_parse (const char *s, enum prefetch_policy *out)
   return -1;
 }
 
+/* nbdkit's size syntax (a number, an optional b, K, M, G, T, P or E
+ * suffix, any case), parsed here so that an error names the key.
+ */
+static int
+parse_size (const char *key, const char *value, uint64_t *out)
+{
+  static const char suffixes[] = "bkmgtpe";
+  const char *p = value;
+  uint64_t n = 0, scale = 1;
+  const char *sfx;
+
+  while (*p == ' ')
+    p++;
+  if (*p < '0' || *p > '9')
+    goto bad;
+  for (; *p >= '0' && *p <= '9'; ++p) {
+    if (n > (UINT64_MAX - (*p - '0')) / 10)
+      goto overflow;
+    n = n * 10 + (*p - '0');
+  }
+  if (*p != '\0') {
+    sfx = strchr (suffixes, *p | 0x20);
+    if (sfx == NULL || p[1] != '\0')
+      goto bad;
+    scale = UINT64_C (1) << (10 * (sfx - suffixes));
+  }
+  if (n > INT64_MAX / scale)
+    goto overflow;
+  *out = n * scale;
+  return 0;
+
+ bad:
+  nbdkit_error ("%s=%s: not a size (a number with an optional K, M, G, T, "
+                "P or E suffix)", key, value);
+  return -1;
+ overflow:
+  nbdkit_error ("%s=%s: too large", key, value);
+  return -1;
+}
+
+/* nbdkit's boolean words, with an error that names the key. */
+static int
+parse_bool (const char *key, const char *value, bool *out)
+{
+  static const char *const yes[] = { "1", "true", "yes", "on" };
+  static const char *const no[] = { "0", "false", "no", "off" };
+  size_t i;
+
+  for (i = 0; i < 4; ++i) {
+    if (strcasecmp (value, yes[i]) == 0) {
+      *out = true;
+      return 0;
+    }
+    if (strcasecmp (value, no[i]) == 0) {
+      *out = false;
+      return 0;
+    }
+  }
+  nbdkit_error ("%s=%s: must be on or off", key, value);
+  return -1;
+}
+
 static int
 once (bool *seen, const char *key)
 {
@@ -103,10 +166,10 @@ static int
 config_block_size (struct shadow_params *p, const char *key,
                    const char *value)
 {
-  int64_t n = nbdkit_parse_size (value);
+  uint64_t n;
 
-  if (n == -1)
-    return -1;                  /* nbdkit said why */
+  if (parse_size (key, value, &n) == -1)
+    return -1;
   if (n < MIN_BLOCK_SIZE || n > MAX_BLOCK_SIZE || (n & (n - 1)) != 0) {
     nbdkit_error ("%s=%s: must be a power of two between 4K and 64M",
                   key, value);
@@ -162,28 +225,15 @@ params_config (struct shadow_params *p, const char *key, const char *value)
     r = once (&seen_writes, key) ?:
       config_choice (key, value, "shadow", "both", &p->writes_both);
   else if (strcmp (key, "shadow-background") == 0) {
-    r = once (&seen_background, key);
-    if (r == 0) {
-      int b = nbdkit_parse_bool (value);
-
-      if (b == -1)
-        r = -1;
-      p->background = b == 1;
-    }
+    r = once (&seen_background, key) ?:
+      parse_bool (key, value, &p->background);
   }
   else if (strcmp (key, "shadow-rate") == 0) {
-    r = once (&seen_rate, key);
-    if (r == 0) {
-      int64_t n = nbdkit_parse_size (value);
-
-      if (n == -1)
-        r = -1;
-      else if (n == 0) {
-        nbdkit_error ("%s=%s: must be more than 0 (omit it for no limit)",
-                      key, value);
-        r = -1;
-      }
-      p->rate = n;
+    r = once (&seen_rate, key) ?: parse_size (key, value, &p->rate);
+    if (r == 0 && p->rate == 0) {
+      nbdkit_error ("%s=%s: must be more than 0 (omit it for no limit)",
+                    key, value);
+      r = -1;
     }
   }
   else if (strcmp (key, "shadow-prefetch") == 0) {

@@ -425,10 +425,20 @@ update_shadow (struct volume *v, struct origin *o, const struct edges *ed,
                const void *data, uint64_t count, uint64_t offset,
                uint32_t flags, int *err)
 {
-  uint64_t wstart = ed->fill_head ? block_start (v, ed->first) : offset;
-  uint64_t wend = ed->fill_tail ? block_end (v, ed->end - 1) : offset + count;
+  uint64_t wstart = offset, wend = offset + count;
   char *tmp;
   int r;
+
+  /* The filled blocks are written whole: a write strictly inside one
+   * absent block fills both its sides from the head block.
+   */
+  if (ed->fill_head) {
+    wstart = block_start (v, ed->first);
+    if (wend < block_end (v, ed->first))
+      wend = block_end (v, ed->first);
+  }
+  if (ed->fill_tail)
+    wend = block_end (v, ed->end - 1);
 
   if (!ed->fill_head && !ed->fill_tail) {
     if (data)
