@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "volume.h"
 #include "humansize.h"
@@ -29,9 +30,22 @@ volume_copied_bytes (struct volume *v)
   return sum;
 }
 
-void
-volume_sample_rate (struct volume *v, double now)
+static double
+monotonic_now (void)
 {
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The engine's clock is libev's; the samples use their own monotonic
+ * clock so that the rate can be measured against "now" at any time.
+ */
+void
+volume_sample_rate (struct volume *v, double now_unused)
+{
+  double now = monotonic_now ();
   uint64_t bytes = volume_copied_bytes (v);
 
   mutex_lock (&v->rate_lock);
@@ -43,24 +57,24 @@ volume_sample_rate (struct volume *v, double now)
   mutex_unlock (&v->rate_lock);
 }
 
+/* Bytes copied per second between the oldest sample of the last
+ * RATE_WINDOW seconds and now.
+ */
 double
 volume_copy_rate (struct volume *v)
 {
-  double rate = 0;
-  unsigned newest, i;
+  double now = monotonic_now (), rate = 0;
+  uint64_t bytes = volume_copied_bytes (v);
+  unsigned i;
 
   mutex_lock (&v->rate_lock);
-  if (v->rate_len >= 2) {
-    newest = (v->rate_next + RATE_SAMPLES - 1) % RATE_SAMPLES;
-    /* The oldest sample still inside the window. */
-    for (i = v->rate_len - 1; i > 0; --i) {
-      unsigned s = (newest + RATE_SAMPLES - i) % RATE_SAMPLES;
-      double dt = v->rate[newest].t - v->rate[s].t;
+  for (i = v->rate_len; i > 0; --i) {
+    unsigned s = (v->rate_next + RATE_SAMPLES - i) % RATE_SAMPLES;
+    double dt = now - v->rate[s].t;
 
-      if (dt <= RATE_WINDOW && dt > 0) {
-        rate = (v->rate[newest].bytes - v->rate[s].bytes) / dt;
-        break;
-      }
+    if (dt <= RATE_WINDOW && dt >= 0.2) {
+      rate = (bytes - v->rate[s].bytes) / dt;
+      break;
     }
   }
   mutex_unlock (&v->rate_lock);
