@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "commit.h"
 #include "lockutil.h"
@@ -18,6 +19,7 @@ struct committer {
   commit_persist_fn persist;
   void *persist_opaque;
   double interval;
+  unsigned test_delay_ms;       /* sleep inside the commit (tests only) */
   pthread_t thread;
 
   /* lock guards every field below.  Sequence numbers: requested is the
@@ -30,6 +32,12 @@ struct committer {
   uint64_t requested, started, completed;
   int result;
   bool stopping;
+  /* Marks were lost (out of memory giving them back after a failed
+   * commit): a later commit cannot cover the writes they belonged to,
+   * so no flush may succeed any more.  Only the committer thread writes
+   * it.
+   */
+  bool marks_lost;
   struct commit_stats stats;
 };
 
@@ -42,6 +50,16 @@ now_ms (void)
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* Tests widen the windows between the steps so that a kill -9 lands
+ * inside a commit.
+ */
+static void
+test_pause (struct committer *c)
+{
+  if (c->test_delay_ms)
+    usleep (c->test_delay_ms * 1000);
+}
+
 /* One commit.  Returns 0 or an errno. */
 static int
 do_commit (struct committer *c, size_t *nr_marks)
@@ -51,23 +69,35 @@ do_commit (struct committer *c, size_t *nr_marks)
                              .priority = SHADOW_PRIO_CLIENT };
   int err = 0;
 
+  *nr_marks = 0;
+  if (c->marks_lost) {
+    shadow_error ("commit: refused: residency marks were lost after an "
+                  "out-of-memory error; restart the filter (blocks copied "
+                  "since the last commit will be copied again)");
+    return EIO;
+  }
   residency_freeze (c->r, &marks);
   *nr_marks = marks.len;
+  test_pause (c);
   if (engine_run (c->e, &flush) == -1) {
     err = errno;
     shadow_error ("commit: flushing the shadows failed: %s: %zu marks kept "
                   "for the next commit", strerror (err), marks.len);
   }
-  else if (c->persist && marks.len > 0 &&
-           c->persist (c->persist_opaque, &marks) == -1) {
+  test_pause (c);
+  /* Only now, with the data durable on every shadow, may the marks be. */
+  if (err == 0 && c->persist && marks.len > 0 &&
+      c->persist (c->persist_opaque, &marks) == -1) {
     err = errno;
     shadow_error ("commit: recording %zu marks failed: %s: kept for the "
                   "next commit", marks.len, strerror (err));
   }
   if (err != 0) {
-    if (residency_unfreeze (c->r, &marks) == -1)
-      shadow_error ("commit: out of memory keeping marks: the affected "
-                    "blocks will be copied again after a restart");
+    if (residency_unfreeze (c->r, &marks) == -1) {
+      shadow_error ("commit: out of memory keeping marks: no flush can "
+                    "succeed from now on");
+      c->marks_lost = true;
+    }
     return err;
   }
   mark_list_free (&marks);
@@ -138,7 +168,7 @@ committer_thread (void *arg)
 struct committer *
 committer_start (struct residency *r, struct engine *e,
                  commit_persist_fn persist, void *persist_opaque,
-                 double interval)
+                 double interval, unsigned test_delay_ms)
 {
   struct committer *c = calloc (1, sizeof *c);
   int err;
@@ -152,6 +182,7 @@ committer_start (struct residency *r, struct engine *e,
   c->persist = persist;
   c->persist_opaque = persist_opaque;
   c->interval = interval > 0 ? interval : 1.0;
+  c->test_delay_ms = test_delay_ms;
   pthread_mutex_init (&c->lock, NULL);
   pthread_cond_init (&c->wake, NULL);
   pthread_cond_init (&c->done, NULL);

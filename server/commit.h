@@ -42,7 +42,8 @@ extern struct committer *committer_start (struct residency *r,
                                           struct engine *e,
                                           commit_persist_fn persist,
                                           void *persist_opaque,
-                                          double interval);
+                                          double interval,
+                                          unsigned test_delay_ms);
 
 /* Wait for a commit that starts after this call.  0, or -1 with errno. */
 extern int committer_wait (struct committer *c);

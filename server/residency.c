@@ -105,6 +105,29 @@ residency_any_absent (struct residency *r, uint64_t first, uint64_t count)
   return ret;
 }
 
+bool
+residency_any_unwritten (struct residency *r, uint64_t first, uint64_t count)
+{
+  uint64_t end = first + count, blk = first;
+  bool ret = false;
+
+  mutex_lock (&r->lock);
+  /* Walk the resident runs; in each, look for an unwritten block. */
+  while (!ret && blk < end) {
+    uint64_t run = blockset_next_set (r->resident, blk), run_end;
+
+    if (run >= end)
+      break;
+    run_end = blockset_next_clear (r->resident, run);
+    if (run_end > end)
+      run_end = end;
+    ret = blockset_next_clear (r->written, run) < run_end;
+    blk = run_end;
+  }
+  mutex_unlock (&r->lock);
+  return ret;
+}
+
 uint64_t
 residency_run_end (struct residency *r, uint64_t blk, uint64_t limit,
                    bool *resident)

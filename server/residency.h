@@ -83,6 +83,10 @@ extern bool residency_is_written (struct residency *r, uint64_t blk);
 extern bool residency_any_absent (struct residency *r,
                                   uint64_t first, uint64_t count);
 
+/* Is any block of [first, first+count) resident but not written? */
+extern bool residency_any_unwritten (struct residency *r,
+                                     uint64_t first, uint64_t count);
+
 /* The end of the run of blocks that share blk's state, no further than
  * limit; *resident receives that state.
  */

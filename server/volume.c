@@ -31,7 +31,7 @@ volume_new (const struct volume_config *cfg, struct engine *engine)
   if (v->cfg.copy_memory == 0)
     v->cfg.copy_memory = 256 * 1024 * 1024;
   v->engine = engine;
-  v->res = residency_new (cfg->size, cfg->block_size);
+  v->res = cfg->res ? cfg->res : residency_new (cfg->size, cfg->block_size);
   if (v->res == NULL) {
     shadow_error ("volume: cannot create the residency map for %" PRIu64
                   " bytes: %s", cfg->size, strerror (errno));
@@ -59,7 +59,8 @@ volume_start_committer (struct volume *v)
 {
   v->committer = committer_start (v->res, v->engine, v->cfg.persist,
                                   v->cfg.persist_opaque,
-                                  v->cfg.commit_interval);
+                                  v->cfg.commit_interval,
+                                  v->cfg.test_commit_delay_ms);
   return v->committer ? 0 : -1;
 }
 
@@ -494,6 +495,20 @@ client_update (struct volume *v, struct origin *o, const void *data,
   if (locked)
     rangelock_acquire (&v->locks, &hold, ed.first, ed.end - ed.first);
   find_edges (v, offset, count, &ed);
+
+  /* Copied blocks about to hold client data: say so durably first. */
+  if (v->cfg.intent &&
+      residency_any_unwritten (v->res, ed.first, ed.end - ed.first) &&
+      v->cfg.intent (v->cfg.persist_opaque, ed.first,
+                     ed.end - ed.first) == -1) {
+    *err = errno;
+    shadow_error ("recording the written-intent of blocks %" PRIu64 "..%"
+                  PRIu64 " failed: %s", ed.first, ed.end - 1,
+                  strerror (*err));
+    if (locked)
+      rangelock_release (&v->locks, &hold);
+    return -1;
+  }
 
   r = update_shadow (v, o, &ed, data, count, offset, flags, err);
   if (r == 0 && writes_to_origin (v)) {

@@ -60,6 +60,14 @@ struct volume_config {
   double commit_interval;       /* seconds */
   commit_persist_fn persist;    /* NULL: volatile residency */
   void *persist_opaque;
+  /* Make "a client is about to write these resident, not yet written
+   * blocks" durable before the write reaches the shadow (state.h says
+   * why).  NULL: not needed (volatile state, or shadow-writes=both where
+   * verify compares every block).
+   */
+  int (*intent) (void *opaque, uint64_t first, uint64_t count);
+  struct residency *res;        /* loaded residency, or NULL for a new one */
+  unsigned test_commit_delay_ms; /* tests: widen the commit's windows */
 };
 
 /* Copy rate samples, for status. */

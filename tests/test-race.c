@@ -35,11 +35,11 @@
 
 #include <libnbd.h>
 
-#define STRIPE 512
+#include "stripes.h"
+
 #define GROUP 3                 /* stripes per ownership group */
 #define WRITERS 6
 #define READERS 6
-#define MAGIC 0x52414345u       /* "RACE" */
 
 static const char *uri;
 static char *origin;            /* the origin's bytes */
@@ -66,34 +66,16 @@ die (const char *what)
   exit (EXIT_FAILURE);
 }
 
-/* The contents of write number seq of stripe s. */
 static void
 fill_stripe (char *p, uint64_t s, uint32_t seq)
 {
-  uint32_t hdr[3] = { MAGIC, (uint32_t) s, seq };
-  size_t i;
-
-  memcpy (p, hdr, sizeof hdr);
-  for (i = sizeof hdr; i < STRIPE; ++i)
-    p[i] = (char) (s * 31 + seq * 17 + i);
+  stripe_fill (p, s, seq);
 }
 
-/* Which write does p hold?  0 = the origin's bytes, -1 = neither. */
 static int64_t
 decode_stripe (const char *p, uint64_t s)
 {
-  uint32_t hdr[3];
-  char expect[STRIPE];
-
-  memcpy (hdr, p, sizeof hdr);
-  if (hdr[0] == MAGIC && hdr[1] == (uint32_t) s && hdr[2] > 0) {
-    fill_stripe (expect, s, hdr[2]);
-    if (memcmp (p, expect, STRIPE) == 0)
-      return hdr[2];
-  }
-  if (memcmp (p, origin + s * STRIPE, STRIPE) == 0)
-    return 0;
-  return -1;
+  return stripe_decode (p, s, origin + s * STRIPE);
 }
 
 static uint64_t
