@@ -1,3 +1,581 @@
+/* predictor.c: the online predictor facade (see predictor.h): policy
+ * switching, per-model cost and accuracy accounting, stats snapshots,
+ * model file warm start.  The models themselves live elsewhere.
+ */
 #include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "analyzer.h"
+#include "baselines.h"
+#include "hybrid.h"
+#include "lstm-model.h"
+#include "model-file.h"
+#include "ngram.h"
 #include "predictor.h"
-int predictor_version (void) { return 0; }
+#include "tokenizer.h"
+
+#define CAND_CAP 1024
+#define STATS_EVERY 256
+
+static const char *const policy_names[PRED_POLICY__COUNT] = {
+  [PRED_POLICY_OFF] = "off",
+  [PRED_POLICY_READAHEAD] = "readahead",
+  [PRED_POLICY_STRIDE] = "stride",
+  [PRED_POLICY_MARKOV1] = "markov1",
+  [PRED_POLICY_LEAP] = "leap",
+  [PRED_POLICY_NGRAM] = "ngram",
+  [PRED_POLICY_LSTM] = "lstm",
+  [PRED_POLICY_HYBRID] = "hybrid",
+};
+
+const char *
+predictor_policy_name (enum pred_policy p)
+{
+  return (unsigned) p < PRED_POLICY__COUNT ? policy_names[p] : "?";
+}
+
+int
+predictor_policy_parse (const char *name)
+{
+  for (int i = 0; i < PRED_POLICY__COUNT; i++)
+    if (strcmp (name, policy_names[i]) == 0)
+      return i;
+  return -1;
+}
+
+void
+predictor_config_default (struct predictor_config *c)
+{
+  memset (c, 0, sizeof *c);
+  c->block_size = 65536;
+  c->policy = PRED_POLICY_HYBRID;
+  c->train = PRED_TRAIN_THREAD;
+  c->seed = 1;
+  c->streams = 32;
+  c->stream_fwd = 32;
+  c->stream_back = 8;
+  c->vocab = 256;
+  c->ngram_capacity = 16384;
+  c->regions = 4096;
+  c->depth = 16;
+  c->lstm_depth = 2;
+  c->readahead_max = 32;
+  c->min_prob = 0.05;
+  c->lstm_embed = 16;
+  c->lstm_hidden = 32;
+  c->lstm_bptt = 16;
+  c->lstm_replay = 2;
+  c->lstm_lr = 0.005;
+}
+
+struct mstat {
+  uint64_t observes, predicts, observe_ns, predict_ns, scored, hits;
+  double recent;
+};
+
+struct predictor {
+  struct predictor_config cfg;
+  struct pred_tokenizer tok;
+  struct pred_analyzer *an;
+  struct pred_model *model[PRED_POLICY__COUNT];
+  struct mstat ms[PRED_POLICY__COUNT];
+  bool active[PRED_POLICY__COUNT];
+  enum pred_policy policy;
+  _Atomic int requested;
+
+  struct pred_model_file mf;    /* loaded model, until the LSTM takes it */
+  bool have_mf;
+  struct pred_lstm_config lstm_cfg;
+
+  struct pred_event last;
+  bool have_last;
+  struct pred_candlist cl;
+  int cl_owner;                 /* policy whose candidates cl holds, -1 */
+
+  uint64_t accesses, predictions, candidates;
+
+  pthread_mutex_t life_lock;    /* LSTM creation vs start/stop training */
+  bool training_wanted;
+
+  pthread_mutex_t stats_lock;
+  struct predictor_stats pub;
+};
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static bool
+is_pow2 (uint64_t x)
+{
+  return x && !(x & (x - 1));
+}
+
+/* Models a policy needs observed, as a bitmask of policies. */
+static unsigned
+needs (enum pred_policy p)
+{
+  if (p == PRED_POLICY_HYBRID)
+    return 1u << PRED_POLICY_NGRAM | 1u << PRED_POLICY_LSTM |
+      1u << PRED_POLICY_HYBRID;
+  if (p == PRED_POLICY_OFF)
+    return 0;
+  return 1u << p;
+}
+
+static struct pred_rollout_cfg
+rollout (const struct predictor *p, unsigned depth)
+{
+  return (struct pred_rollout_cfg) {
+    .depth = depth, .alts = 2, .min_p = p->cfg.min_prob, .max_len = 16,
+  };
+}
+
+static struct pred_model *
+create_model (struct predictor *p, enum pred_policy which)
+{
+  const struct predictor_config *c = &p->cfg;
+  const struct pred_vocab *v = &p->tok.vocab;
+
+  switch (which) {
+  case PRED_POLICY_READAHEAD:
+    return pred_readahead_new (c->streams, c->readahead_max);
+  case PRED_POLICY_STRIDE:
+    return pred_stride_new (c->streams, c->depth, 16);
+  case PRED_POLICY_LEAP:
+    return pred_leap_new (c->readahead_max, 16);
+  case PRED_POLICY_MARKOV1: {
+    struct pred_ngram_config g = {
+      .max_order = 1, .capacity = c->ngram_capacity, .smooth = false,
+      .nstreams = c->streams, .rollout = rollout (p, c->depth),
+    };
+    return pred_ngram_new (&g, v);
+  }
+  case PRED_POLICY_NGRAM: {
+    struct pred_ngram_config g = {
+      .max_order = 4, .capacity = c->ngram_capacity, .smooth = true,
+      .nstreams = c->streams, .rollout = rollout (p, c->depth),
+    };
+    return pred_ngram_new (&g, v);
+  }
+  case PRED_POLICY_LSTM: {
+    struct pred_lstm_model_config lc = {
+      .trainer = {
+        .lstm = p->lstm_cfg, .nstreams = c->streams,
+        .replay = c->lstm_replay, .threaded = c->train == PRED_TRAIN_THREAD,
+      },
+      .rollout = rollout (p, c->lstm_depth),
+      .learn = c->train != PRED_TRAIN_OFF,
+    };
+    struct pred_model *m;
+    pthread_mutex_lock (&p->life_lock);
+    m = pred_lstm_model_new (&lc, v, p->have_mf ? &p->mf.params : NULL);
+    if (m && p->training_wanted)
+      pred_lstm_trainer_start (pred_lstm_model_trainer (m));
+    pthread_mutex_unlock (&p->life_lock);
+    return m;
+  }
+  case PRED_POLICY_HYBRID: {
+    struct pred_hybrid_config h = {
+      .nstreams = c->streams, .slow_depth = c->lstm_depth, .ema = 0.02,
+      .gamma = 2, .rollout = rollout (p, c->depth),
+    };
+    return pred_hybrid_new (&h, p->model[PRED_POLICY_NGRAM],
+                            p->model[PRED_POLICY_LSTM]);
+  }
+  case PRED_POLICY_OFF:
+  case PRED_POLICY__COUNT:
+    break;
+  }
+  return NULL;
+}
+
+/* Make policy current, creating what it needs.  false if a model could
+ * not be created (the old policy stays). */
+static bool
+switch_policy (struct predictor *p, enum pred_policy policy)
+{
+  unsigned need = needs (policy);
+
+  /* Components before the hybrid: ascending order does it. */
+  for (int i = 1; i < PRED_POLICY__COUNT; i++)
+    if ((need & (1u << i)) && !p->model[i]) {
+      p->model[i] = create_model (p, i);
+      if (!p->model[i])
+        return false;
+    }
+  for (int i = 0; i < PRED_POLICY__COUNT; i++)
+    p->active[i] = (need >> i) & 1;
+  p->policy = policy;
+  p->cl_owner = -1;
+  return true;
+}
+
+static void
+apply_requested (struct predictor *p)
+{
+  int r = atomic_load_explicit (&p->requested, memory_order_relaxed);
+  if (r != (int) p->policy && !switch_policy (p, r))
+    atomic_store (&p->requested, (int) p->policy);
+}
+
+void
+predictor_free (struct predictor *p)
+{
+  if (!p)
+    return;
+  /* The hybrid refers to its components: destroy it first. */
+  pred_model_destroy (p->model[PRED_POLICY_HYBRID]);
+  for (int i = 0; i < PRED_POLICY__COUNT; i++)
+    if (i != PRED_POLICY_HYBRID)
+      pred_model_destroy (p->model[i]);
+  if (p->have_mf)
+    pred_model_file_free (&p->mf);
+  pred_candlist_free (&p->cl);
+  pred_analyzer_free (p->an);
+  pred_tokenizer_free (&p->tok);
+  pthread_mutex_destroy (&p->life_lock);
+  pthread_mutex_destroy (&p->stats_lock);
+  free (p);
+}
+
+struct predictor *
+predictor_new (const struct predictor_config *c, char *err, size_t errlen)
+{
+  struct predictor *p;
+  struct pred_analyzer_config ac;
+  const char *why;
+
+  if (!is_pow2 (c->block_size) || c->block_size < 512 ||
+      c->block_size > 64 * 1024 * 1024) {
+    snprintf (err, errlen, "predictor: block size %" PRIu32
+              " must be a power of two from 512 to 64M", c->block_size);
+    return NULL;
+  }
+  if ((unsigned) c->policy >= PRED_POLICY__COUNT) {
+    snprintf (err, errlen, "predictor: unknown policy %d", (int) c->policy);
+    return NULL;
+  }
+  if (c->streams < 1 || c->streams > PRED_STREAMS_MAX) {
+    snprintf (err, errlen, "predictor: streams must be 1 .. %d", PRED_STREAMS_MAX);
+    return NULL;
+  }
+  if (c->vocab < 2 || c->vocab > PRED_VOCAB_MAX) {
+    snprintf (err, errlen, "predictor: vocab must be 2 .. %d", PRED_VOCAB_MAX);
+    return NULL;
+  }
+  if (c->depth < 1 || c->depth > 256 || c->lstm_depth > 64) {
+    snprintf (err, errlen, "predictor: depth must be 1 .. 256 and lstm_depth 0 .. 64");
+    return NULL;
+  }
+  if (!(c->min_prob > 0 && c->min_prob <= 1)) {
+    snprintf (err, errlen, "predictor: min_prob must be in (0, 1]");
+    return NULL;
+  }
+  if (c->ngram_capacity < 8 || c->ngram_capacity > (1u << 24) ||
+      c->regions < 8 || c->regions > (1u << 24)) {
+    snprintf (err, errlen, "predictor: ngram_capacity and regions must be 8 .. 2^24");
+    return NULL;
+  }
+  if (c->readahead_max < 1 || c->readahead_max > 65536) {
+    snprintf (err, errlen, "predictor: readahead_max must be 1 .. 65536");
+    return NULL;
+  }
+
+  p = calloc (1, sizeof *p);
+  if (!p) {
+    snprintf (err, errlen, "predictor: %s", strerror (errno));
+    return NULL;
+  }
+  p->cfg = *c;
+  p->cfg.model_path = NULL;
+  p->cl_owner = -1;
+  pthread_mutex_init (&p->life_lock, NULL);
+  pthread_mutex_init (&p->stats_lock, NULL);
+
+  pred_lstm_config_default (&p->lstm_cfg);
+  p->lstm_cfg.vocab = c->vocab;
+  p->lstm_cfg.embed = c->lstm_embed;
+  p->lstm_cfg.hidden = c->lstm_hidden;
+  p->lstm_cfg.bptt = c->lstm_bptt;
+  p->lstm_cfg.lr = c->lstm_lr;
+  p->lstm_cfg.seed = c->seed;
+
+  if (c->model_path) {
+    if (pred_model_load (c->model_path, &p->mf, err, errlen) < 0)
+      goto fail_quiet;
+    p->have_mf = true;
+    if (p->mf.block_size != c->block_size) {
+      snprintf (err, errlen, "%s: the model was trained with %" PRIu32
+                "-byte blocks, the volume uses %" PRIu32 "-byte blocks",
+                c->model_path, p->mf.block_size, c->block_size);
+      goto fail_quiet;
+    }
+    p->lstm_cfg = p->mf.lstm;
+    p->lstm_cfg.seed = c->seed;
+    p->cfg.vocab = p->mf.lstm.vocab;
+    p->cfg.stream_fwd = p->mf.stream_fwd;
+    p->cfg.stream_back = p->mf.stream_back;
+  }
+  if ((why = pred_lstm_config_check (&p->lstm_cfg)) != NULL) {
+    snprintf (err, errlen, "predictor: LSTM: %s", why);
+    goto fail_quiet;
+  }
+
+  if (pred_tokenizer_init (&p->tok, c->block_size, c->nr_blocks, c->streams,
+                           p->cfg.vocab, p->cfg.stream_fwd,
+                           p->cfg.stream_back) < 0)
+    goto fail;
+  if (p->have_mf &&
+      pred_vocab_set (&p->tok.vocab, p->mf.vocab, p->mf.nvocab) < 0) {
+    snprintf (err, errlen, "%s: the vocabulary repeats a delta", c->model_path);
+    goto fail_quiet;
+  }
+  pred_analyzer_config_default (&ac);
+  ac.max_regions = c->regions;
+  p->an = pred_analyzer_new (&ac);
+  if (!p->an || pred_candlist_init (&p->cl, CAND_CAP, c->nr_blocks) < 0)
+    goto fail;
+  p->policy = PRED_POLICY_OFF;
+  if (!switch_policy (p, c->policy))
+    goto fail;
+  atomic_init (&p->requested, (int) c->policy);
+  predictor_refresh_stats (p);
+  return p;
+
+ fail:
+  snprintf (err, errlen, "predictor: out of memory");
+ fail_quiet:
+  predictor_free (p);
+  return NULL;
+}
+
+void
+predictor_observe (struct predictor *p, const struct pred_access *a)
+{
+  struct pred_event ev;
+
+  apply_requested (p);
+  p->accesses++;
+  if (!pred_tokenizer_feed (&p->tok, a, &ev)) {
+    pred_analyzer_observe (p->an, a, NULL);
+    goto out;
+  }
+  pred_analyzer_observe (p->an, a, &ev);
+
+  /* Score the candidates given for this access. */
+  if (p->cl_owner > 0) {
+    struct mstat *s = &p->ms[p->cl_owner];
+    bool hit = pred_candlist_contains (&p->cl, ev.block);
+    s->scored++;
+    s->hits += hit;
+    s->recent += (hit - s->recent) / 64.0;
+    p->cl_owner = -1;
+  }
+
+  for (int i = 1; i < PRED_POLICY__COUNT; i++) {
+    if (!p->active[i])
+      continue;
+    uint64_t t0 = now_ns ();
+    p->model[i]->ops->observe (p->model[i], &ev);
+    p->ms[i].observe_ns += now_ns () - t0;
+    p->ms[i].observes++;
+  }
+  p->last = ev;
+  p->have_last = true;
+ out:
+  if (p->accesses % STATS_EVERY == 0)
+    predictor_refresh_stats (p);
+}
+
+size_t
+predictor_predict (struct predictor *p, struct pred_cand *out, size_t max,
+                   predictor_absent_fn absent, void *opaque)
+{
+  struct pred_model *m;
+  size_t n = 0;
+  uint64_t t0;
+
+  apply_requested (p);
+  if (p->policy == PRED_POLICY_OFF || !p->have_last || max == 0)
+    return 0;
+  m = p->model[p->policy];
+  pred_candlist_reset (&p->cl);
+  t0 = now_ns ();
+  m->ops->predict (m, &p->last, &p->cl);
+  pred_candlist_sort (&p->cl);
+  for (unsigned i = 0; i < p->cl.n && n < max; i++) {
+    const struct pred_cand *c = &p->cl.c[i];
+    if (c->p < p->cfg.min_prob)
+      break;
+    if (absent && !absent (opaque, c->block))
+      continue;
+    out[n++] = *c;
+  }
+  p->ms[p->policy].predict_ns += now_ns () - t0;
+  p->ms[p->policy].predicts++;
+  p->cl_owner = p->policy;
+  if (n) {
+    p->predictions++;
+    p->candidates += n;
+  }
+  return n;
+}
+
+int
+predictor_set_policy (struct predictor *p, enum pred_policy policy)
+{
+  if ((unsigned) policy >= PRED_POLICY__COUNT) {
+    errno = EINVAL;
+    return -1;
+  }
+  atomic_store (&p->requested, (int) policy);
+  return 0;
+}
+
+enum pred_policy
+predictor_get_policy (struct predictor *p)
+{
+  return atomic_load (&p->requested);
+}
+
+int
+predictor_start_training (struct predictor *p)
+{
+  int r = 0;
+  pthread_mutex_lock (&p->life_lock);
+  p->training_wanted = true;
+  if (p->model[PRED_POLICY_LSTM])
+    r = pred_lstm_trainer_start (pred_lstm_model_trainer (p->model[PRED_POLICY_LSTM]));
+  pthread_mutex_unlock (&p->life_lock);
+  return r;
+}
+
+void
+predictor_stop_training (struct predictor *p)
+{
+  pthread_mutex_lock (&p->life_lock);
+  p->training_wanted = false;
+  if (p->model[PRED_POLICY_LSTM])
+    pred_lstm_trainer_stop (pred_lstm_model_trainer (p->model[PRED_POLICY_LSTM]));
+  pthread_mutex_unlock (&p->life_lock);
+}
+
+void
+predictor_refresh_stats (struct predictor *p)
+{
+  struct predictor_stats st;
+  size_t mem;
+
+  memset (&st, 0, sizeof st);
+  st.policy = p->policy;
+  st.accesses = p->accesses;
+  st.snapshot_accesses = p->accesses;
+  st.predictions = p->predictions;
+  st.candidates = p->candidates;
+  mem = sizeof *p + pred_vocab_memory (&p->tok.vocab) +
+    pred_analyzer_memory (p->an) + p->cl.cap * sizeof *p->cl.c +
+    p->cl.hsize * sizeof *p->cl.hash;
+  for (int i = 1; i < PRED_POLICY__COUNT; i++) {
+    struct predictor_model_stats *s = &st.model[i];
+    const struct mstat *m = &p->ms[i];
+    s->exists = p->model[i] != NULL;
+    s->active = p->active[i];
+    s->observes = m->observes;
+    s->predicts = m->predicts;
+    s->observe_ns = m->observe_ns;
+    s->predict_ns = m->predict_ns;
+    s->scored = m->scored;
+    s->hits = m->hits;
+    s->recent_accuracy = m->recent;
+    if (p->model[i]) {
+      s->memory_bytes = p->model[i]->ops->memory (p->model[i]);
+      mem += s->memory_bytes;
+    }
+  }
+  if (p->model[PRED_POLICY_LSTM]) {
+    st.have_trainer = true;
+    pred_lstm_trainer_stats (pred_lstm_model_trainer (p->model[PRED_POLICY_LSTM]),
+                             &st.trainer);
+  }
+  if (p->model[PRED_POLICY_HYBRID]) {
+    struct pred_hybrid_state h;
+    pred_hybrid_state (p->model[PRED_POLICY_HYBRID], &h);
+    st.hybrid_acc_ngram = h.acc_fast;
+    st.hybrid_acc_lstm = h.acc_slow;
+    st.hybrid_w_ngram = h.w_fast;
+    st.hybrid_w_lstm = h.w_slow;
+  }
+  pred_analyzer_stats (p->an, p->have_last ? p->last.time_us : 0, &st.analyzer);
+  st.vocab_used = p->tok.vocab.n;
+  st.vocab_cap = p->tok.vocab.cap;
+  st.vocab_recycled = p->tok.vocab.recycled;
+  st.memory_bytes = mem;
+
+  /* Never wait for a reader: skip this refresh if one is copying. */
+  if (pthread_mutex_trylock (&p->stats_lock) == 0) {
+    p->pub = st;
+    pthread_mutex_unlock (&p->stats_lock);
+  }
+}
+
+void
+predictor_get_stats (struct predictor *p, struct predictor_stats *st)
+{
+  pthread_mutex_lock (&p->stats_lock);
+  *st = p->pub;
+  pthread_mutex_unlock (&p->stats_lock);
+}
+
+size_t
+predictor_hot_regions (struct predictor *p, struct pred_region *out, size_t max)
+{
+  return pred_analyzer_hot (p->an, p->have_last ? p->last.time_us : 0, out, max);
+}
+
+int
+predictor_save_model (struct predictor *p, const char *path,
+                      char *err, size_t errlen)
+{
+  struct pred_model *m = p->model[PRED_POLICY_LSTM];
+  struct pred_model_file mf;
+  struct pred_lstm_trainer *t;
+  struct pred_lstm_trainer_stats ts;
+  int r;
+
+  if (!m) {
+    snprintf (err, errlen, "%s: no LSTM to save (the policy never used one)", path);
+    return -1;
+  }
+  t = pred_lstm_model_trainer (m);
+  memset (&mf, 0, sizeof mf);
+  mf.block_size = p->cfg.block_size;
+  mf.stream_fwd = p->cfg.stream_fwd;
+  mf.stream_back = p->cfg.stream_back;
+  mf.lstm = p->lstm_cfg;
+  pred_lstm_trainer_stats (t, &ts);
+  mf.trained_tokens = ts.fed - ts.dropped + (p->have_mf ? p->mf.trained_tokens : 0);
+  mf.nvocab = p->tok.vocab.n - 1;
+  mf.vocab = p->tok.vocab.delta + 1;
+  if (pred_lstm_params_alloc (&mf.params, p->lstm_cfg.vocab, p->lstm_cfg.embed,
+                              p->lstm_cfg.hidden) < 0) {
+    snprintf (err, errlen, "%s: out of memory", path);
+    return -1;
+  }
+  pred_lstm_trainer_snapshot (t, &mf.params);
+  r = pred_model_save (path, &mf, err, errlen);
+  pred_lstm_params_free (&mf.params);
+  return r;
+}

@@ -1,0 +1,46 @@
+/* hybrid.h: mixture of a fast and a slow sequence model (n-gram + LSTM).
+ *
+ * Why it exists: the n-gram learns instantly but sees 4 tokens back; the
+ * LSTM sees further but learns slowly and costs more.  The hybrid's next
+ * token distribution is
+ *     P(x) = wf * Pfast(x) + ws * Pslow(x)
+ * with weights from each model's recent accuracy on this access stream:
+ * acc = exponential moving average (factor `ema`) of the probability the
+ * model gave to the token that actually came next (read from the top 8
+ * it predicted for that stream), and w proportional to acc^gamma.
+ * Lookahead steps beyond `slow_depth` use the fast model alone, which
+ * bounds the per-access cost.
+ *
+ * The hybrid does not own or observe its two models: whoever owns them
+ * (the facade) observes each once per access, and calls the hybrid's
+ * observe too (it only scores and reweighs).  All three must share one
+ * vocabulary and one tokenizer.
+ *
+ * Memory: two top-8 lists per stream slot; fixed.
+ */
+#ifndef NBDSHADOW_PRED_HYBRID_H
+#define NBDSHADOW_PRED_HYBRID_H
+
+#include "model.h"
+
+struct pred_hybrid_config {
+  unsigned nstreams;
+  unsigned slow_depth;          /* rollout steps that consult the slow model */
+  double ema;                   /* accuracy smoothing, e.g. 0.02 */
+  double gamma;                 /* weight sharpness, e.g. 2 */
+  struct pred_rollout_cfg rollout;
+};
+
+struct pred_model *pred_hybrid_new (const struct pred_hybrid_config *cfg,
+                                    struct pred_model *fast,
+                                    struct pred_model *slow);
+
+struct pred_hybrid_state {
+  double acc_fast, acc_slow;    /* recent soft accuracy */
+  double w_fast, w_slow;        /* current weights */
+  uint64_t scored;              /* accesses scored */
+  uint64_t hits_fast, hits_slow, hits_mix;      /* top-1 token hits */
+};
+void pred_hybrid_state (const struct pred_model *m, struct pred_hybrid_state *st);
+
+#endif

@@ -1,0 +1,404 @@
+/* lstm-trainer.c: chunking, replay, background thread and weight
+ * publication for the online LSTM (see lstm-trainer.h). */
+#include <config.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lstm-infer.h"
+#include "lstm-trainer.h"
+#include "streams.h"
+
+#define QCAP 65536              /* feed queue, power of two */
+#define NREPLAY 64
+
+struct feed_ev {
+  uint32_t tok;
+  int32_t recycled;
+  uint16_t stream;
+  int16_t parent;
+  uint8_t new_stream;
+};
+
+struct stream_buf {
+  unsigned n;
+  uint32_t *tok;                /* [bptt + 1] */
+  double *h0, *c0;              /* [H] */
+};
+
+struct replay_slot {
+  bool used;
+  uint32_t *tok;
+  double *h0, *c0;
+};
+
+struct pred_lstm_trainer {
+  struct pred_lstm_trainer_config cfg;
+  struct pred_lstm_core core;   /* owned by whoever trains */
+  struct stream_buf *sb;
+  struct replay_slot rp[NREPLAY];
+  unsigned rp_next;
+  double *hT, *cT;
+
+  /* Feed queue: single producer (feed), single consumer (trainer). */
+  struct feed_ev *q;
+  _Atomic uint64_t q_head, q_tail;
+
+  /* Publication: triple buffer of inference snapshots.  `mid` holds the
+   * index of the middle buffer and FRESH when it is newer than what the
+   * reader holds; back belongs to the trainer, front to the reader. */
+  struct pred_lstm_infer snap[3];
+  _Atomic unsigned mid;
+  unsigned back, front;
+  uint64_t version;
+
+  /* Thread. */
+  pthread_mutex_t thr_lock;     /* serialises start/stop */
+  pthread_t thread;
+  bool have_thread;
+  _Atomic bool stop;
+
+  /* Training serialisation (thread vs snapshot). */
+  pthread_mutex_t train_lock;
+
+  /* Stats. */
+  _Atomic uint64_t fed, dropped, chunks, replays, train_ns;
+  _Atomic uint64_t loss_bits;
+  double loss_avg;
+};
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void
+pred_lstm_trainer_free (struct pred_lstm_trainer *t)
+{
+  if (!t)
+    return;
+  pred_lstm_trainer_stop (t);
+  if (t->sb)
+    for (unsigned i = 0; i < t->cfg.nstreams; i++) {
+      free (t->sb[i].tok);
+      free (t->sb[i].h0);
+      free (t->sb[i].c0);
+    }
+  free (t->sb);
+  for (unsigned i = 0; i < NREPLAY; i++) {
+    free (t->rp[i].tok);
+    free (t->rp[i].h0);
+    free (t->rp[i].c0);
+  }
+  free (t->hT);
+  free (t->cT);
+  free (t->q);
+  pred_lstm_core_free (&t->core);
+  for (int i = 0; i < 3; i++)
+    pred_lstm_infer_free (&t->snap[i]);
+  pthread_mutex_destroy (&t->thr_lock);
+  pthread_mutex_destroy (&t->train_lock);
+  free (t);
+}
+
+#define FRESH 4u
+
+/* Trainer side: build a snapshot in the back buffer and swap it in. */
+static void
+publish (struct pred_lstm_trainer *t)
+{
+  struct pred_lstm_infer *s = &t->snap[t->back];
+  unsigned old;
+  pred_lstm_infer_build (s, &t->core.P);
+  s->version = ++t->version;
+  old = atomic_exchange_explicit (&t->mid, t->back | FRESH, memory_order_acq_rel);
+  t->back = old & 3;
+}
+
+struct pred_lstm_trainer *
+pred_lstm_trainer_new (const struct pred_lstm_trainer_config *cfg,
+                       const struct pred_lstm_params *init)
+{
+  struct pred_lstm_trainer *t = calloc (1, sizeof *t);
+  unsigned H, B;
+
+  if (!t)
+    return NULL;
+  t->cfg = *cfg;
+  if (t->cfg.nstreams < 1)
+    t->cfg.nstreams = 1;
+  if (t->cfg.nstreams > PRED_STREAMS_MAX)
+    t->cfg.nstreams = PRED_STREAMS_MAX;
+  if (t->cfg.replay > 8)
+    t->cfg.replay = 8;
+  pthread_mutex_init (&t->thr_lock, NULL);
+  pthread_mutex_init (&t->train_lock, NULL);
+  if (pred_lstm_config_check (&cfg->lstm) ||
+      pred_lstm_core_init (&t->core, &cfg->lstm, init) < 0) {
+    free (t->sb);
+    pthread_mutex_destroy (&t->thr_lock);
+    pthread_mutex_destroy (&t->train_lock);
+    free (t);
+    return NULL;
+  }
+  H = cfg->lstm.hidden;
+  B = cfg->lstm.bptt + 1;
+  t->sb = calloc (t->cfg.nstreams, sizeof *t->sb);
+  t->hT = calloc (H, sizeof (double));
+  t->cT = calloc (H, sizeof (double));
+  t->q = calloc (QCAP, sizeof *t->q);
+  if (!t->sb || !t->hT || !t->cT || !t->q)
+    goto fail;
+  for (int i = 0; i < 3; i++)
+    if (pred_lstm_infer_alloc (&t->snap[i], cfg->lstm.vocab, cfg->lstm.embed, H) < 0)
+      goto fail;
+  for (unsigned i = 0; i < t->cfg.nstreams; i++) {
+    t->sb[i].tok = calloc (B, sizeof (uint32_t));
+    t->sb[i].h0 = calloc (H, sizeof (double));
+    t->sb[i].c0 = calloc (H, sizeof (double));
+    if (!t->sb[i].tok || !t->sb[i].h0 || !t->sb[i].c0)
+      goto fail;
+  }
+  for (unsigned i = 0; i < NREPLAY; i++) {
+    t->rp[i].tok = calloc (B, sizeof (uint32_t));
+    t->rp[i].h0 = calloc (H, sizeof (double));
+    t->rp[i].c0 = calloc (H, sizeof (double));
+    if (!t->rp[i].tok || !t->rp[i].h0 || !t->rp[i].c0)
+      goto fail;
+  }
+  /* The initial weights are the first publication. */
+  t->front = 0;
+  t->back = 1;
+  atomic_init (&t->mid, 2);
+  pred_lstm_infer_build (&t->snap[0], &t->core.P);
+  t->snap[0].version = 0;
+  publish (t);
+  return t;
+ fail:
+  pred_lstm_trainer_free (t);
+  return NULL;
+}
+
+size_t
+pred_lstm_trainer_memory (const struct pred_lstm_trainer *t)
+{
+  const struct pred_lstm_config *c = &t->cfg.lstm;
+  size_t H = c->hidden, B = c->bptt + 1;
+  size_t per_stream = B * sizeof (uint32_t) + 2 * H * sizeof (double);
+  return sizeof *t + 4 * t->core.P.n * sizeof (double) +
+    3 * pred_lstm_infer_memory (&t->snap[0]) +
+    ((7 * H + c->vocab) * c->bptt + 8 * H + c->vocab + c->embed) * sizeof (double) +
+    (t->cfg.nstreams + NREPLAY) * per_stream + QCAP * sizeof (struct feed_ev);
+}
+
+
+static void
+train_one (struct pred_lstm_trainer *t, const uint32_t *tok, double *h0,
+           double *c0, bool keep_state)
+{
+  double loss = pred_lstm_forward_backward (&t->core, tok, t->cfg.lstm.bptt,
+                                            h0, c0, t->hT, t->cT);
+  pred_lstm_apply (&t->core);
+  if (keep_state) {
+    memcpy (h0, t->hT, t->cfg.lstm.hidden * sizeof (double));
+    memcpy (c0, t->cT, t->cfg.lstm.hidden * sizeof (double));
+  }
+  t->loss_avg = t->chunks == 0 && t->replays == 0 ? loss
+    : 0.98 * t->loss_avg + 0.02 * loss;
+  uint64_t bits;
+  memcpy (&bits, &t->loss_avg, sizeof bits);
+  atomic_store (&t->loss_bits, bits);
+}
+
+/* Apply one event to the training state (trainer side). */
+static void
+process (struct pred_lstm_trainer *t, const struct feed_ev *e)
+{
+  unsigned H = t->cfg.lstm.hidden, B = t->cfg.lstm.bptt + 1;
+  struct stream_buf *s;
+
+  if (e->stream >= t->cfg.nstreams)
+    return;
+  if (e->recycled >= 0) {
+    struct pred_lstm_core *k = &t->core;
+    pred_lstm_params_reset_token (&k->P, e->recycled, &k->rng);
+    /* Forget the optimizer's memory of the old meaning. */
+    size_t E = k->P.E;
+    memset (k->M.emb + (size_t) e->recycled * E, 0, E * sizeof (double));
+    memset (k->S.emb + (size_t) e->recycled * E, 0, E * sizeof (double));
+    memset (k->M.wy + (size_t) e->recycled * H, 0, H * sizeof (double));
+    memset (k->S.wy + (size_t) e->recycled * H, 0, H * sizeof (double));
+  }
+  s = &t->sb[e->stream];
+  if (e->new_stream) {
+    if (e->parent >= 0 && (unsigned) e->parent < t->cfg.nstreams &&
+        (unsigned) e->parent != e->stream) {
+      struct stream_buf *p = &t->sb[e->parent];
+      s->n = p->n;
+      memcpy (s->tok, p->tok, B * sizeof *s->tok);
+      memcpy (s->h0, p->h0, H * sizeof *s->h0);
+      memcpy (s->c0, p->c0, H * sizeof *s->c0);
+    }
+    else if (e->parent < 0) {
+      s->n = 0;
+      memset (s->h0, 0, H * sizeof *s->h0);
+      memset (s->c0, 0, H * sizeof *s->c0);
+    }
+  }
+  s->tok[s->n++] = e->tok;
+  if (s->n < B)
+    return;
+
+  uint64_t t0 = now_ns ();
+  struct replay_slot *r = &t->rp[t->rp_next];
+  memcpy (r->tok, s->tok, B * sizeof *r->tok);
+  memcpy (r->h0, s->h0, H * sizeof *r->h0);
+  memcpy (r->c0, s->c0, H * sizeof *r->c0);
+  r->used = true;
+  t->rp_next = (t->rp_next + 1) % NREPLAY;
+
+  train_one (t, s->tok, s->h0, s->c0, true);
+  atomic_fetch_add (&t->chunks, 1);
+  s->tok[0] = s->tok[B - 1];
+  s->n = 1;
+
+  for (unsigned i = 0; i < t->cfg.replay; i++) {
+    unsigned j = pred_rng_below (&t->core.rng, NREPLAY);
+    if (!t->rp[j].used)
+      continue;
+    train_one (t, t->rp[j].tok, t->rp[j].h0, t->rp[j].c0, false);
+    atomic_fetch_add (&t->replays, 1);
+  }
+  publish (t);
+  atomic_fetch_add (&t->train_ns, now_ns () - t0);
+}
+
+void
+pred_lstm_trainer_feed (struct pred_lstm_trainer *t, unsigned stream,
+                        bool new_stream, int parent, uint32_t tok,
+                        int32_t recycled)
+{
+  struct feed_ev e = {
+    .tok = tok, .recycled = recycled, .stream = (uint16_t) stream,
+    .parent = (int16_t) parent, .new_stream = new_stream,
+  };
+
+  atomic_fetch_add_explicit (&t->fed, 1, memory_order_relaxed);
+  if (!t->cfg.threaded) {
+    pthread_mutex_lock (&t->train_lock);
+    process (t, &e);
+    pthread_mutex_unlock (&t->train_lock);
+    return;
+  }
+  uint64_t tail = atomic_load_explicit (&t->q_tail, memory_order_relaxed);
+  uint64_t head = atomic_load_explicit (&t->q_head, memory_order_acquire);
+  if (tail - head >= QCAP) {
+    atomic_fetch_add_explicit (&t->dropped, 1, memory_order_relaxed);
+    return;
+  }
+  t->q[tail & (QCAP - 1)] = e;
+  atomic_store_explicit (&t->q_tail, tail + 1, memory_order_release);
+}
+
+static void *
+trainer_thread (void *arg)
+{
+  struct pred_lstm_trainer *t = arg;
+
+  while (!atomic_load (&t->stop)) {
+    uint64_t head = atomic_load_explicit (&t->q_head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit (&t->q_tail, memory_order_acquire);
+    if (head == tail) {
+      struct timespec ts = { 0, 2 * 1000 * 1000 };
+      nanosleep (&ts, NULL);
+      continue;
+    }
+    pthread_mutex_lock (&t->train_lock);
+    while (head != tail && !atomic_load (&t->stop)) {
+      struct feed_ev e = t->q[head & (QCAP - 1)];
+      atomic_store_explicit (&t->q_head, head + 1, memory_order_release);
+      head++;
+      process (t, &e);
+    }
+    pthread_mutex_unlock (&t->train_lock);
+  }
+  return NULL;
+}
+
+int
+pred_lstm_trainer_start (struct pred_lstm_trainer *t)
+{
+  int err = 0;
+  if (!t->cfg.threaded)
+    return 0;
+  pthread_mutex_lock (&t->thr_lock);
+  if (!t->have_thread) {
+    atomic_store (&t->stop, false);
+    err = pthread_create (&t->thread, NULL, trainer_thread, t);
+    if (err == 0)
+      t->have_thread = true;
+  }
+  pthread_mutex_unlock (&t->thr_lock);
+  if (err) {
+    errno = err;
+    return -1;
+  }
+  return 0;
+}
+
+void
+pred_lstm_trainer_stop (struct pred_lstm_trainer *t)
+{
+  pthread_mutex_lock (&t->thr_lock);
+  if (t->have_thread) {
+    atomic_store (&t->stop, true);
+    pthread_join (t->thread, NULL);
+    t->have_thread = false;
+  }
+  pthread_mutex_unlock (&t->thr_lock);
+}
+
+const struct pred_lstm_infer *
+pred_lstm_trainer_fetch (struct pred_lstm_trainer *t)
+{
+  unsigned old;
+  if (!(atomic_load_explicit (&t->mid, memory_order_acquire) & FRESH))
+    return NULL;
+  old = atomic_exchange_explicit (&t->mid, t->front, memory_order_acq_rel);
+  t->front = old & 3;
+  return &t->snap[t->front];
+}
+
+void
+pred_lstm_trainer_snapshot (struct pred_lstm_trainer *t,
+                            struct pred_lstm_params *dst)
+{
+  pthread_mutex_lock (&t->train_lock);
+  pred_lstm_params_copy (dst, &t->core.P);
+  pthread_mutex_unlock (&t->train_lock);
+}
+
+void
+pred_lstm_trainer_stats (struct pred_lstm_trainer *t,
+                         struct pred_lstm_trainer_stats *st)
+{
+  double loss;
+  uint64_t bits = atomic_load (&t->loss_bits);
+  memcpy (&loss, &bits, sizeof loss);
+  st->fed = atomic_load (&t->fed);
+  st->dropped = atomic_load (&t->dropped);
+  st->chunks = atomic_load (&t->chunks);
+  st->replays = atomic_load (&t->replays);
+  st->train_ns = atomic_load (&t->train_ns);
+  st->loss = loss;
+  pthread_mutex_lock (&t->thr_lock);
+  st->running = t->have_thread;
+  pthread_mutex_unlock (&t->thr_lock);
+}

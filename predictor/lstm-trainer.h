@@ -1,0 +1,94 @@
+/* lstm-trainer.h: online training of the LSTM off the I/O path.
+ *
+ * Why it exists: a training step costs tens of microseconds, far too
+ * much for the predictor's per-access budget.  The predictor thread only
+ * feeds tokens (a few nanoseconds, never blocking: a bounded
+ * single-producer queue that drops and counts when full); the trainer
+ * cuts them into per-stream chunks, runs truncated BPTT and the optimizer
+ * on its own copy of the weights, and publishes a single-precision
+ * inference snapshot (lstm-infer.h) that the predictor thread picks up
+ * through a lock-free triple buffer (never waiting, never copying).
+ *
+ * Training: per stream slot, tokens are collected until bptt + 1 are
+ * there, then one forward/backward over bptt steps from the state the
+ * stream had at the chunk's start (stateful truncated BPTT); a new
+ * stream inherits its parent's pending tokens and state.  After each new
+ * chunk, `replay` chunks drawn from the last 64 are trained again
+ * (experience replay: online data is seen once, replay speeds learning).
+ * Weights are published after every chunk.
+ *
+ * Modes:
+ *  - synchronous (threaded = false): feed trains inline when a chunk is
+ *    complete.  Deterministic for a given seed and token sequence; used
+ *    by the simulator and the tests.
+ *  - threaded: feed only queues.  pred_lstm_trainer_start starts the
+ *    thread (it may be called at any time after creation, e.g. after
+ *    nbdkit forked); until then tokens wait in the queue (65536 of them)
+ *    and the excess is dropped and counted.  stop joins the thread;
+ *    start may be called again.
+ *
+ * Threading: feed and fetch from one thread (the predictor thread);
+ * start, stop, stats from any thread; new/free from the owner, with the
+ * thread stopped or not (free stops it).
+ */
+#ifndef NBDSHADOW_PRED_LSTM_TRAINER_H
+#define NBDSHADOW_PRED_LSTM_TRAINER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lstm.h"
+#include "lstm-infer.h"
+
+struct pred_lstm_trainer;
+
+struct pred_lstm_trainer_config {
+  struct pred_lstm_config lstm;
+  unsigned nstreams;            /* stream slots, 1 .. 256 */
+  unsigned replay;              /* replayed chunks per new chunk, 0 .. 8 */
+  bool threaded;
+};
+
+/* init: starting weights (same shape as cfg->lstm) or NULL. */
+struct pred_lstm_trainer *pred_lstm_trainer_new (
+  const struct pred_lstm_trainer_config *cfg,
+  const struct pred_lstm_params *init);
+void pred_lstm_trainer_free (struct pred_lstm_trainer *t);
+
+/* One token of stream slot `stream`.  new_stream/parent as in the
+ * tokenizer's event; recycled >= 0 tells that this vocabulary id changed
+ * meaning. */
+void pred_lstm_trainer_feed (struct pred_lstm_trainer *t, unsigned stream,
+                             bool new_stream, int parent, uint32_t tok,
+                             int32_t recycled);
+
+int pred_lstm_trainer_start (struct pred_lstm_trainer *t);
+void pred_lstm_trainer_stop (struct pred_lstm_trainer *t);
+
+/* The newest inference snapshot if one was published since the last
+ * call, else NULL.  Lock-free and wait-free (a triple buffer: one atomic
+ * exchange, no copy).  The returned snapshot stays valid and unchanged
+ * until the next call that returns non-NULL.  The first call after
+ * creation returns the initial weights. */
+const struct pred_lstm_infer *pred_lstm_trainer_fetch (struct pred_lstm_trainer *t);
+
+/* Copy the trainer's current weights (for saving a model); blocks
+ * briefly.  Same shape required. */
+void pred_lstm_trainer_snapshot (struct pred_lstm_trainer *t,
+                                 struct pred_lstm_params *dst);
+
+struct pred_lstm_trainer_stats {
+  uint64_t fed;                 /* tokens given to feed */
+  uint64_t dropped;             /* tokens lost because the queue was full */
+  uint64_t chunks;              /* new chunks trained */
+  uint64_t replays;             /* replayed chunks trained */
+  uint64_t train_ns;            /* time spent training */
+  double loss;                  /* moving average of the chunk loss */
+  bool running;                 /* background thread alive */
+};
+void pred_lstm_trainer_stats (struct pred_lstm_trainer *t,
+                              struct pred_lstm_trainer_stats *st);
+/* Bytes held (weights, moments, copies, queue, per-stream state). */
+size_t pred_lstm_trainer_memory (const struct pred_lstm_trainer *t);
+
+#endif

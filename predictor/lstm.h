@@ -1,0 +1,118 @@
+/* lstm.h: a one-layer LSTM language model over delta tokens, in plain C.
+ *
+ * Why it exists: the n-gram cannot see further back than 4 tokens; an
+ * LSTM's cell state can (a sequential run of unknown length ending in a
+ * known jump, a repeated layout with long runs).  This file is only the
+ * mathematics -- forward step, truncated back-propagation through time,
+ * Adam / RMSprop, gradient clipping -- with no threads and no I/O, so it
+ * can be checked against finite differences in isolation.
+ *
+ * Network, per step t with input token x_t:
+ *     e   = Emb[x_t]                               (E)
+ *     z   = Wx e + Wh h_{t-1} + b                  (4H, gates i f g o)
+ *     i,f,o = sigmoid(z_i, z_f, z_o), g = tanh(z_g)
+ *     c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t)
+ *     p_t = softmax(Wy h_t + by)                   (V)
+ * Loss of a chunk x_0..x_T (T steps): mean over t < T of -log p_t[x_{t+1}].
+ * Initialisation: uniform(+-1/sqrt(H)) for Wx Wh Wy, uniform(+-0.1) for
+ * Emb, zero biases except the forget gate's, which is 1.
+ *
+ * All arithmetic is double precision.  Parameters live in one contiguous
+ * array (pred_lstm_params.w) in the order Emb, Wx, Wh, b, Wy, by, all
+ * row-major: that array is what the model file stores.
+ */
+#ifndef NBDSHADOW_PRED_LSTM_H
+#define NBDSHADOW_PRED_LSTM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rng.h"
+
+#define PRED_LSTM_MAX_VOCAB 4096
+#define PRED_LSTM_MAX_EMBED 128
+#define PRED_LSTM_MAX_HIDDEN 128
+#define PRED_LSTM_MAX_BPTT 128
+
+enum pred_lstm_optimizer { PRED_LSTM_ADAM = 0, PRED_LSTM_RMSPROP = 1 };
+
+struct pred_lstm_config {
+  unsigned vocab;               /* V, 2 .. 4096 */
+  unsigned embed;               /* E, 1 .. 128 */
+  unsigned hidden;              /* H, 1 .. 128 */
+  unsigned bptt;                /* truncation: steps per chunk, 1 .. 128 */
+  enum pred_lstm_optimizer optimizer;
+  double lr;                    /* learning rate */
+  double clip;                  /* max global gradient norm, 0 = none */
+  double beta1, beta2, eps;     /* Adam (beta2 is RMSprop's decay) */
+  uint64_t seed;
+};
+
+/* Fill *c with the defaults (V 256, E 16, H 32, bptt 16, Adam 0.005,
+ * clip 5, betas 0.9 0.999, eps 1e-8, seed 1). */
+void pred_lstm_config_default (struct pred_lstm_config *c);
+/* NULL if valid, else a static message naming the bad field. */
+const char *pred_lstm_config_check (const struct pred_lstm_config *c);
+
+struct pred_lstm_params {
+  unsigned V, E, H;
+  size_t n;                     /* number of doubles in w */
+  double *w;
+  double *emb, *wx, *wh, *b, *wy, *by;  /* views into w */
+};
+
+int pred_lstm_params_alloc (struct pred_lstm_params *p,
+                            unsigned V, unsigned E, unsigned H);
+void pred_lstm_params_free (struct pred_lstm_params *p);
+void pred_lstm_params_init (struct pred_lstm_params *p, struct pred_rng *rng);
+/* Same shapes required. */
+void pred_lstm_params_copy (struct pred_lstm_params *dst,
+                            const struct pred_lstm_params *src);
+/* Re-initialise what concerns token tok (its embedding row, its output
+ * row and bias) after the vocabulary gave its id to another delta. */
+void pred_lstm_params_reset_token (struct pred_lstm_params *p, uint32_t tok,
+                                   struct pred_rng *rng);
+
+/* Inference: one step from (h, c) with input tok into (h2, c2).
+ * h2/c2 may alias h/c.  scratch: 4H doubles. */
+void pred_lstm_step (const struct pred_lstm_params *p,
+                     const double *h, const double *c, uint32_t tok,
+                     double *h2, double *c2, double *scratch);
+/* Softmax output for state h into probs[V]. */
+void pred_lstm_output (const struct pred_lstm_params *p, const double *h,
+                       double *probs);
+
+/* Training state: parameters, gradient, optimizer moments, BPTT scratch. */
+struct pred_lstm_core {
+  struct pred_lstm_config cfg;
+  struct pred_lstm_params P, G, M, S;   /* params, grad, 1st and 2nd moments */
+  uint64_t t;                   /* optimizer steps done */
+  struct pred_rng rng;
+  double *buf;                  /* BPTT activations */
+  double last_grad_norm;
+};
+
+/* init may be NULL (random init from cfg->seed) or parameters of the
+ * same shape to start from.  0 ok, -1 on allocation failure. */
+int pred_lstm_core_init (struct pred_lstm_core *k,
+                         const struct pred_lstm_config *cfg,
+                         const struct pred_lstm_params *init);
+void pred_lstm_core_free (struct pred_lstm_core *k);
+
+/* Forward and backward over tok[0..T] (T steps, 1 <= T <= bptt) from
+ * state (h0, c0) (NULL = zeros).  Sets G to the gradient of the mean loss
+ * (G is overwritten, not accumulated); returns the mean loss.  If hT/cT
+ * are not NULL they receive the state after the T steps. */
+double pred_lstm_forward_backward (struct pred_lstm_core *k,
+                                   const uint32_t *tok, unsigned T,
+                                   const double *h0, const double *c0,
+                                   double *hT, double *cT);
+/* Clip G to cfg.clip and apply one optimizer step to P. */
+void pred_lstm_apply (struct pred_lstm_core *k);
+/* Mean loss of a chunk with parameters p, no gradient (for checks).
+ * scratch: 6H + V doubles. */
+double pred_lstm_loss (const struct pred_lstm_params *p,
+                       const uint32_t *tok, unsigned T,
+                       const double *h0, const double *c0, double *scratch);
+
+#endif

@@ -1,0 +1,489 @@
+/* ngram.c: bounded n-gram tables with Witten-Bell backoff (ngram.h). */
+#include <config.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ngram.h"
+
+#define WAYS 8
+#define NEXT 6
+#define CNT_MAX 255
+
+struct entry {
+  uint64_t key;                 /* 0 = empty */
+  uint16_t tok[NEXT];
+  uint16_t cnt[NEXT];
+  uint16_t total;
+  uint16_t epoch;               /* last use, in units of 1024 observations */
+  uint32_t stamp;               /* changes whenever the counts change */
+};
+
+struct hist {
+  uint16_t t[PRED_NGRAM_MAX_ORDER];     /* t[0] most recent */
+  uint8_t len;
+};
+
+struct ctx {
+  struct hist h;
+  /* Entries found for this context, by order (index k-1), and the
+   * Witten-Bell coefficients: Pk = c * inv[k] + lam[k] * Pk-1. */
+  const struct entry *e[PRED_NGRAM_MAX_ORDER];
+  double inv[PRED_NGRAM_MAX_ORDER], lam[PRED_NGRAM_MAX_ORDER];
+  bool looked_up;
+};
+
+/* Distribution cache: the top DC_K of a context stays valid while its
+ * entries keep their stamps (unigram drift is ignored for at most
+ * DC_GEN observations). */
+#define DC_SIZE 256
+#define DC_K 8
+#define DC_GEN 256
+struct dcent {
+  uint64_t key;                 /* packed context + 1; 0 = empty */
+  uint64_t gen;
+  const struct entry *e[PRED_NGRAM_MAX_ORDER];
+  uint32_t stamp[PRED_NGRAM_MAX_ORDER];
+  struct pred_tokdist d;
+};
+
+struct ngram {
+  struct pred_model base;
+  struct pred_ngram_config cfg;
+  unsigned nbuckets;
+  struct entry *tab;
+  struct hist *hist;            /* [nstreams] */
+  uint32_t *uni;                /* [vocab cap] */
+  uint64_t uni_total;
+  uint32_t uni_top[4];
+  unsigned uni_ntop;
+  uint64_t observed;
+  unsigned used;
+  uint64_t inserts, evictions;
+  uint32_t stamp;
+  uint64_t dc_hits, dc_misses;
+  struct dcent *dc;             /* [DC_SIZE] */
+  unsigned char scratch[2 * sizeof (struct ctx)];
+};
+
+static inline uint64_t
+mix64 (uint64_t x)
+{
+  x ^= x >> 33;
+  x *= UINT64_C (0xff51afd7ed558ccd);
+  x ^= x >> 33;
+  x *= UINT64_C (0xc4ceb9fe1a85ec53);
+  x ^= x >> 33;
+  return x;
+}
+
+static inline uint64_t
+ctx_key (const struct hist *h, unsigned k)
+{
+  uint64_t key = (uint64_t) k << 56;
+  for (unsigned i = 0; i < k; i++)
+    key |= (uint64_t) (h->t[i] & 0xfff) << (12 * i);
+  return key;
+}
+
+static struct entry *
+lookup (struct ngram *g, uint64_t key)
+{
+  struct entry *b = &g->tab[(mix64 (key) & (g->nbuckets - 1)) * WAYS];
+  for (unsigned w = 0; w < WAYS; w++)
+    if (b[w].key == key)
+      return &b[w];
+  return NULL;
+}
+
+static struct entry *
+insert (struct ngram *g, uint64_t key)
+{
+  struct entry *b = &g->tab[(mix64 (key) & (g->nbuckets - 1)) * WAYS];
+  uint16_t now = (uint16_t) (g->observed >> 10);
+  struct entry *victim = NULL;
+  unsigned best = UINT32_MAX;
+
+  for (unsigned w = 0; w < WAYS; w++) {
+    if (b[w].key == 0) {
+      victim = &b[w];
+      g->used++;
+      break;
+    }
+    unsigned idle = (uint16_t) (now - b[w].epoch);
+    unsigned score = b[w].total >> (idle > 15 ? 15 : idle);
+    if (score < best) {
+      best = score;
+      victim = &b[w];
+    }
+  }
+  if (victim->key)
+    g->evictions++;
+  g->inserts++;
+  memset (victim, 0, sizeof *victim);
+  victim->key = key;
+  victim->epoch = now;
+  victim->stamp = ++g->stamp;
+  return victim;
+}
+
+static void
+entry_count (struct entry *e, uint32_t tok)
+{
+  unsigned j, min = 0;
+  for (j = 0; j < NEXT; j++) {
+    if (e->cnt[j] && e->tok[j] == tok)
+      break;
+    if (e->cnt[j] < e->cnt[min])
+      min = j;
+  }
+  if (j == NEXT) {
+    /* Replace the least frequent follower (or an empty slot). */
+    j = min;
+    e->total -= e->cnt[j];
+    e->tok[j] = tok;
+    e->cnt[j] = 0;
+  }
+  e->cnt[j]++;
+  e->total++;
+  if (e->cnt[j] >= CNT_MAX) {
+    e->total = 0;
+    for (unsigned i = 0; i < NEXT; i++) {
+      e->cnt[i] >>= 1;
+      e->total += e->cnt[i];
+    }
+  }
+}
+
+static void
+uni_refresh_top (struct ngram *g)
+{
+  unsigned V = g->base.vocab->n;
+  g->uni_ntop = 0;
+  for (unsigned x = 0; x < V; x++) {
+    uint32_t c = g->uni[x];
+    if (!c)
+      continue;
+    if (g->uni_ntop == 4 && c <= g->uni[g->uni_top[3]])
+      continue;
+    unsigned j = g->uni_ntop < 4 ? g->uni_ntop++ : 3;
+    while (j > 0 && g->uni[g->uni_top[j - 1]] < c) {
+      g->uni_top[j] = g->uni_top[j - 1];
+      j--;
+    }
+    g->uni_top[j] = x;
+  }
+}
+
+static void
+ngram_observe (struct pred_model *m, const struct pred_event *ev)
+{
+  struct ngram *g = (struct ngram *) m;
+  struct hist *h = &g->hist[ev->stream];
+  uint16_t now;
+
+  if (ev->new_stream) {
+    if (ev->parent >= 0 && (unsigned) ev->parent != ev->stream)
+      *h = g->hist[ev->parent];
+    else if (ev->parent < 0)
+      memset (h, 0, sizeof *h);
+  }
+  g->observed++;
+  now = (uint16_t) (g->observed >> 10);
+
+  /* Learn: each available order's context is followed by ev->token. */
+  unsigned maxk = h->len < g->cfg.max_order ? h->len : g->cfg.max_order;
+  for (unsigned k = 1; k <= maxk; k++) {
+    uint64_t key = ctx_key (h, k);
+    struct entry *e = lookup (g, key);
+    if (!e)
+      e = insert (g, key);
+    e->epoch = now;
+    entry_count (e, ev->token);
+    e->stamp = ++g->stamp;
+  }
+  g->uni[ev->token]++;
+  g->uni_total++;
+  if (g->uni_total > (UINT64_C (1) << 16)) {
+    g->uni_total = 0;
+    for (unsigned x = 0; x < g->base.vocab->cap; x++) {
+      g->uni[x] >>= 1;
+      g->uni_total += g->uni[x];
+    }
+  }
+  if (g->observed < 64 || g->observed % 32 == 0)
+    uni_refresh_top (g);
+
+  /* Shift the token into the stream's history. */
+  memmove (&h->t[1], &h->t[0], (PRED_NGRAM_MAX_ORDER - 1) * sizeof h->t[0]);
+  h->t[0] = ev->token;
+  if (h->len < PRED_NGRAM_MAX_ORDER)
+    h->len++;
+}
+
+static void
+ngram_ctx_init (struct pred_model *m, unsigned stream, void *vctx)
+{
+  struct ngram *g = (struct ngram *) m;
+  struct ctx *c = vctx;
+  c->h = g->hist[stream];
+  c->looked_up = false;
+}
+
+static void
+ngram_ctx_advance (struct pred_model *m, void *vctx, uint32_t tok)
+{
+  struct ctx *c = vctx;
+  memmove (&c->h.t[1], &c->h.t[0], (PRED_NGRAM_MAX_ORDER - 1) * sizeof c->h.t[0]);
+  c->h.t[0] = tok;
+  if (c->h.len < PRED_NGRAM_MAX_ORDER)
+    c->h.len++;
+  c->looked_up = false;
+}
+
+static void
+ctx_lookup (struct ngram *g, struct ctx *c)
+{
+  unsigned maxk = c->h.len < g->cfg.max_order ? c->h.len : g->cfg.max_order;
+  for (unsigned k = 1; k <= PRED_NGRAM_MAX_ORDER; k++) {
+    const struct entry *e = k <= maxk ? lookup (g, ctx_key (&c->h, k)) : NULL;
+    c->e[k - 1] = e;
+    c->inv[k - 1] = 0;
+    c->lam[k - 1] = 1;
+    if (e && e->total) {
+      unsigned T = 0;
+      for (unsigned j = 0; j < NEXT; j++)
+        T += e->cnt[j] != 0;
+      c->inv[k - 1] = 1.0 / (e->total + T);
+      c->lam[k - 1] = T * c->inv[k - 1];
+    }
+  }
+  c->looked_up = true;
+}
+
+/* Packed context for the cache (only the orders the model uses). */
+static uint64_t
+dc_key (const struct ngram *g, const struct hist *h)
+{
+  unsigned k = h->len < g->cfg.max_order ? h->len : g->cfg.max_order;
+  return ctx_key (h, k) + 1;
+}
+
+static inline double
+entry_cnt (const struct entry *e, uint32_t tok)
+{
+  for (unsigned j = 0; j < NEXT; j++)
+    if (e->cnt[j] && e->tok[j] == tok)
+      return e->cnt[j];
+  return 0;
+}
+
+static double
+ngram_prob (struct pred_model *m, void *vctx, uint32_t tok)
+{
+  struct ngram *g = (struct ngram *) m;
+  struct ctx *c = vctx;
+  double p;
+
+  if (!c->looked_up)
+    ctx_lookup (g, c);
+  if (!g->cfg.smooth) {
+    for (int k = (int) g->cfg.max_order; k >= 1; k--)
+      if (c->e[k - 1])
+        return c->e[k - 1]->total
+          ? entry_cnt (c->e[k - 1], tok) / c->e[k - 1]->total : 0;
+    return 0;
+  }
+  p = (g->uni[tok] + 1.0) / ((double) g->uni_total + g->base.vocab->cap);
+  for (unsigned k = 0; k < g->cfg.max_order; k++)
+    if (c->e[k])
+      p = entry_cnt (c->e[k], tok) * c->inv[k] + c->lam[k] * p;
+  return p;
+}
+
+static void dist_compute (struct ngram *g, struct ctx *c, unsigned k,
+                          struct pred_tokdist *out);
+
+static void
+ngram_dist (struct pred_model *m, void *vctx, unsigned k,
+            struct pred_tokdist *out)
+{
+  struct ngram *g = (struct ngram *) m;
+  struct ctx *c = vctx;
+  uint64_t key, gen = g->observed / DC_GEN;
+  struct dcent *d;
+  bool valid;
+
+  if (!c->looked_up)
+    ctx_lookup (g, c);
+  if (k > DC_K) {
+    dist_compute (g, c, k, out);
+    return;
+  }
+  key = dc_key (g, &c->h);
+  d = &g->dc[(key * UINT64_C (0x9E3779B97F4A7C15)) >> 56];
+  valid = d->key == key && d->gen == gen;
+  for (unsigned o = 0; valid && o < PRED_NGRAM_MAX_ORDER; o++)
+    valid = d->e[o] == c->e[o] && (!c->e[o] || d->stamp[o] == c->e[o]->stamp);
+  if (!valid) {
+    g->dc_misses++;
+    dist_compute (g, c, DC_K, &d->d);
+    d->key = key;
+    d->gen = gen;
+    for (unsigned o = 0; o < PRED_NGRAM_MAX_ORDER; o++) {
+      d->e[o] = c->e[o];
+      d->stamp[o] = c->e[o] ? c->e[o]->stamp : 0;
+    }
+  }
+  else
+    g->dc_hits++;
+  *out = d->d;
+  if (out->n > k)
+    out->n = k;
+}
+
+static void
+dist_compute (struct ngram *g, struct ctx *c, unsigned k,
+              struct pred_tokdist *out)
+{
+  struct pred_model *m = &g->base;
+  uint32_t cand[PRED_NGRAM_MAX_ORDER * NEXT + 4];
+  unsigned nc = 0;
+
+  for (unsigned o = 0; o < PRED_NGRAM_MAX_ORDER; o++) {
+    const struct entry *e = c->e[o];
+    if (!e)
+      continue;
+    for (unsigned j = 0; j < NEXT; j++) {
+      if (!e->cnt[j])
+        continue;
+      unsigned i;
+      for (i = 0; i < nc && cand[i] != e->tok[j]; i++)
+        ;
+      if (i == nc)
+        cand[nc++] = e->tok[j];
+    }
+  }
+  if (g->cfg.smooth)
+    for (unsigned j = 0; j < g->uni_ntop; j++) {
+      unsigned i;
+      for (i = 0; i < nc && cand[i] != g->uni_top[j]; i++)
+        ;
+      if (i == nc)
+        cand[nc++] = g->uni_top[j];
+    }
+
+  if (k > PRED_TOPK_MAX)
+    k = PRED_TOPK_MAX;
+  out->n = 0;
+  for (unsigned i = 0; i < nc; i++) {
+    double p = ngram_prob (m, c, cand[i]);
+    if (p <= 0 || (out->n == k && p <= out->p[k - 1]))
+      continue;
+    unsigned j = out->n < k ? out->n++ : k - 1;
+    while (j > 0 && out->p[j - 1] < p) {
+      out->p[j] = out->p[j - 1];
+      out->tok[j] = out->tok[j - 1];
+      j--;
+    }
+    out->p[j] = p;
+    out->tok[j] = cand[i];
+  }
+}
+
+static void
+ngram_predict (struct pred_model *m, const struct pred_event *ev,
+               struct pred_candlist *out)
+{
+  struct ngram *g = (struct ngram *) m;
+  pred_rollout (m, ev, &g->cfg.rollout, out, g->scratch);
+}
+
+static size_t
+ngram_memory (const struct pred_model *m)
+{
+  const struct ngram *g = (const struct ngram *) m;
+  return sizeof *g + (size_t) g->nbuckets * WAYS * sizeof (struct entry) +
+    g->cfg.nstreams * sizeof (struct hist) + g->base.vocab->cap * sizeof (uint32_t) +
+    DC_SIZE * sizeof (struct dcent);
+}
+
+static void
+ngram_destroy (struct pred_model *m)
+{
+  struct ngram *g = (struct ngram *) m;
+  free (g->tab);
+  free (g->hist);
+  free (g->uni);
+  free (g->dc);
+  free (g);
+}
+
+static const struct pred_tokmodel_ops ngram_tok_ops = {
+  .ctx_size = sizeof (struct ctx),
+  .ctx_init = ngram_ctx_init,
+  .ctx_advance = ngram_ctx_advance,
+  .dist = ngram_dist,
+  .prob = ngram_prob,
+};
+
+static const struct pred_model_ops ngram_ops = {
+  .name = "ngram",
+  .observe = ngram_observe,
+  .predict = ngram_predict,
+  .memory = ngram_memory,
+  .destroy = ngram_destroy,
+  .tok = &ngram_tok_ops,
+};
+
+static const struct pred_model_ops markov1_ops = {
+  .name = "markov1",
+  .observe = ngram_observe,
+  .predict = ngram_predict,
+  .memory = ngram_memory,
+  .destroy = ngram_destroy,
+  .tok = &ngram_tok_ops,
+};
+
+struct pred_model *
+pred_ngram_new (const struct pred_ngram_config *cfg, const struct pred_vocab *vocab)
+{
+  struct ngram *g = calloc (1, sizeof *g);
+  unsigned nb = 1;
+
+  if (!g)
+    return NULL;
+  g->cfg = *cfg;
+  if (g->cfg.max_order < 1)
+    g->cfg.max_order = 1;
+  if (g->cfg.max_order > PRED_NGRAM_MAX_ORDER)
+    g->cfg.max_order = PRED_NGRAM_MAX_ORDER;
+  if (g->cfg.nstreams < 1)
+    g->cfg.nstreams = 1;
+  while (nb * WAYS < cfg->capacity)
+    nb <<= 1;
+  g->nbuckets = nb;
+  g->base.ops = g->cfg.smooth || g->cfg.max_order > 1 ? &ngram_ops : &markov1_ops;
+  g->base.vocab = vocab;
+  g->tab = calloc ((size_t) nb * WAYS, sizeof *g->tab);
+  g->hist = calloc (g->cfg.nstreams, sizeof *g->hist);
+  g->uni = calloc (vocab->cap, sizeof *g->uni);
+  g->dc = calloc (DC_SIZE, sizeof *g->dc);
+  if (!g->tab || !g->hist || !g->uni || !g->dc) {
+    ngram_destroy (&g->base);
+    return NULL;
+  }
+  return &g->base;
+}
+
+void
+pred_ngram_stats (const struct pred_model *m, struct pred_ngram_stats *st)
+{
+  const struct ngram *g = (const struct ngram *) m;
+  st->capacity = g->nbuckets * WAYS;
+  st->used = g->used;
+  st->inserts = g->inserts;
+  st->evictions = g->evictions;
+  st->cache_hits = g->dc_hits;
+  st->cache_misses = g->dc_misses;
+}

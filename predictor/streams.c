@@ -1,0 +1,92 @@
+/* streams.c: bounded table of sequential streams (see streams.h). */
+#include <config.h>
+
+#include <string.h>
+
+#include "streams.h"
+
+void
+pred_streams_init (struct pred_streams *st, unsigned nslots,
+                   uint32_t fwd, uint32_t back)
+{
+  memset (st, 0, sizeof *st);
+  if (nslots < 1)
+    nslots = 1;
+  if (nslots > PRED_STREAMS_MAX)
+    nslots = PRED_STREAMS_MAX;
+  st->nslots = nslots;
+  st->fwd = fwd;
+  st->back = back;
+  st->last_slot = -1;
+}
+
+void
+pred_streams_assign (struct pred_streams *st, uint64_t block, uint32_t nblocks,
+                     struct pred_stream_match *m)
+{
+  int best = -1, victim = -1;
+  uint64_t best_dist = UINT64_MAX;
+  uint64_t seq = st->seq++;
+
+  for (unsigned i = 0; i < st->nslots; i++) {
+    struct pred_stream *s = &st->s[i];
+    if (!s->used) {
+      if (victim < 0 || st->s[victim].used)
+        victim = i;
+      continue;
+    }
+    if (victim < 0 || (st->s[victim].used && s->last_seq < st->s[victim].last_seq))
+      victim = i;
+    uint64_t lo = s->next >= st->back ? s->next - st->back : 0;
+    uint64_t hi = s->next + st->fwd;
+    if (block < lo || block > hi)
+      continue;
+    uint64_t d = block >= s->next ? block - s->next : s->next - block;
+    if (d < best_dist ||
+        (d == best_dist && s->last_seq > st->s[best].last_seq)) {
+      best = i;
+      best_dist = d;
+    }
+  }
+
+  if (best >= 0) {
+    m->slot = best;
+    m->is_new = false;
+    m->parent = -1;
+    m->ref = st->s[best].next;
+    m->have_ref = true;
+  }
+  else {
+    m->slot = victim;
+    m->is_new = true;
+    m->parent = st->last_slot;
+    if (st->last_slot >= 0) {
+      m->ref = st->s[st->last_slot].next;
+      m->have_ref = true;
+    }
+    else {
+      m->ref = 0;
+      m->have_ref = false;
+    }
+    memset (&st->s[victim], 0, sizeof st->s[victim]);
+    st->s[victim].used = true;
+    st->s[victim].born_seq = seq;
+  }
+
+  struct pred_stream *s = &st->s[m->slot];
+  s->next = block + nblocks;
+  s->last_block = block;
+  s->last_seq = seq;
+  s->accesses++;
+  st->last_slot = m->slot;
+}
+
+unsigned
+pred_streams_active (const struct pred_streams *st, uint64_t window)
+{
+  unsigned n = 0;
+  for (unsigned i = 0; i < st->nslots; i++)
+    if (st->s[i].used && st->seq - st->s[i].last_seq <= window)
+      n++;
+  return n;
+}

@@ -1,0 +1,525 @@
+/* test-predict-lstm.c: the LSTM is right (gradients against finite
+ * differences in double precision), reproducible (fixed seeds give
+ * identical results; a saved and reloaded model predicts identically)
+ * and useful (it learns a dependency longer than an order-4 n-gram can
+ * see).
+ */
+#include <config.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <check.h>
+
+#include "lstm.h"
+#include "lstm-infer.h"
+#include "lstm-model.h"
+#include "model-file.h"
+#include "ngram.h"
+#include "hybrid.h"
+#include "vocab.h"
+
+/* ---- gradient check ---- */
+
+static void
+gradcheck (enum pred_lstm_optimizer opt, unsigned V, unsigned E, unsigned H,
+           unsigned T, uint64_t seed)
+{
+  struct pred_lstm_config c;
+  struct pred_lstm_core k;
+  struct pred_rng rng;
+  uint32_t tok[64];
+  double h0[16], c0[16];
+  double *scratch;
+  double worst = 0;
+
+  pred_lstm_config_default (&c);
+  c.vocab = V;
+  c.embed = E;
+  c.hidden = H;
+  c.bptt = T;
+  c.optimizer = opt;
+  c.seed = seed;
+  ck_assert_ptr_null (pred_lstm_config_check (&c));
+  ck_assert_int_eq (pred_lstm_core_init (&k, &c, NULL), 0);
+
+  /* Larger weights than the default init, so every path matters. */
+  pred_rng_seed (&rng, seed + 100);
+  for (size_t i = 0; i < k.P.n; i++)
+    k.P.w[i] = (2 * pred_rng_uniform (&rng) - 1) * 0.8;
+  for (unsigned i = 0; i <= T; i++)
+    tok[i] = pred_rng_below (&rng, V);
+  for (unsigned i = 0; i < H; i++) {
+    h0[i] = (2 * pred_rng_uniform (&rng) - 1) * 0.5;
+    c0[i] = (2 * pred_rng_uniform (&rng) - 1) * 0.5;
+  }
+  scratch = malloc ((6 * H + V) * sizeof *scratch);
+
+  double loss = pred_lstm_forward_backward (&k, tok, T, h0, c0, NULL, NULL);
+  double loss2 = pred_lstm_loss (&k.P, tok, T, h0, c0, scratch);
+  ck_assert_msg (fabs (loss - loss2) < 1e-12, "loss %g vs %g", loss, loss2);
+
+  for (size_t i = 0; i < k.P.n; i++) {
+    double w = k.P.w[i], eps = 1e-5;
+    k.P.w[i] = w + eps;
+    double lp = pred_lstm_loss (&k.P, tok, T, h0, c0, scratch);
+    k.P.w[i] = w - eps;
+    double lm = pred_lstm_loss (&k.P, tok, T, h0, c0, scratch);
+    k.P.w[i] = w;
+    double num = (lp - lm) / (2 * eps), ana = k.G.w[i];
+    double err = fabs (num - ana) / fmax (1e-6, fabs (num) + fabs (ana));
+    if (err > worst)
+      worst = err;
+    ck_assert_msg (err < 1e-5,
+                   "parameter %zu: analytic %.10g numeric %.10g (rel err %g)",
+                   i, ana, num, err);
+  }
+  /* Every parameter group received gradient. */
+  double gsum[6] = { 0 };
+  const double *g[6] = { k.G.emb, k.G.wx, k.G.wh, k.G.b, k.G.wy, k.G.by };
+  size_t n[6] = { (size_t) V * E, 4 * H * E, 4 * H * H, 4 * H, (size_t) V * H, V };
+  for (int j = 0; j < 6; j++)
+    for (size_t i = 0; i < n[j]; i++)
+      gsum[j] += fabs (g[j][i]);
+  for (int j = 0; j < 6; j++)
+    ck_assert_msg (gsum[j] > 0, "parameter group %d has no gradient", j);
+  fprintf (stderr, "gradcheck V=%u E=%u H=%u T=%u: %zu parameters, worst relative error %.2e\n",
+           V, E, H, T, k.P.n, worst);
+
+  /* One optimizer step lowers the loss on this chunk. */
+  pred_lstm_apply (&k);
+  double after = pred_lstm_loss (&k.P, tok, T, h0, c0, scratch);
+  ck_assert_msg (after < loss, "loss %g did not decrease (%g)", loss, after);
+
+  free (scratch);
+  pred_lstm_core_free (&k);
+}
+
+START_TEST (test_gradcheck)
+{
+  gradcheck (PRED_LSTM_ADAM, 7, 3, 5, 6, 1);
+  gradcheck (PRED_LSTM_RMSPROP, 11, 4, 8, 9, 2);
+  gradcheck (PRED_LSTM_ADAM, 3, 1, 1, 1, 3);
+}
+END_TEST
+
+START_TEST (test_forget_bias_and_clip)
+{
+  struct pred_lstm_config c;
+  struct pred_lstm_core k;
+  uint32_t tok[5] = { 1, 2, 3, 1, 2 };
+
+  pred_lstm_config_default (&c);
+  c.vocab = 8;
+  c.embed = 4;
+  c.hidden = 6;
+  c.bptt = 4;
+  c.clip = 1e-3;
+  ck_assert_int_eq (pred_lstm_core_init (&k, &c, NULL), 0);
+  for (unsigned r = 0; r < 4 * c.hidden; r++)
+    ck_assert (k.P.b[r] == (r >= c.hidden && r < 2 * c.hidden ? 1.0 : 0.0));
+  /* Adam's first step moves each weight by at most lr. */
+  double *before = malloc (k.P.n * sizeof *before);
+  memcpy (before, k.P.w, k.P.n * sizeof *before);
+  pred_lstm_forward_backward (&k, tok, 4, NULL, NULL, NULL, NULL);
+  pred_lstm_apply (&k);
+  ck_assert (k.last_grad_norm > 100 * c.clip);
+  for (size_t i = 0; i < k.P.n; i++)
+    ck_assert (fabs (k.P.w[i] - before[i]) <= c.lr * 1.0001);
+  /* The clipped gradient went into the first moment: |M| = (1-b1) clip. */
+  double mn = 0;
+  for (size_t i = 0; i < k.M.n; i++)
+    mn += k.M.w[i] * k.M.w[i];
+  ck_assert_msg (fabs (sqrt (mn) - (1 - c.beta1) * c.clip) < 1e-12,
+                 "|M| = %g, expected %g", sqrt (mn), (1 - c.beta1) * c.clip);
+  free (before);
+  pred_lstm_core_free (&k);
+}
+END_TEST
+
+/* The float inference path computes what the double path does. */
+START_TEST (test_infer_matches_double)
+{
+  struct pred_lstm_params p;
+  struct pred_lstm_infer f;
+  struct pred_rng rng;
+  unsigned V = 40, E = 8, H = 16;
+  double h[16] = { 0 }, c[16] = { 0 }, z[64], probs[40];
+  float hf[16] = { 0 }, cf[16] = { 0 }, zf[64], pf[40];
+
+  pred_rng_seed (&rng, 5);
+  ck_assert_int_eq (pred_lstm_params_alloc (&p, V, E, H), 0);
+  pred_lstm_params_init (&p, &rng);
+  ck_assert_int_eq (pred_lstm_infer_alloc (&f, V, E, H), 0);
+  pred_lstm_infer_build (&f, &p);
+  for (unsigned t = 0; t < 30; t++) {
+    uint32_t tok = (t * 7) % V;
+    pred_lstm_step (&p, h, c, tok, h, c, z);
+    pred_lstm_infer_step (&f, hf, cf, tok, hf, cf, zf);
+    pred_lstm_output (&p, h, probs);
+    pred_lstm_infer_output (&f, hf, pf);
+    for (unsigned v = 0; v < V; v++)
+      ck_assert_msg (fabs (probs[v] - pf[v]) < 1e-4, "step %u token %u: %g vs %g",
+                     t, v, probs[v], (double) pf[v]);
+    for (unsigned r = 0; r < H; r++)
+      ck_assert (fabs (h[r] - hf[r]) < 1e-4);
+  }
+  pred_lstm_infer_free (&f);
+  pred_lstm_params_free (&p);
+}
+END_TEST
+
+/* ---- sequence-level tests through the model interface ---- */
+
+/* A vocabulary whose ids 1..n are the deltas 1..n. */
+static void
+make_vocab (struct pred_vocab *v, unsigned cap, unsigned n)
+{
+  int64_t d[64];
+  ck_assert_int_eq (pred_vocab_init (v, cap), 0);
+  for (unsigned i = 0; i < n; i++)
+    d[i] = i + 1;
+  ck_assert_int_eq (pred_vocab_set (v, d, n), 0);
+}
+
+static struct pred_event
+tok_event (uint64_t seq, uint32_t tok, unsigned stream, bool new_stream)
+{
+  struct pred_event ev;
+  memset (&ev, 0, sizeof ev);
+  ev.seq = seq;
+  ev.block = 1000 + seq;
+  ev.nblocks = 1;
+  ev.token = tok;
+  ev.recycled = -1;
+  ev.stream = stream;
+  ev.new_stream = new_stream;
+  ev.parent = -1;
+  ev.have_ref = true;
+  return ev;
+}
+
+static struct pred_model *
+new_lstm (const struct pred_vocab *v, uint64_t seed, unsigned hidden,
+          const struct pred_lstm_params *init, bool learn)
+{
+  struct pred_lstm_model_config mc;
+  memset (&mc, 0, sizeof mc);
+  pred_lstm_config_default (&mc.trainer.lstm);
+  mc.trainer.lstm.vocab = v->cap;
+  mc.trainer.lstm.hidden = hidden;
+  mc.trainer.lstm.embed = 8;
+  mc.trainer.lstm.bptt = 16;
+  mc.trainer.lstm.lr = 0.01;
+  mc.trainer.lstm.seed = seed;
+  mc.trainer.nstreams = 8;
+  mc.trainer.replay = 2;
+  mc.trainer.threaded = false;
+  mc.rollout = (struct pred_rollout_cfg) { .depth = 2, .alts = 2, .min_p = 0.01, .max_len = 4 };
+  mc.learn = learn;
+  struct pred_model *m = pred_lstm_model_new (&mc, v, init);
+  ck_assert_ptr_nonnull (m);
+  return m;
+}
+
+static struct pred_model *
+new_ngram (const struct pred_vocab *v)
+{
+  struct pred_ngram_config g = {
+    .max_order = 4, .capacity = 4096, .smooth = true, .nstreams = 8,
+    .rollout = { .depth = 4, .alts = 2, .min_p = 0.01, .max_len = 4 },
+  };
+  struct pred_model *m = pred_ngram_new (&g, v);
+  ck_assert_ptr_nonnull (m);
+  return m;
+}
+
+/* Top-1 of model m for stream s. */
+static uint32_t
+top1 (struct pred_model *m, unsigned s, double *p)
+{
+  unsigned char ctx[8192];
+  struct pred_tokdist d;
+  ck_assert_uint_le (m->ops->tok->ctx_size, sizeof ctx);
+  m->ops->tok->ctx_init (m, s, ctx);
+  m->ops->tok->dist (m, ctx, 1, &d);
+  if (p)
+    *p = d.n ? d.p[0] : 0;
+  return d.n ? d.tok[0] : 0;
+}
+
+/* a 1 2 3 4 X b 1 2 3 4 Y ...: after "1 2 3 4" the next token depends
+ * on the one 5 steps back, out of an order-4 n-gram's sight. */
+static const uint32_t long_pattern[] = { 1, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6, 8 };
+#define LP (sizeof long_pattern / sizeof long_pattern[0])
+
+START_TEST (test_lstm_learns_long_context)
+{
+  struct pred_vocab v;
+  struct pred_model *lstm, *ng, *hy;
+  struct pred_hybrid_config hc = {
+    .nstreams = 8, .slow_depth = 2, .ema = 0.02, .gamma = 2,
+    .rollout = { .depth = 2, .alts = 2, .min_p = 0.01, .max_len = 4 },
+  };
+  unsigned n = 9000, window = 1200;
+  unsigned hit_l = 0, hit_n = 0, hit_h = 0, crit_l = 0, crit_n = 0, crit_h = 0, ncrit = 0;
+
+  make_vocab (&v, 16, 8);
+  lstm = new_lstm (&v, 7, 32, NULL, true);
+  ng = new_ngram (&v);
+  hy = pred_hybrid_new (&hc, ng, lstm);
+  ck_assert_ptr_nonnull (hy);
+
+  for (unsigned i = 0; i < n; i++) {
+    uint32_t tok = long_pattern[i % LP];
+    struct pred_event ev = tok_event (i, tok, 0, i == 0);
+    if (i >= n - window) {
+      bool critical = (i % LP) == 5 || (i % LP) == 11;
+      uint32_t pl = top1 (lstm, 0, NULL), pn = top1 (ng, 0, NULL), ph = top1 (hy, 0, NULL);
+      hit_l += pl == tok;
+      hit_n += pn == tok;
+      hit_h += ph == tok;
+      if (critical) {
+        ncrit++;
+        crit_l += pl == tok;
+        crit_n += pn == tok;
+        crit_h += ph == tok;
+      }
+    }
+    else if (i % 3 == 0)
+      top1 (hy, 0, NULL);       /* let the hybrid score its components */
+    ng->ops->observe (ng, &ev);
+    lstm->ops->observe (lstm, &ev);
+    hy->ops->observe (hy, &ev);
+  }
+  fprintf (stderr, "long context: top-1 over last %u tokens: lstm %.1f%% ngram %.1f%% "
+           "hybrid %.1f%%; at the 5-back positions: lstm %.1f%% ngram %.1f%% hybrid %.1f%%\n",
+           window, 100.0 * hit_l / window, 100.0 * hit_n / window, 100.0 * hit_h / window,
+           100.0 * crit_l / ncrit, 100.0 * crit_n / ncrit, 100.0 * crit_h / ncrit);
+  /* The n-gram cannot beat a coin at the critical positions... */
+  ck_assert_msg (crit_n <= 0.65 * ncrit, "ngram %u/%u", crit_n, ncrit);
+  /* ... the LSTM gets them. */
+  ck_assert_msg (crit_l >= 0.95 * ncrit, "lstm %u/%u", crit_l, ncrit);
+  ck_assert_msg (hit_l >= 0.97 * window, "lstm overall %u/%u", hit_l, window);
+  /* And the hybrid is at least as good as the better one, within 2%. */
+  ck_assert_msg (hit_h + 0.02 * window >= (hit_l > hit_n ? hit_l : hit_n),
+                 "hybrid %u lstm %u ngram %u", hit_h, hit_l, hit_n);
+
+  pred_model_destroy (hy);
+  pred_model_destroy (ng);
+  pred_model_destroy (lstm);
+  pred_vocab_free (&v);
+}
+END_TEST
+
+/* Same seed and same input: bit-identical weights and predictions. */
+static void
+run_fixed (uint64_t seed, struct pred_lstm_params *out, double *probs_out)
+{
+  struct pred_vocab v;
+  struct pred_model *m;
+  make_vocab (&v, 16, 8);
+  m = new_lstm (&v, seed, 16, NULL, true);
+  for (unsigned i = 0; i < 700; i++) {
+    struct pred_event ev = tok_event (i, long_pattern[(i * 5) % LP], i % 3, i < 3);
+    m->ops->observe (m, &ev);
+  }
+  unsigned char ctx[8192];
+  struct pred_tokdist d;
+  m->ops->tok->ctx_init (m, 1, ctx);
+  m->ops->tok->dist (m, ctx, 8, &d);
+  for (unsigned i = 0; i < 8; i++)
+    probs_out[i] = i < d.n ? d.p[i] * 1000 + d.tok[i] : -1;
+  ck_assert_int_eq (pred_lstm_params_alloc (out, 16, 8, 16), 0);
+  pred_lstm_trainer_snapshot (pred_lstm_model_trainer (m), out);
+  pred_model_destroy (m);
+  pred_vocab_free (&v);
+}
+
+START_TEST (test_fixed_seed)
+{
+  struct pred_lstm_params a, b, c;
+  double pa[8], pb[8], pc[8];
+  run_fixed (42, &a, pa);
+  run_fixed (42, &b, pb);
+  run_fixed (43, &c, pc);
+  ck_assert_int_eq (memcmp (a.w, b.w, a.n * sizeof *a.w), 0);
+  ck_assert_int_eq (memcmp (pa, pb, sizeof pa), 0);
+  ck_assert_int_ne (memcmp (a.w, c.w, a.n * sizeof *a.w), 0);
+  pred_lstm_params_free (&a);
+  pred_lstm_params_free (&b);
+  pred_lstm_params_free (&c);
+}
+END_TEST
+
+START_TEST (test_save_load_identical)
+{
+  struct pred_vocab v;
+  struct pred_model *a, *b;
+  struct pred_model_file mf, in;
+  char path[] = "/tmp/test-predict-lstm-XXXXXX";
+  char err[256];
+  int fd = mkstemp (path);
+  ck_assert_int_ge (fd, 0);
+  close (fd);
+
+  make_vocab (&v, 16, 8);
+  a = new_lstm (&v, 9, 24, NULL, true);
+  for (unsigned i = 0; i < 2000; i++) {
+    struct pred_event ev = tok_event (i, long_pattern[i % LP], 0, i == 0);
+    a->ops->observe (a, &ev);
+  }
+  memset (&mf, 0, sizeof mf);
+  mf.block_size = 65536;
+  mf.stream_fwd = 32;
+  mf.stream_back = 8;
+  pred_lstm_config_default (&mf.lstm);
+  mf.lstm.vocab = 16;
+  mf.lstm.embed = 8;
+  mf.lstm.hidden = 24;
+  mf.lstm.lr = 0.01;
+  mf.lstm.seed = 9;
+  mf.nvocab = v.n - 1;
+  mf.vocab = v.delta + 1;
+  ck_assert_int_eq (pred_lstm_params_alloc (&mf.params, 16, 8, 24), 0);
+  pred_lstm_trainer_snapshot (pred_lstm_model_trainer (a), &mf.params);
+  ck_assert_msg (pred_model_save (path, &mf, err, sizeof err) == 0, "%s", err);
+  ck_assert_msg (pred_model_load (path, &in, err, sizeof err) == 0, "%s", err);
+  ck_assert_uint_eq (in.nvocab, 8);
+  ck_assert_int_eq (memcmp (in.vocab, mf.vocab, 8 * sizeof *in.vocab), 0);
+  ck_assert_int_eq (memcmp (in.params.w, mf.params.w, mf.params.n * sizeof (double)), 0);
+  ck_assert_uint_eq (in.lstm.hidden, 24);
+
+  b = new_lstm (&v, 12345, 24, &in.params, false);
+  pred_lstm_model_set_learn (a, false);
+  /* Fresh stream (parent -1) in both, then the same tokens. */
+  for (unsigned i = 0; i < 60; i++) {
+    struct pred_event ev = tok_event (i, long_pattern[(i + 3) % LP], 5, i == 0);
+    a->ops->observe (a, &ev);
+    b->ops->observe (b, &ev);
+    unsigned char ca[8192], cb[8192];
+    struct pred_tokdist da, db;
+    a->ops->tok->ctx_init (a, 5, ca);
+    b->ops->tok->ctx_init (b, 5, cb);
+    a->ops->tok->dist (a, ca, 8, &da);
+    b->ops->tok->dist (b, cb, 8, &db);
+    ck_assert_uint_eq (da.n, db.n);
+    for (unsigned j = 0; j < da.n; j++) {
+      ck_assert_uint_eq (da.tok[j], db.tok[j]);
+      ck_assert_msg (da.p[j] == db.p[j], "step %u rank %u: %.17g vs %.17g",
+                     i, j, da.p[j], db.p[j]);
+    }
+  }
+
+  /* Damage is detected: flip one byte in the weights. */
+  FILE *fp = fopen (path, "r+b");
+  ck_assert_ptr_nonnull (fp);
+  fseek (fp, 300, SEEK_SET);
+  int ch = fgetc (fp);
+  fseek (fp, 300, SEEK_SET);
+  fputc (ch ^ 0x40, fp);
+  fclose (fp);
+  struct pred_model_file bad;
+  ck_assert_int_eq (pred_model_load (path, &bad, err, sizeof err), -1);
+  ck_assert_msg (strstr (err, "checksum") != NULL, "%s", err);
+  /* Truncation is detected. */
+  ck_assert_int_eq (truncate (path, 200), 0);
+  ck_assert_int_eq (pred_model_load (path, &bad, err, sizeof err), -1);
+  ck_assert_msg (strstr (err, "truncated") != NULL, "%s", err);
+  /* Not a model at all. */
+  fp = fopen (path, "w");
+  fputs ("hello world, this is not a model file\n", fp);
+  fclose (fp);
+  ck_assert_int_eq (pred_model_load (path, &bad, err, sizeof err), -1);
+  ck_assert_msg (strstr (err, "magic") != NULL, "%s", err);
+
+  unlink (path);
+  pred_lstm_params_free (&mf.params);
+  pred_model_file_free (&in);
+  pred_model_destroy (a);
+  pred_model_destroy (b);
+  pred_vocab_free (&v);
+}
+END_TEST
+
+/* The background trainer learns too, and start may come late. */
+START_TEST (test_threaded_trainer)
+{
+  struct pred_lstm_trainer_config tc;
+  struct pred_lstm_trainer *t;
+  struct pred_lstm_trainer_stats st;
+
+  memset (&tc, 0, sizeof tc);
+  pred_lstm_config_default (&tc.lstm);
+  tc.lstm.vocab = 16;
+  tc.lstm.hidden = 16;
+  tc.lstm.embed = 8;
+  tc.nstreams = 4;
+  tc.replay = 1;
+  tc.threaded = true;
+  t = pred_lstm_trainer_new (&tc, NULL);
+  ck_assert_ptr_nonnull (t);
+  ck_assert_ptr_nonnull (pred_lstm_trainer_fetch (t));
+  ck_assert_ptr_null (pred_lstm_trainer_fetch (t));
+  /* Fed before the thread exists: queued. */
+  for (unsigned i = 0; i < 1000; i++)
+    pred_lstm_trainer_feed (t, 0, i == 0, -1, long_pattern[i % LP], -1);
+  pred_lstm_trainer_stats (t, &st);
+  ck_assert_uint_eq (st.chunks, 0);
+  ck_assert (!st.running);
+  ck_assert_int_eq (pred_lstm_trainer_start (t), 0);
+  ck_assert_int_eq (pred_lstm_trainer_start (t), 0);   /* idempotent */
+  for (int k = 0; k < 2000; k++) {
+    pred_lstm_trainer_stats (t, &st);
+    if (st.chunks >= 1000 / 17)
+      break;
+    usleep (1000);
+  }
+  ck_assert_uint_ge (st.chunks, 1000 / 17);
+  ck_assert (st.running);
+  const struct pred_lstm_infer *f = pred_lstm_trainer_fetch (t);
+  ck_assert_ptr_nonnull (f);
+  ck_assert_uint_gt (f->version, 1);
+  pred_lstm_trainer_stop (t);
+  pred_lstm_trainer_stats (t, &st);
+  ck_assert (!st.running);
+  /* Overfill the queue while stopped: drops are counted, never blocks. */
+  for (unsigned i = 0; i < 70000; i++)
+    pred_lstm_trainer_feed (t, 1, false, -1, 3, -1);
+  pred_lstm_trainer_stats (t, &st);
+  ck_assert_uint_ge (st.dropped, 70000 - 65536);
+  ck_assert_int_eq (pred_lstm_trainer_start (t), 0);
+  pred_lstm_trainer_free (t);   /* stops the running thread */
+}
+END_TEST
+
+static Suite *
+lstm_suite (void)
+{
+  Suite *s = suite_create ("predict-lstm");
+  TCase *tc = tcase_create ("lstm");
+  tcase_set_timeout (tc, 300);
+  tcase_add_test (tc, test_gradcheck);
+  tcase_add_test (tc, test_forget_bias_and_clip);
+  tcase_add_test (tc, test_infer_matches_double);
+  tcase_add_test (tc, test_fixed_seed);
+  tcase_add_test (tc, test_save_load_identical);
+  tcase_add_test (tc, test_threaded_trainer);
+  tcase_add_test (tc, test_lstm_learns_long_context);
+  suite_add_tcase (s, tc);
+  return s;
+}
+
+int
+main (void)
+{
+  SRunner *sr = srunner_create (lstm_suite ());
+  int failed;
+  srunner_run_all (sr, CK_NORMAL);
+  failed = srunner_ntests_failed (sr);
+  srunner_free (sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
