@@ -1,0 +1,73 @@
+/* nbdshadow: the control socket (DESIGN §3.3).
+ *
+ * An operator steers a running migration through a Unix socket (mode
+ * 0600: only the user running nbdkit can connect) with the nbdshadow CLI.
+ * The protocol is one request line, one reply line:
+ *
+ *   request:  VERB [ARG...] "\n"          (at most 4096 bytes, ASCII)
+ *   reply:    "ok" [SP PAYLOAD] "\n"      or   "error" SP MESSAGE "\n"
+ *
+ * Every request gets a reply, malformed ones an "error" reply; a client
+ * may send several requests on one connection.  The server never blocks
+ * on a slow client beyond its own thread, and never crashes on input.
+ *
+ * Verbs (the handler decides what they mean; see control_handler_fn):
+ *   status                 PAYLOAD = the status JSON object (below)
+ *   pause | resume         background and prefetch copying
+ *   rate BYTES             copy ceiling in bytes/s, 0 = unlimited
+ *   verify                 start verification; progress and result in
+ *                          status.verify
+ *   cutover [verified]     refuses unless synced (and verified if asked)
+ *   prefetch POLICY        off|readahead|ngram|lstm|hybrid
+ *   help                   PAYLOAD = the list of verbs
+ *
+ * The status JSON object carries at least (DESIGN §3.3):
+ *   "phase": "copying"|"synced"|"verifying"|"cutover"|"done",
+ *   "status_line": the nbdinfo one-liner,
+ *   "size", "block_size", "blocks_total", "blocks_resident",
+ *   "blocks_written", "bytes_resident",
+ *   "bytes_copied": { "on_demand", "prefetch", "background", "total" },
+ *   "client_reads": { "ops", "bytes_shadow", "bytes_origin", "hit_ratio" },
+ *   "client_writes": { "ops", "bytes" },
+ *   "prefetch": { "policy", "issued", "used", "wasted", "precision",
+ *                 "accuracy": { model name: recent accuracy } },
+ *   "copy_rate" (bytes/s), "rate_limit" (0 = none), "paused",
+ *   "background", "eta_seconds" (null when unknown),
+ *   "errors": { "origin": n, "shadows": [ { "uri", "connected", "errors",
+ *               "reconnects", "retries", "latency_us", "bytes_read",
+ *               "bytes_written" } ] },
+ *   "verify": { "state": "idle"|"running"|"done"|"failed", "verified",
+ *               "blocks_checked", "blocks_total", "mismatches",
+ *               "recopied", "message" },
+ *   "commits": { "count", "failures", "last_ms" },
+ *   "state": null | { "dir", "journal_bytes", "snapshot_bytes" }
+ */
+
+#ifndef NBDSHADOW_CONTROL_H
+#define NBDSHADOW_CONTROL_H
+
+#include <stddef.h>
+
+/* Handle one request.  argv[0] is the verb, argc >= 1; words were split
+ * on spaces and are non-empty.  Returns 0 with *reply set to a malloc'd
+ * payload (or NULL for a bare "ok"), or -1 with *reply set to a malloc'd
+ * error message.  Called on the control thread; may block briefly (a
+ * cutover pauses client I/O and commits).
+ */
+typedef int (*control_handler_fn) (void *opaque, int argc, char **argv,
+                                   char **reply);
+
+struct control;
+
+/* Create the socket at path (replacing a stale socket file, refusing to
+ * replace anything else), mode 0600, and start serving on a thread.
+ * Reports and returns NULL on error.
+ */
+extern struct control *control_start (const char *path,
+                                      control_handler_fn handler,
+                                      void *opaque);
+
+/* Stop the thread, close every connection, unlink the socket. */
+extern void control_stop (struct control *c);
+
+#endif /* NBDSHADOW_CONTROL_H */
