@@ -41,7 +41,9 @@ pred_streams_assign (struct pred_streams *st, uint64_t block, uint32_t nblocks,
     uint64_t hi = s->next + st->fwd;
     if (block < lo || block > hi)
       continue;
-    uint64_t d = block >= s->next ? block - s->next : s->next - block;
+    /* Streams run forward: any forward match beats a backward one. */
+    uint64_t d = block >= s->next ? block - s->next
+      : (uint64_t) st->fwd + 1 + (s->next - block);
     if (d < best_dist ||
         (d == best_dist && s->last_seq > st->s[best].last_seq)) {
       best = i;

@@ -9,8 +9,9 @@
  *
  * An access starting at block b continues stream s when
  *   s.next - back <= b <= s.next + fwd
- * (s.next = the block after s's last access); the closest such stream
- * wins, the most recently used on ties.  Otherwise it starts a new
+ * (s.next = the block after s's last access); the closest stream at or
+ * ahead of its next block wins, else the closest one behind, the most
+ * recently used on ties.  Otherwise it starts a new
  * stream in a free slot or in the least recently used one; the new
  * stream's `parent` is the stream of the previous access, so that a
  * single client jumping around keeps one chain of context.

@@ -1,0 +1,470 @@
+/* test-predict-facade.c: the predictor as the filter will use it --
+ * predictions and the absent filter, policy switches from another
+ * thread, warm start from a model file, the trainer thread started
+ * late, statistics read concurrently, bounded memory under a random
+ * flood -- and the analyzer's statistics. */
+#include <config.h>
+
+#include <malloc.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <check.h>
+
+#include "analyzer.h"
+#include "predictor.h"
+#include "rng.h"
+
+#define BS 65536
+
+static struct pred_access
+rd (uint64_t t, uint64_t block, uint32_t nblocks)
+{
+  struct pred_access a;
+  memset (&a, 0, sizeof a);
+  a.time_us = t;
+  a.op = PRED_OP_READ;
+  a.offset = block * BS;
+  a.length = nblocks * BS;
+  return a;
+}
+
+static struct predictor *
+make (enum pred_policy pol, enum pred_train_mode train, const char *model)
+{
+  struct predictor_config c;
+  char err[256];
+  predictor_config_default (&c);
+  c.policy = pol;
+  c.train = train;
+  c.nr_blocks = 1 << 20;
+  c.model_path = model;
+  struct predictor *p = predictor_new (&c, err, sizeof err);
+  ck_assert_msg (p != NULL, "%s", err);
+  return p;
+}
+
+static bool
+even_only (void *opaque, uint64_t b)
+{
+  (*(int *) opaque)++;
+  return b % 2 == 0;
+}
+
+START_TEST (test_sequential_predictions)
+{
+  struct predictor *p = make (PRED_POLICY_NGRAM, PRED_TRAIN_SYNC, NULL);
+  struct pred_cand c[64];
+  size_t n;
+  int calls = 0;
+
+  ck_assert_uint_eq (predictor_predict (p, c, 64, NULL, NULL), 0);  /* nothing seen */
+  for (unsigned i = 0; i < 50; i++)
+    predictor_observe (p, &(struct pred_access) { .time_us = i, .op = 'R',
+                                                  .offset = (100 + i) * (uint64_t) BS,
+                                                  .length = BS });
+  n = predictor_predict (p, c, 64, NULL, NULL);
+  ck_assert_uint_ge (n, 8);
+  for (unsigned i = 0; i < 8; i++) {
+    ck_assert_uint_eq (c[i].block, 150 + i);
+    ck_assert (c[i].p > 0.5 && c[i].p <= 1);
+    if (i)
+      ck_assert (c[i].p <= c[i - 1].p);
+  }
+  ck_assert_uint_eq (predictor_predict (p, c, 3, NULL, NULL), 3);
+  n = predictor_predict (p, c, 64, even_only, &calls);
+  ck_assert_uint_ge (n, 4);
+  ck_assert_int_gt (calls, 0);
+  for (size_t i = 0; i < n; i++)
+    ck_assert_uint_eq (c[i].block % 2, 0);
+
+  /* The next access was predicted: scored as a hit. */
+  predictor_observe (p, &(struct pred_access) { .time_us = 99, .op = 'R',
+                                                .offset = 150 * (uint64_t) BS,
+                                                .length = BS });
+  struct predictor_stats st;
+  predictor_refresh_stats (p);
+  predictor_get_stats (p, &st);
+  ck_assert_uint_eq (st.accesses, 51);
+  ck_assert_uint_eq (st.model[PRED_POLICY_NGRAM].scored, 1);
+  ck_assert_uint_eq (st.model[PRED_POLICY_NGRAM].hits, 1);
+  ck_assert (st.model[PRED_POLICY_NGRAM].active);
+  ck_assert (!st.model[PRED_POLICY_LSTM].exists);
+  ck_assert_uint_gt (st.model[PRED_POLICY_NGRAM].observe_ns, 0);
+  ck_assert_uint_eq (st.analyzer.reads, 51);
+  predictor_free (p);
+}
+END_TEST
+
+START_TEST (test_errors)
+{
+  struct predictor_config c;
+  char err[256];
+  predictor_config_default (&c);
+  c.block_size = 3000;
+  ck_assert_ptr_null (predictor_new (&c, err, sizeof err));
+  ck_assert (strstr (err, "block size") != NULL);
+  predictor_config_default (&c);
+  c.model_path = "/nonexistent/model.bin";
+  ck_assert_ptr_null (predictor_new (&c, err, sizeof err));
+  ck_assert (strstr (err, "/nonexistent/model.bin") != NULL);
+  predictor_config_default (&c);
+  c.min_prob = 0;
+  ck_assert_ptr_null (predictor_new (&c, err, sizeof err));
+  ck_assert_int_eq (predictor_policy_parse ("hybrid"), PRED_POLICY_HYBRID);
+  ck_assert_int_eq (predictor_policy_parse ("bogus"), -1);
+  ck_assert_str_eq (predictor_policy_name (PRED_POLICY_LEAP), "leap");
+}
+END_TEST
+
+struct switcher {
+  struct predictor *p;
+  enum pred_policy to;
+};
+
+static void *
+switch_thread (void *arg)
+{
+  struct switcher *s = arg;
+  predictor_set_policy (s->p, s->to);
+  return NULL;
+}
+
+START_TEST (test_policy_switch)
+{
+  struct predictor *p = make (PRED_POLICY_OFF, PRED_TRAIN_SYNC, NULL);
+  struct pred_cand c[16];
+  pthread_t t;
+  struct switcher s = { p, PRED_POLICY_READAHEAD };
+
+  for (unsigned i = 0; i < 20; i++)
+    predictor_observe (p, &(struct pred_access) { .op = 'R', .offset = i * (uint64_t) BS,
+                                                  .length = BS });
+  ck_assert_uint_eq (predictor_predict (p, c, 16, NULL, NULL), 0);
+  pthread_create (&t, NULL, switch_thread, &s);
+  pthread_join (t, NULL);
+  ck_assert_int_eq (predictor_get_policy (p), PRED_POLICY_READAHEAD);
+  for (unsigned i = 20; i < 25; i++)
+    predictor_observe (p, &(struct pred_access) { .op = 'R', .offset = i * (uint64_t) BS,
+                                                  .length = BS });
+  ck_assert_uint_gt (predictor_predict (p, c, 16, NULL, NULL), 0);
+  ck_assert_uint_eq (c[0].block, 25);
+  ck_assert_int_eq (predictor_set_policy (p, PRED_POLICY__COUNT), -1);
+  /* Every policy works after a live switch. */
+  for (int pol = 0; pol < PRED_POLICY__COUNT; pol++) {
+    predictor_set_policy (p, pol);
+    for (unsigned i = 0; i < 40; i++)
+      predictor_observe (p, &(struct pred_access) { .op = 'R',
+                                                    .offset = (1000 + 3 * i) * (uint64_t) BS,
+                                                    .length = BS });
+    size_t n = predictor_predict (p, c, 16, NULL, NULL);
+    if (pol == PRED_POLICY_OFF)
+      ck_assert_uint_eq (n, 0);
+    else if (pol != PRED_POLICY_LSTM && pol != PRED_POLICY_READAHEAD)
+      ck_assert_msg (n > 0 && c[0].block == 1000 + 3 * 40,
+                     "%s: %zu candidates, first %llu", predictor_policy_name (pol),
+                     n, n ? (unsigned long long) c[0].block : 0ULL);
+  }
+  struct predictor_stats st;
+  predictor_refresh_stats (p);
+  predictor_get_stats (p, &st);
+  ck_assert_int_eq (st.policy, PRED_POLICY_HYBRID);
+  ck_assert (st.model[PRED_POLICY_LSTM].active && st.model[PRED_POLICY_NGRAM].active);
+  ck_assert (!st.model[PRED_POLICY_LEAP].active && st.model[PRED_POLICY_LEAP].exists);
+  predictor_free (p);
+}
+END_TEST
+
+/* A block-level pattern with jumps: runs of 3, 1 and 6 blocks
+ * separated by jumps of +40, +7 and +300, repeated. */
+static uint64_t
+pattern_block (unsigned i)
+{
+  static const int64_t step[] = { 1, 1, 1, 41, 8, 1, 1, 1, 1, 1, 301 };
+  uint64_t b = 5000;
+  for (unsigned k = 0; k < i; k++)
+    b += step[k % 11];
+  return b;
+}
+
+/* Share of accesses whose block was the first candidate. */
+static double
+first_hit_rate (struct predictor *p, unsigned from, unsigned n)
+{
+  struct pred_cand c[8];
+  unsigned hits = 0;
+  for (unsigned i = from; i < from + n; i++) {
+    uint64_t b = pattern_block (i);
+    if (i > from) {
+      size_t k = predictor_predict (p, c, 8, NULL, NULL);
+      hits += k > 0 && c[0].block == b;
+    }
+    struct pred_access a = rd (i, b, 1);
+    predictor_observe (p, &a);
+  }
+  return (double) hits / (n - 1);
+}
+
+START_TEST (test_warm_start)
+{
+  char path[] = "/tmp/test-predict-facade-XXXXXX", err[256];
+  int fd = mkstemp (path);
+  close (fd);
+
+  struct predictor *p = make (PRED_POLICY_LSTM, PRED_TRAIN_SYNC, NULL);
+  double trained = first_hit_rate (p, 0, 6000);
+  ck_assert_msg (predictor_save_model (p, path, err, sizeof err) == 0, "%s", err);
+  predictor_free (p);
+
+  /* A cold LSTM does poorly at first; the warm one at once. */
+  p = make (PRED_POLICY_LSTM, PRED_TRAIN_OFF, NULL);
+  double cold = first_hit_rate (p, 20000, 300);
+  predictor_free (p);
+  p = make (PRED_POLICY_LSTM, PRED_TRAIN_OFF, path);
+  double warm = first_hit_rate (p, 20000, 300);
+  predictor_free (p);
+  fprintf (stderr, "warm start: online %.3f, cold %.3f, warm %.3f\n", trained, cold, warm);
+  ck_assert (warm >= 0.9);
+  ck_assert (cold < 0.5);
+
+  /* A model for other block sizes is refused with both sizes named. */
+  struct predictor_config c;
+  predictor_config_default (&c);
+  c.block_size = 4096;
+  c.model_path = path;
+  ck_assert_ptr_null (predictor_new (&c, err, sizeof err));
+  ck_assert_msg (strstr (err, "65536") && strstr (err, "4096"), "%s", err);
+  /* No LSTM, nothing to save. */
+  p = make (PRED_POLICY_NGRAM, PRED_TRAIN_SYNC, NULL);
+  ck_assert_int_eq (predictor_save_model (p, path, err, sizeof err), -1);
+  predictor_free (p);
+  unlink (path);
+}
+END_TEST
+
+struct reader {
+  struct predictor *p;
+  _Atomic int stop;
+  uint64_t reads;
+};
+
+static void *
+stats_reader (void *arg)
+{
+  struct reader *r = arg;
+  struct predictor_stats st;
+  uint64_t last = 0;
+  while (!atomic_load (&r->stop)) {
+    predictor_get_stats (r->p, &st);
+    ck_assert_uint_ge (st.snapshot_accesses, last);     /* never goes back */
+    last = st.snapshot_accesses;
+    r->reads++;
+  }
+  return NULL;
+}
+
+START_TEST (test_trainer_thread_and_stats)
+{
+  struct predictor *p = make (PRED_POLICY_NGRAM, PRED_TRAIN_THREAD, NULL);
+  struct predictor_stats st;
+  struct reader r = { .p = p };
+  pthread_t t;
+
+  /* Start requested before the LSTM exists: it starts with the LSTM. */
+  ck_assert_int_eq (predictor_start_training (p), 0);
+  pthread_create (&t, NULL, stats_reader, &r);
+  predictor_set_policy (p, PRED_POLICY_HYBRID);
+  for (unsigned i = 0; i < 20000; i++) {
+    struct pred_access a = rd (i, pattern_block (i), 1);
+    predictor_observe (p, &a);
+    struct pred_cand c[16];
+    predictor_predict (p, c, 16, NULL, NULL);
+  }
+  for (int k = 0; k < 5000; k++) {
+    predictor_refresh_stats (p);
+    predictor_get_stats (p, &st);
+    if (st.trainer.chunks > 20)
+      break;
+    usleep (1000);
+  }
+  atomic_store (&r.stop, 1);
+  pthread_join (t, NULL);
+  ck_assert_uint_gt (r.reads, 0);
+  ck_assert (st.have_trainer);
+  ck_assert (st.trainer.running);
+  ck_assert_uint_gt (st.trainer.chunks, 20);
+  ck_assert_uint_eq (st.trainer.fed, 20000);
+  ck_assert (st.hybrid_w_ngram + st.hybrid_w_lstm > 0.999);
+  predictor_stop_training (p);
+  predictor_refresh_stats (p);
+  predictor_get_stats (p, &st);
+  ck_assert (!st.trainer.running);
+  /* And again (a filter restarting its threads). */
+  ck_assert_int_eq (predictor_start_training (p), 0);
+  predictor_free (p);
+}
+END_TEST
+
+/* A random flood over a 1 TiB volume: nothing grows. */
+START_TEST (test_flood_bounded)
+{
+  struct predictor_config c;
+  char err[256];
+  struct pred_rng rng;
+  struct predictor_stats before, after;
+  struct pred_cand cand[64];
+
+  predictor_config_default (&c);
+  c.policy = PRED_POLICY_HYBRID;
+  c.train = PRED_TRAIN_THREAD;          /* never started: queue drops */
+  c.nr_blocks = (UINT64_C (1) << 40) / BS;
+  struct predictor *p = predictor_new (&c, err, sizeof err);
+  ck_assert_ptr_nonnull (p);
+  pred_rng_seed (&rng, 77);
+  /* Warm up every table once, then measure. */
+  for (unsigned i = 0; i < 20000; i++) {
+    struct pred_access a = rd (i, pred_rng_below (&rng, c.nr_blocks), 1 + pred_rng_below (&rng, 4));
+    predictor_observe (p, &a);
+    predictor_predict (p, cand, 64, NULL, NULL);
+  }
+  predictor_refresh_stats (p);
+  predictor_get_stats (p, &before);
+#ifndef __SANITIZE_ADDRESS__
+  struct mallinfo2 m0 = mallinfo2 ();
+#endif
+  for (unsigned i = 0; i < 150000; i++) {
+    struct pred_access a = rd (20000 + i, pred_rng_below (&rng, c.nr_blocks),
+                               1 + pred_rng_below (&rng, 4));
+    a.op = i % 3 ? 'R' : 'W';
+    predictor_observe (p, &a);
+    predictor_predict (p, cand, 64, NULL, NULL);
+  }
+  predictor_refresh_stats (p);
+  predictor_get_stats (p, &after);
+#ifndef __SANITIZE_ADDRESS__
+  struct mallinfo2 m1 = mallinfo2 ();
+  ck_assert_msg (m1.uordblks <= m0.uordblks + 4096, "heap grew from %zu to %zu",
+                 m0.uordblks, m1.uordblks);
+#endif
+  ck_assert_uint_eq (after.memory_bytes, before.memory_bytes);
+  ck_assert_uint_le (after.vocab_used, after.vocab_cap);
+  ck_assert_uint_le (after.analyzer.regions_tracked, c.regions);
+  ck_assert_uint_gt (after.trainer.dropped, 0);
+  fprintf (stderr, "flood: memory %zu bytes, vocab %u/%u, regions %u (evicted %llu)\n",
+           after.memory_bytes, after.vocab_used, after.vocab_cap,
+           after.analyzer.regions_tracked,
+           (unsigned long long) after.analyzer.region_evictions);
+  predictor_free (p);
+}
+END_TEST
+
+/* ---- analyzer ---- */
+
+START_TEST (test_analyzer)
+{
+  struct pred_tokenizer t;
+  struct pred_analyzer_config ac;
+  struct pred_analyzer *an;
+  struct pred_analyzer_stats st;
+  struct pred_event ev;
+  struct pred_region hot[4];
+
+  ck_assert_int_eq (pred_tokenizer_init (&t, BS, 0, 8, 64, 32, 8), 0);
+  pred_analyzer_config_default (&ac);
+  ac.region_shift = 4;                  /* 16 blocks per region */
+  ac.half_life_s = 10;
+  ac.max_regions = 64;
+  an = pred_analyzer_new (&ac);
+  ck_assert_ptr_nonnull (an);
+
+  /* 100 sequential 64K reads from block 0, at t = 0. */
+  for (unsigned i = 0; i < 100; i++) {
+    struct pred_access a = rd (0, i, 1);
+    ck_assert (pred_tokenizer_feed (&t, &a, &ev));
+    pred_analyzer_observe (an, &a, &ev);
+  }
+  /* 10 writes of 4K far apart (random), a flush. */
+  for (unsigned i = 0; i < 10; i++) {
+    struct pred_access a = { .op = 'W', .offset = (10000 + i * 1000) * (uint64_t) BS,
+                             .length = 4096 };
+    ck_assert (pred_tokenizer_feed (&t, &a, &ev));
+    pred_analyzer_observe (an, &a, &ev);
+  }
+  struct pred_access f = { .op = 'F' };
+  pred_analyzer_observe (an, &f, NULL);
+
+  pred_analyzer_stats (an, 0, &st);
+  ck_assert_uint_eq (st.accesses, 111);
+  ck_assert_uint_eq (st.reads, 100);
+  ck_assert_uint_eq (st.writes, 10);
+  ck_assert_uint_eq (st.flushes, 1);
+  ck_assert_uint_eq (st.bytes_read, 100 * (uint64_t) BS);
+  ck_assert_uint_eq (st.bytes_written, 40960);
+  ck_assert_uint_eq (st.sequential, 99);
+  ck_assert_uint_eq (st.random, 11);
+  ck_assert_uint_eq (st.size_hist[3], 10);      /* <= 4K */
+  ck_assert_uint_eq (st.size_hist[7], 100);     /* <= 64K */
+  ck_assert (fabs (st.mean_request_bytes - (100.0 * BS + 40960) / 110) < 1e-6);
+  ck_assert_uint_ge (st.active_streams, 8);     /* 8 slots, all used recently */
+
+  /* Region 0..6 got 16 accesses each (the last one 4): heat 16. */
+  ck_assert (fabs (pred_analyzer_heat (an, 0, 0) - 16) < 1e-9);
+  ck_assert (fabs (pred_analyzer_heat (an, 0, 10000000) - 8) < 1e-9); /* one half-life */
+  ck_assert (fabs (pred_analyzer_heat (an, 0, 20000000) - 4) < 1e-9);
+  ck_assert (pred_analyzer_heat (an, 5000, 0) == 0);
+  ck_assert_uint_eq (pred_analyzer_hot (an, 0, hot, 4), 4);
+  ck_assert (hot[0].heat == 16 && hot[0].nblocks == 16);
+  ck_assert (hot[3].heat >= hot[2].heat - 1e-12 || hot[3].heat <= hot[2].heat);
+  for (int i = 1; i < 4; i++)
+    ck_assert (hot[i].heat <= hot[i - 1].heat);
+  pred_analyzer_stats (an, 0, &st);
+  ck_assert_uint_eq (st.regions_hot, 6);        /* heat >= 8: six full regions */
+  pred_analyzer_stats (an, 10000001, &st);
+  ck_assert_uint_eq (st.regions_hot, 0);        /* 16 -> just under 8 */
+
+  /* Many distinct regions: the table keeps at most max_regions. */
+  for (unsigned i = 0; i < 5000; i++) {
+    struct pred_access a = rd (1000000, (uint64_t) i * 1000, 1);
+    ck_assert (pred_tokenizer_feed (&t, &a, &ev));
+    pred_analyzer_observe (an, &a, &ev);
+  }
+  pred_analyzer_stats (an, 1000000, &st);
+  ck_assert_uint_le (st.regions_tracked, 64);
+  ck_assert_uint_gt (st.region_evictions, 4000);
+  pred_analyzer_free (an);
+  pred_tokenizer_free (&t);
+}
+END_TEST
+
+static Suite *
+facade_suite (void)
+{
+  Suite *s = suite_create ("predict-facade");
+  TCase *tc = tcase_create ("facade");
+  tcase_set_timeout (tc, 300);
+  tcase_add_test (tc, test_sequential_predictions);
+  tcase_add_test (tc, test_errors);
+  tcase_add_test (tc, test_policy_switch);
+  tcase_add_test (tc, test_warm_start);
+  tcase_add_test (tc, test_trainer_thread_and_stats);
+  tcase_add_test (tc, test_flood_bounded);
+  tcase_add_test (tc, test_analyzer);
+  suite_add_tcase (s, tc);
+  return s;
+}
+
+int
+main (void)
+{
+  SRunner *sr = srunner_create (facade_suite ());
+  int failed;
+  srunner_run_all (sr, CK_NORMAL);
+  failed = srunner_ntests_failed (sr);
+  srunner_free (sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,324 @@
+/* test-predict-ngram.c: the n-gram reaches near-perfect accuracy on
+ * short periodic patterns and stays within its table; Markov-1 learns
+ * order-1 chains; on synthetic mixes the hybrid is never worse than the
+ * better of n-gram and LSTM by more than a small margin. */
+#include <config.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <check.h>
+
+#include "hybrid.h"
+#include "lstm-model.h"
+#include "ngram.h"
+#include "rng.h"
+#include "vocab.h"
+
+static void
+make_vocab (struct pred_vocab *v, unsigned cap, unsigned n)
+{
+  int64_t *d = malloc (n * sizeof *d);
+  ck_assert_int_eq (pred_vocab_init (v, cap), 0);
+  for (unsigned i = 0; i < n; i++)
+    d[i] = (int64_t) i - 3;     /* -3 .. n-4: includes 0 and negatives */
+  ck_assert_int_eq (pred_vocab_set (v, d, n), 0);
+  free (d);
+}
+
+static struct pred_event
+tok_event (uint64_t seq, uint32_t tok, unsigned stream, bool new_stream)
+{
+  struct pred_event ev;
+  memset (&ev, 0, sizeof ev);
+  ev.seq = seq;
+  ev.block = 5000 + 3 * seq;
+  ev.nblocks = 1;
+  ev.token = tok;
+  ev.recycled = -1;
+  ev.stream = stream;
+  ev.new_stream = new_stream;
+  ev.parent = -1;
+  ev.have_ref = true;
+  return ev;
+}
+
+static struct pred_model *
+new_ngram (const struct pred_vocab *v, unsigned order, bool smooth, unsigned cap)
+{
+  struct pred_ngram_config g = {
+    .max_order = order, .capacity = cap, .smooth = smooth, .nstreams = 8,
+    .rollout = { .depth = 8, .alts = 2, .min_p = 0.01, .max_len = 4 },
+  };
+  struct pred_model *m = pred_ngram_new (&g, v);
+  ck_assert_ptr_nonnull (m);
+  return m;
+}
+
+static uint32_t
+top1 (struct pred_model *m, unsigned s)
+{
+  unsigned char ctx[8192];
+  struct pred_tokdist d;
+  m->ops->tok->ctx_init (m, s, ctx);
+  m->ops->tok->dist (m, ctx, 1, &d);
+  return d.n ? d.tok[0] : 0;
+}
+
+/* Accuracy of m over `eval` tokens after `warm` tokens of the pattern. */
+static double
+periodic_accuracy (struct pred_model *m, const uint32_t *pat, unsigned len,
+                   unsigned warm, unsigned eval)
+{
+  unsigned hits = 0;
+  for (unsigned i = 0; i < warm + eval; i++) {
+    uint32_t tok = pat[i % len];
+    if (i >= warm)
+      hits += top1 (m, 0) == tok;
+    struct pred_event ev = tok_event (i, tok, 0, i == 0);
+    m->ops->observe (m, &ev);
+  }
+  return (double) hits / eval;
+}
+
+START_TEST (test_periodic)
+{
+  static const uint32_t p1[] = { 4 };
+  static const uint32_t p2[] = { 4, 9 };
+  static const uint32_t p3[] = { 1, 2, 3 };
+  static const uint32_t p4[] = { 4, 4, 7 };                 /* repeats inside */
+  static const uint32_t p5[] = { 5, 6, 5, 8, 9 };
+  static const uint32_t p6[] = { 2, 2, 2, 3, 2, 2, 2, 5 };  /* needs order 4 */
+  static const uint32_t p7[] = { 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20 };
+  const struct { const uint32_t *p; unsigned n; } pats[] = {
+    { p1, 1 }, { p2, 2 }, { p3, 3 }, { p4, 3 }, { p5, 5 }, { p6, 8 }, { p7, 11 },
+  };
+  struct pred_vocab v;
+  make_vocab (&v, 64, 30);
+  for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++) {
+    struct pred_model *m = new_ngram (&v, 4, true, 1024);
+    /* Five periods to learn, then 300 tokens judged. */
+    double acc = periodic_accuracy (m, pats[i].p, pats[i].n, 5 * pats[i].n + 4, 300);
+    ck_assert_msg (acc >= 0.99, "pattern %zu (period %u): %.3f", i, pats[i].n, acc);
+    pred_model_destroy (m);
+  }
+  /* Markov-1 only sees one token back: perfect on p3, not on p6. */
+  struct pred_model *mk = new_ngram (&v, 1, false, 1024);
+  ck_assert_str_eq (mk->ops->name, "markov1");
+  ck_assert (periodic_accuracy (mk, p3, 3, 10, 300) >= 0.99);
+  pred_model_destroy (mk);
+  mk = new_ngram (&v, 1, false, 1024);
+  ck_assert (periodic_accuracy (mk, p6, 8, 40, 400) < 0.9);
+  pred_model_destroy (mk);
+  pred_vocab_free (&v);
+}
+END_TEST
+
+/* A sequence with one jump after each run of 3 zeros: the rollout
+ * predicts the blocks of the next accesses along the pattern. */
+START_TEST (test_rollout_blocks)
+{
+  struct pred_vocab v;
+  struct pred_candlist cl;
+  int64_t d[] = { 0, 100 };
+  ck_assert_int_eq (pred_vocab_init (&v, 16), 0);
+  ck_assert_int_eq (pred_vocab_set (&v, d, 2), 0);     /* id 1 = 0, id 2 = +100 */
+  struct pred_model *m = new_ngram (&v, 4, true, 256);
+  uint64_t b = 0;
+  struct pred_event ev;
+  for (unsigned i = 0; i < 80; i++) {
+    uint32_t tok = i % 4 == 3 ? 2 : 1;
+    b += 1 + (tok == 2 ? 100 : 0);
+    ev = tok_event (i, tok, 0, i == 0);
+    ev.block = b;
+    m->ops->observe (m, &ev);
+  }
+  /* Last token: i = 79 -> a jump; next are 3 sequential then a jump. */
+  ck_assert_int_eq (pred_candlist_init (&cl, 64, 0), 0);
+  m->ops->predict (m, &ev, &cl);
+  pred_candlist_sort (&cl);
+  ck_assert_uint_ge (cl.n, 5);
+  ck_assert_uint_eq (cl.c[0].block, b + 1);
+  ck_assert_uint_eq (cl.c[1].block, b + 2);
+  ck_assert_uint_eq (cl.c[2].block, b + 3);
+  ck_assert_uint_eq (cl.c[3].block, b + 4 + 100);
+  ck_assert (cl.c[0].p > 0.9);
+  ck_assert (pred_candlist_contains (&cl, b + 105));
+  pred_candlist_free (&cl);
+  pred_model_destroy (m);
+  pred_vocab_free (&v);
+}
+END_TEST
+
+/* A flood of distinct contexts never grows the table. */
+START_TEST (test_bounded)
+{
+  struct pred_vocab v;
+  struct pred_rng rng;
+  struct pred_ngram_stats st;
+  make_vocab (&v, 4096, 4000);
+  struct pred_model *m = new_ngram (&v, 4, true, 512);
+  size_t mem = m->ops->memory (m);
+  pred_rng_seed (&rng, 3);
+  for (unsigned i = 0; i < 200000; i++) {
+    struct pred_event ev = tok_event (i, 1 + pred_rng_below (&rng, 3999), i % 8, i < 8);
+    m->ops->observe (m, &ev);
+  }
+  pred_ngram_stats (m, &st);
+  ck_assert_uint_eq (st.capacity, 512);
+  ck_assert_uint_le (st.used, 512);
+  ck_assert_uint_gt (st.evictions, 100000);
+  ck_assert_uint_eq (m->ops->memory (m), mem);
+  /* And it still learns a pattern afterwards. */
+  static const uint32_t p[] = { 7, 8, 9 };
+  ck_assert (periodic_accuracy (m, p, 3, 30, 300) >= 0.99);
+  pred_model_destroy (m);
+  pred_vocab_free (&v);
+}
+END_TEST
+
+/* ---- hybrid versus its components on synthetic mixes ---- */
+
+static struct pred_model *
+new_lstm (const struct pred_vocab *v, uint64_t seed)
+{
+  struct pred_lstm_model_config mc;
+  memset (&mc, 0, sizeof mc);
+  pred_lstm_config_default (&mc.trainer.lstm);
+  mc.trainer.lstm.vocab = v->cap;
+  mc.trainer.lstm.hidden = 32;
+  mc.trainer.lstm.embed = 8;
+  mc.trainer.lstm.lr = 0.01;
+  mc.trainer.lstm.seed = seed;
+  mc.trainer.nstreams = 8;
+  mc.trainer.replay = 2;
+  mc.rollout = (struct pred_rollout_cfg) { .depth = 2, .alts = 2, .min_p = 0.01, .max_len = 4 };
+  mc.learn = true;
+  struct pred_model *m = pred_lstm_model_new (&mc, v, NULL);
+  ck_assert_ptr_nonnull (m);
+  return m;
+}
+
+typedef uint32_t (*gen_fn) (uint64_t i, struct pred_rng *rng);
+
+/* Short period plus 10% noise: the n-gram's home ground. */
+static uint32_t
+gen_short_noisy (uint64_t i, struct pred_rng *rng)
+{
+  static const uint32_t p[] = { 3, 4, 4, 5 };
+  return pred_rng_uniform (rng) < 0.1 ? 1 + pred_rng_below (rng, 12) : p[i % 4];
+}
+
+/* The long-context pattern: the LSTM's. */
+static uint32_t
+gen_long (uint64_t i, struct pred_rng *rng)
+{
+  static const uint32_t p[] = { 1, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6, 8 };
+  (void) rng;
+  return p[i % 12];
+}
+
+/* Alternating segments of the two. */
+static uint32_t
+gen_switching (uint64_t i, struct pred_rng *rng)
+{
+  return (i / 1500) % 2 ? gen_long (i, rng) : gen_short_noisy (i, rng);
+}
+
+/* Runs of zeros of length 1..6 ending in a jump whose size depends on
+ * the run length (a file of n blocks then a jump to the next). */
+static uint32_t
+gen_runs (uint64_t i, struct pred_rng *rng)
+{
+  static const uint32_t p[] = { 9, 3, 10, 3, 3, 11, 3, 3, 3, 12, 3, 3, 3, 3, 13,
+                                3, 3, 3, 3, 3, 14 };
+  (void) rng;
+  return p[i % 21];
+}
+
+/* No structure at all. */
+static uint32_t
+gen_random (uint64_t i, struct pred_rng *rng)
+{
+  (void) i;
+  return 1 + pred_rng_below (rng, 15);
+}
+
+static void
+mix (const char *name, gen_fn gen, unsigned n, unsigned judge_from)
+{
+  struct pred_vocab v;
+  struct pred_rng rng;
+  struct pred_hybrid_config hc = {
+    .nstreams = 8, .slow_depth = 2, .ema = 0.02, .gamma = 2,
+    .rollout = { .depth = 2, .alts = 2, .min_p = 0.01, .max_len = 4 },
+  };
+  struct pred_model *ng, *ls, *hy;
+  unsigned hn = 0, hl = 0, hh = 0, judged = 0;
+
+  make_vocab (&v, 16, 15);
+  ng = new_ngram (&v, 4, true, 4096);
+  ls = new_lstm (&v, 11);
+  hy = pred_hybrid_new (&hc, ng, ls);
+  ck_assert_ptr_nonnull (hy);
+  pred_rng_seed (&rng, 99);
+  for (unsigned i = 0; i < n; i++) {
+    uint32_t tok = gen (i, &rng);
+    uint32_t ph = top1 (hy, 0);         /* also lets the hybrid score */
+    if (i >= judge_from) {
+      hn += top1 (ng, 0) == tok;
+      hl += top1 (ls, 0) == tok;
+      hh += ph == tok;
+      judged++;
+    }
+    struct pred_event ev = tok_event (i, tok, 0, i == 0);
+    ng->ops->observe (ng, &ev);
+    ls->ops->observe (ls, &ev);
+    hy->ops->observe (hy, &ev);
+  }
+  double an = (double) hn / judged, al = (double) hl / judged, ah = (double) hh / judged;
+  double best = an > al ? an : al;
+  fprintf (stderr, "%-14s top-1: ngram %.3f lstm %.3f hybrid %.3f (best - hybrid = %+.3f)\n",
+           name, an, al, ah, best - ah);
+  ck_assert_msg (ah >= best - 0.03, "%s: hybrid %.3f, best component %.3f", name, ah, best);
+  pred_model_destroy (hy);
+  pred_model_destroy (ng);
+  pred_model_destroy (ls);
+  pred_vocab_free (&v);
+}
+
+START_TEST (test_hybrid_mixes)
+{
+  mix ("short+noise", gen_short_noisy, 6000, 1000);
+  mix ("long-context", gen_long, 9000, 6000);
+  mix ("switching", gen_switching, 12000, 3000);
+  mix ("runs", gen_runs, 12000, 6000);
+  mix ("random", gen_random, 4000, 1000);
+}
+END_TEST
+
+static Suite *
+ngram_suite (void)
+{
+  Suite *s = suite_create ("predict-ngram");
+  TCase *tc = tcase_create ("ngram");
+  tcase_set_timeout (tc, 300);
+  tcase_add_test (tc, test_periodic);
+  tcase_add_test (tc, test_rollout_blocks);
+  tcase_add_test (tc, test_bounded);
+  tcase_add_test (tc, test_hybrid_mixes);
+  suite_add_tcase (s, tc);
+  return s;
+}
+
+int
+main (void)
+{
+  SRunner *sr = srunner_create (ngram_suite ());
+  int failed;
+  srunner_run_all (sr, CK_NORMAL);
+  failed = srunner_ntests_failed (sr);
+  srunner_free (sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
