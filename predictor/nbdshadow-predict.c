@@ -508,7 +508,7 @@ cmd_train (int argc, char **argv)
         for (size_t k = 0; k < d->n; k++) {
           struct pred_event ev;
           struct pred_tokdist td;
-          if (!pred_tokenizer_feed (&tok, &d->a[k], &ev))
+          if (!pred_tokenizer_feed (&tok, &d->a[k], &ev) || ev.repeat)
             continue;
           int s = ev.new_stream ? ev.parent : ev.stream;
           if (s >= 0) {

@@ -375,6 +375,11 @@ predictor_observe (struct predictor *p, const struct pred_access *a)
   }
   pred_analyzer_observe (p->an, a, &ev);
 
+  /* A repeat brings nothing new: the last event and the models' state
+   * stand, and the next prediction is the same as the last one. */
+  if (ev.repeat)
+    goto out;
+
   /* Score the candidates given for this access. */
   if (p->cl_owner > 0) {
     struct mstat *s = &p->ms[p->cl_owner];
@@ -384,7 +389,6 @@ predictor_observe (struct predictor *p, const struct pred_access *a)
     s->recent += (hit - s->recent) / 64.0;
     p->cl_owner = -1;
   }
-
   for (int i = 1; i < PRED_POLICY__COUNT; i++) {
     if (!p->active[i])
       continue;

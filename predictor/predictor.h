@@ -130,8 +130,9 @@ struct predictor *predictor_new (const struct predictor_config *c,
 /* Stops the trainer thread if running, frees everything. */
 void predictor_free (struct predictor *p);
 
-/* Predictor thread: one client access.  Flushes and zero-length
- * accesses are counted by the analyzer only. */
+/* Predictor thread: one client access.  Flushes, zero-length accesses
+ * and repeats (an access within the blocks its stream's previous access
+ * touched, tokenizer.h) are counted by the analyzer only. */
 void predictor_observe (struct predictor *p, const struct pred_access *a);
 
 /* Predicate supplied by the caller: true if block is worth copying

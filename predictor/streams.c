@@ -92,3 +92,25 @@ pred_streams_active (const struct pred_streams *st, uint64_t window)
       n++;
   return n;
 }
+
+int
+pred_streams_find_repeat (const struct pred_streams *st, uint64_t first,
+                          uint64_t last)
+{
+  int best = -1;
+  for (unsigned i = 0; i < st->nslots; i++) {
+    const struct pred_stream *s = &st->s[i];
+    if (s->used && first >= s->last_block && last < s->next &&
+        (best < 0 || s->last_seq > st->s[best].last_seq))
+      best = i;
+  }
+  return best;
+}
+
+void
+pred_streams_touch (struct pred_streams *st, unsigned slot)
+{
+  st->s[slot].last_seq = st->seq++;
+  st->s[slot].accesses++;
+  st->last_slot = slot;
+}

@@ -58,6 +58,12 @@ void pred_streams_init (struct pred_streams *st, unsigned nslots,
 /* Assign the access [block, block + nblocks) and update the table. */
 void pred_streams_assign (struct pred_streams *st, uint64_t block,
                           uint32_t nblocks, struct pred_stream_match *m);
+/* The most recent stream whose previous access covered all of
+ * [first, last], or -1. */
+int pred_streams_find_repeat (const struct pred_streams *st, uint64_t first,
+                              uint64_t last);
+/* Count an access to slot without moving the stream (a repeat). */
+void pred_streams_touch (struct pred_streams *st, unsigned slot);
 /* Streams used within the last `window` accesses. */
 unsigned pred_streams_active (const struct pred_streams *st, uint64_t window);
 

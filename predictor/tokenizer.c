@@ -50,7 +50,20 @@ pred_tokenizer_feed (struct pred_tokenizer *t, const struct pred_access *a,
   ev->block = first;
   ev->nblocks = (uint32_t) (last - first + 1 > UINT32_MAX ? UINT32_MAX
                             : last - first + 1);
-  pred_streams_assign (&t->streams, first, ev->nblocks, &m);
+  /* Same blocks as some stream's previous access: a repeat.  The stream
+   * is kept as it is (only its recency is refreshed). */
+  int rep = pred_streams_find_repeat (&t->streams, first, last);
+  if (rep >= 0) {
+    ev->repeat = true;
+    pred_streams_touch (&t->streams, rep);
+    m.slot = rep;
+    m.is_new = false;
+    m.parent = -1;
+    m.ref = t->streams.s[rep].next;
+    m.have_ref = true;
+  }
+  else
+    pred_streams_assign (&t->streams, first, ev->nblocks, &m);
   ev->stream = m.slot;
   ev->new_stream = m.is_new;
   ev->parent = m.parent;
@@ -61,7 +74,12 @@ pred_tokenizer_feed (struct pred_tokenizer *t, const struct pred_access *a,
   t->have_prev = true;
   if (m.have_ref) {
     ev->delta = (int64_t) (first - m.ref);
-    ev->token = pred_vocab_observe (&t->vocab, ev->delta, &ev->recycled);
+    if (ev->repeat) {
+      ev->token = pred_vocab_lookup (&t->vocab, ev->delta);
+      ev->recycled = -1;
+    }
+    else
+      ev->token = pred_vocab_observe (&t->vocab, ev->delta, &ev->recycled);
   }
   else {
     ev->delta = 0;

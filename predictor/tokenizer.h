@@ -8,7 +8,12 @@
  *
  * Deltas are measured from the END of the reference access: a
  * sequential stream is delta 0 whatever its request size, a stride S
- * with requests of L blocks is S - L, re-reading the same block is -L.
+ * with requests of L blocks is S - L.
+ *
+ * Requests smaller than a block make a sequential reader touch the same
+ * block several times in a row.  Such an access (within the blocks of
+ * its stream's previous access) is flagged `repeat`: it cannot be a
+ * first touch, so models skip it and learn the block-level sequence.
  */
 #ifndef NBDSHADOW_PRED_TOKENIZER_H
 #define NBDSHADOW_PRED_TOKENIZER_H
@@ -35,6 +40,10 @@ struct pred_event {
   uint16_t stream;              /* stream slot */
   int16_t parent;               /* new stream: slot of the previous access, or -1 */
   bool new_stream;
+  bool repeat;                  /* touches only blocks its stream's previous
+                                   access touched: no new information for
+                                   sequence models (token is not counted
+                                   in the vocabulary) */
 };
 
 struct pred_tokenizer {
