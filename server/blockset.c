@@ -16,8 +16,8 @@
  * keeps pointers only for its MIXED children, packed in index order
  * (the array-mapped trick of HAMTs): child i's pointer is at position
  * popcount (mixed & ((1 << i) - 1)).  So a node costs 16 bytes plus 8 per
- * MIXED child.  Here is a set over 2^18 blocks (one node, 64 leaves)
- * with blocks 0-8191 and a few blocks near 12288 in it:
+ * MIXED child.  Here is a set over 2^18 blocks (a root node with room
+ * for 64 leaves) holding blocks 0-8191 and a few blocks in 12288-16383:
  *
  *            +--------------------------------------------------+
  *   root     | full  = 0b...0011   (children 0 and 1)           |
@@ -26,10 +26,10 @@
  *            +-------------|------------------------------------+
  *                          |
  *                          v
- *              +-------------------------+
+ *              +--------------------------+
  *   leaf       | 64 words, 4096 bits      |   blocks 12288-16383
  *   level 0    | 0000 0110 0000 ... 0001  |
- *              +-------------------------+
+ *              +--------------------------+
  *
  * Children 2 and 4-63 are EMPTY: neither bit is set and they cost
  * nothing.  The root itself is either a uniform marker in the handle
@@ -39,8 +39,8 @@
  * INVARIANTS (true whenever no function of this file is running)
  * ==============================================================
  *
- * 1. Canonical form: no node or leaf is ever all-full or all-empty.  A
- *    subtree that becomes uniform is freed and replaced by its marker in
+ * 1. Canonical form: no node or leaf is all-full or all-empty once an
+ *    operation has returned (even a failed one).  A subtree that becomes uniform is freed and replaced by its marker in
  *    the parent (or in the handle for the root).  So the shape of the
  *    tree, and its memory, depend only on the set, not on its history:
  *    filling the whole set brings memory back to the bare handle.
@@ -73,21 +73,31 @@
  * 4096-block leaves are 512 bytes.  When a set is fragmented at a finer
  * grain than a leaf (random copy-on-read marks), every leaf exists and the
  * tree costs the flat bitmap plus 8 bytes of parent pointer per 512 bytes
- * of leaf (1.6%, plus malloc's own header).  Smaller leaves would follow
- * runs more closely but pay that overhead more often (12% at 64 bytes);
- * bigger ones would make a single stray block cost more.  4096 blocks is
- * also 16 MiB of volume at 4K blocks, 256 MiB at the default 64K: copy
- * runs of that order are what the copier produces.
+ * of leaf (1.6%, plus malloc's own header: measured 1.02x the flat
+ * bitmap by blockset_memory, 1.06x by RSS, in bench/results-blockset.md).
+ * Smaller leaves would follow runs more closely but pay that overhead more
+ * often (12.5% at 64 bytes); bigger ones make a single stray block cost
+ * more (a stray block costs a leaf plus up to `height' small nodes).  A
+ * leaf covers 16 MiB of volume at 4K blocks, 256 MiB at the default 64K.
  *
  * COST
  * ====
  *
- * test, next_set, next_clear: O(height), plus one leaf scan (<= 64 words).
- * set_range, clear_range: the two boundary paths are walked (O(height),
- * allocating at most height nodes each), every child wholly inside the
- * range is changed through the masks, O(64) per node: O(height * 64) in
- * all.  Subtrees that a range swallows are freed, which is paid for by
- * their creation.  foreach_run: O(height) per run.
+ * test, next_set, next_clear: O(height), plus one leaf scan (<= 64
+ * words).  A lookup is a chain of dependent loads, one per level; the top
+ * levels stay in cache, so in a fragmented set it costs about one cache
+ * and TLB miss more than a flat bitmap's (a uniform region answers from
+ * the masks, without reaching a leaf).
+ *
+ * set_range, clear_range: a range inside one word of an existing leaf
+ * that stays MIXED is flipped in place after a walk like test's: that is
+ * the common single-block mark.  Otherwise the two boundary paths are
+ * walked (O(height), allocating at most height nodes each) and every
+ * child wholly inside the range is changed through the masks, O(64) per
+ * node: O(height * 64) in all, whatever the count.  Subtrees that a range
+ * swallows are freed, which their creation has paid for.
+ *
+ * foreach_run: O(height) per run.
  *
  * ERRORS
  * ======
@@ -97,6 +107,9 @@
  * its own state on the way back up whether or not the call below it
  * failed, so a failed mark leaves a valid, canonical tree in which the
  * blocks before the failure point have been processed and the others not.
+ * A range extended to `end' (invariant 3) has no right boundary path,
+ * since `end' is aligned to every level: all its allocations happen
+ * before any block changes, so the tail still mirrors the last block.
  *
  * A blockset is not thread-safe: its owner (residency.c) guards it.
  */
@@ -277,11 +290,13 @@ node_size (unsigned nr_children)
   return sizeof (struct node) + nr_children * sizeof (void *);
 }
 
-/* Position in child[] of child i (whether or not i itself is MIXED). */
+/* Position in child[] of child i (whether or not i itself is MIXED):
+ * the number of MIXED children before it.
+ */
 static inline unsigned
 child_rank (const struct node *n, unsigned i)
 {
-  return i == 0 ? 0 : popcount (n->mixed & (UINT64_MAX >> (64 - i)));
+  return popcount (n->mixed & ((UINT64_C (1) << i) - 1));
 }
 
 static inline enum kind
@@ -478,11 +493,15 @@ mark_child (struct blockset *bs, struct node **np, unsigned level,
   return r;
 }
 
+/* Mark [first, last] in the node *pp at level, which spans from base.
+ * The node may move (its array of children grows and shrinks).
+ */
 static int
-mark_node (struct blockset *bs, struct node **np, unsigned level,
+mark_node (struct blockset *bs, void **pp, unsigned level,
            uint64_t base, uint64_t first, uint64_t last, bool value,
            uint64_t *changed)
 {
+  struct node *n = *pp;
   const unsigned shift = child_shift (level);
   const uint64_t span = UINT64_C (1) << shift;
   const uint64_t lo_off = max_u64 (first, base) - base;
@@ -494,24 +513,24 @@ mark_node (struct blockset *bs, struct node **np, unsigned level,
   const bool whole0 = first <= base0 && last - base0 >= span - 1;
   const bool whole1 = first <= base1 && last - base1 >= span - 1;
   unsigned lo = i0, hi = i1;
+  int r = 0;
 
   /* Left to right, so that an ENOMEM leaves a processed prefix. */
   if (!whole0) {
-    if (mark_child (bs, np, level, i0, base0, first, last, value,
-                    changed) == -1)
-      return -1;
-    if (i0 == i1)
-      return 0;
+    r = mark_child (bs, &n, level, i0, base0, first, last, value, changed);
+    if (r == -1 || i0 == i1)
+      goto out;
     lo = i0 + 1;
   }
   if (!whole1)
     hi = i1 - 1;
   if (lo <= hi)
-    fill_children (bs, np, level, lo, hi, value, changed);
+    fill_children (bs, &n, level, lo, hi, value, changed);
   if (!whole1)
-    return mark_child (bs, np, level, i1, base1, first, last, value,
-                       changed);
-  return 0;
+    r = mark_child (bs, &n, level, i1, base1, first, last, value, changed);
+ out:
+  *pp = n;
+  return r;
 }
 
 /* Mark [first, last] inside the MIXED subtree *pp at level, which spans
@@ -532,8 +551,7 @@ mark_subtree (struct blockset *bs, void **pp, unsigned level,
     return 0;
   }
 
-  r = mark_node (bs, (struct node **) pp, level, base, first, last, value,
-                 changed);
+  r = mark_node (bs, pp, level, base, first, last, value, changed);
   *kind = node_kind (*pp, mask);
   return r;
 }
@@ -717,6 +735,48 @@ blockset_test (const struct blockset *bs, uint64_t blk)
   }
 }
 
+/* The common case: a few blocks inside one word of a leaf that exists
+ * and stays MIXED (a copy-on-read mark in a fragmented set).  Walk down
+ * like blockset_test and flip the bits: no recursion, no allocation.
+ * Returns false, having changed nothing, when the general path is
+ * needed: a uniform child to split, or a word about to become uniform
+ * (its leaf may have to collapse).
+ */
+static bool
+mark_in_word (struct blockset *bs, uint64_t first, uint64_t last, bool value)
+{
+  const uint64_t uniform = value ? UINT64_MAX : 0;
+  const uint64_t mask = bit_range (first % 64, last % 64);
+  void *p = bs->root;
+  unsigned level;
+  uint64_t *word, old, new_word;
+
+  if (p == NULL)
+    return bs->root_full == value;
+
+  for (level = bs->height; level > 0; --level) {
+    struct node *n = p;
+    const unsigned i = (first >> child_shift (level)) % FANOUT;
+    const uint64_t bit = UINT64_C (1) << i;
+
+    if (!(n->mixed & bit))
+      return ((n->full & bit) != 0) == value;
+    p = n->child[child_rank (n, i)];
+  }
+
+  word = &((struct leaf *) p)->word[first % LEAF_BLOCKS / 64];
+  old = *word;
+  new_word = value ? old | mask : old & ~mask;
+  if (new_word == uniform)
+    return false;
+  *word = new_word;
+  if (value)
+    bs->count += popcount (old ^ new_word);
+  else
+    bs->count -= popcount (old ^ new_word);
+  return true;
+}
+
 static int
 mark (struct blockset *bs, uint64_t first, uint64_t count, bool value)
 {
@@ -728,6 +788,10 @@ mark (struct blockset *bs, uint64_t first, uint64_t count, bool value)
   if (count == 0 || first >= bs->nr_blocks)
     return 0;
   last = count - 1 > last_block - first ? last_block : first + count - 1;
+
+  if (first / 64 == last / 64 && last < last_block &&
+      mark_in_word (bs, first, last, value))
+    return 0;
 
   /* Invariant 3: the tail follows the last block. */
   if (last == last_block) {
