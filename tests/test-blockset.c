@@ -119,6 +119,12 @@ ref_init (struct ref *ref, uint64_t size, bool flat)
     ref->words = calloc ((size + 63) / 64, sizeof (uint64_t));
     require_true (ref->words != NULL);
   }
+  else {
+    /* Never NULL, even when empty: memcpy (NULL, ..., 0) is undefined. */
+    ref->cap_runs = 16;
+    ref->runs = malloc (ref->cap_runs * sizeof (struct run));
+    require_true (ref->runs != NULL);
+  }
 }
 
 static void
