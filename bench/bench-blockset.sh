@@ -46,6 +46,9 @@ echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), load average at start:" \
      "$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "- commit: $(cd "$srcdir" && git rev-parse --short HEAD 2>/dev/null ||
                   echo unknown)"
-echo "- command: \`bench/bench-blockset.sh${*:+ $*}\`"
+echo "- command: \`${GLIBC_TUNABLES:+GLIBC_TUNABLES=$GLIBC_TUNABLES }bench/bench-blockset.sh${*:+ $*}\`"
 echo
 "$bench" "$@"
+echo
+echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (a shared" \
+     "machine: other work running at the same time slows both columns)."
