@@ -9,14 +9,25 @@
 #include "streams.h"
 
 #define SCORE_K 8
+#define NBUCKET 4
+
+/* Buckets of the fast model's confidence (its top-1 probability). */
+static unsigned
+bucket_of (const struct pred_tokdist *f)
+{
+  double c = f->n ? f->p[0] : 0;
+  return c < 0.5 ? 0 : c < 0.8 ? 1 : c < 0.95 ? 2 : 3;
+}
 
 struct stored {
   bool valid;
+  unsigned bucket;
   struct pred_tokdist f, s, mix;
 };
 
 struct hctx {
   unsigned step;
+  double wf;                    /* fast weight at this step */
   int score_stream;             /* stream whose step-0 dists are stored, or -1 */
   void *cf, *cs;
 };
@@ -26,7 +37,8 @@ struct hybrid {
   struct pred_hybrid_config cfg;
   struct pred_model *fast, *slow;
   struct stored *st;            /* [nstreams] */
-  double acc_f, acc_s;
+  double acc_f, acc_s;          /* over all accesses (reported) */
+  double bacc_f[NBUCKET], bacc_s[NBUCKET];      /* per confidence bucket */
   uint64_t scored, hits_f, hits_s, hits_m;
   /* Rollout scratch: our context and the two models' contexts. */
   struct hctx ctx;
@@ -34,11 +46,25 @@ struct hybrid {
 };
 
 static double
+weight_of (double af, double as, double gamma)
+{
+  double a = pow (af + 1e-3, gamma);
+  double b = pow (as + 1e-3, gamma);
+  return a / (a + b);
+}
+
+/* Overall weight of the fast model (reported). */
+static double
 weight_fast (const struct hybrid *h)
 {
-  double a = pow (h->acc_f + 1e-3, h->cfg.gamma);
-  double b = pow (h->acc_s + 1e-3, h->cfg.gamma);
-  return a / (a + b);
+  return weight_of (h->acc_f, h->acc_s, h->cfg.gamma);
+}
+
+/* Weight of the fast model when its confidence falls in bucket b. */
+static double
+weight_fast_in (const struct hybrid *h, unsigned b)
+{
+  return weight_of (h->bacc_f[b], h->bacc_s[b], h->cfg.gamma);
 }
 
 static double
@@ -59,8 +85,11 @@ hy_observe (struct pred_model *m, const struct pred_event *ev)
   if (s >= 0 && (unsigned) s < h->cfg.nstreams && h->st[s].valid) {
     struct stored *x = &h->st[s];
     double a = h->cfg.ema;
-    h->acc_f = (1 - a) * h->acc_f + a * dist_p (&x->f, ev->token);
-    h->acc_s = (1 - a) * h->acc_s + a * dist_p (&x->s, ev->token);
+    double pf = dist_p (&x->f, ev->token), ps = dist_p (&x->s, ev->token);
+    h->acc_f = (1 - a) * h->acc_f + a * pf;
+    h->acc_s = (1 - a) * h->acc_s + a * ps;
+    h->bacc_f[x->bucket] = (1 - a) * h->bacc_f[x->bucket] + a * pf;
+    h->bacc_s[x->bucket] = (1 - a) * h->bacc_s[x->bucket] + a * ps;
     h->scored++;
     h->hits_f += x->f.n && x->f.tok[0] == ev->token;
     h->hits_s += x->s.n && x->s.tok[0] == ev->token;
@@ -77,6 +106,7 @@ hy_ctx_init (struct pred_model *m, unsigned stream, void *vctx)
   struct hybrid *h = (struct hybrid *) m;
   struct hctx *c = vctx;
   c->step = 0;
+  c->wf = weight_fast (h);
   c->score_stream = stream < h->cfg.nstreams ? (int) stream : -1;
   c->cf = h->scratch_f;
   c->cs = h->scratch_s;
@@ -113,7 +143,7 @@ hy_dist (struct pred_model *m, void *vctx, unsigned k, struct pred_tokdist *out)
   }
   F->dist (h->fast, c->cf, SCORE_K, &df);
   S->dist (h->slow, c->cs, SCORE_K, &ds);
-  wf = weight_fast (h);
+  wf = c->wf = weight_fast_in (h, bucket_of (&df));
   for (unsigned i = 0; i < df.n; i++)
     u[nu++] = df.tok[i];
   for (unsigned i = 0; i < ds.n; i++) {
@@ -145,6 +175,7 @@ hy_dist (struct pred_model *m, void *vctx, unsigned k, struct pred_tokdist *out)
     x->f = df;
     x->s = ds;
     x->mix = *out;
+    x->bucket = bucket_of (&df);
     x->valid = true;
   }
 }
@@ -157,8 +188,8 @@ hy_prob (struct pred_model *m, void *vctx, uint32_t tok)
   double pf = h->fast->ops->tok->prob (h->fast, c->cf, tok);
   if (c->step >= h->cfg.slow_depth)
     return pf;
-  double wf = weight_fast (h);
-  return wf * pf + (1 - wf) * h->slow->ops->tok->prob (h->slow, c->cs, tok);
+  /* c->wf was set by dist on this context. */
+  return c->wf * pf + (1 - c->wf) * h->slow->ops->tok->prob (h->slow, c->cs, tok);
 }
 
 static void
@@ -225,6 +256,8 @@ pred_hybrid_new (const struct pred_hybrid_config *cfg,
   h->fast = fast;
   h->slow = slow;
   h->acc_f = h->acc_s = 0.01;
+  for (unsigned b = 0; b < NBUCKET; b++)
+    h->bacc_f[b] = h->bacc_s[b] = 0.01;
   h->st = calloc (h->cfg.nstreams, sizeof *h->st);
   h->scratch_f = calloc (1, fast->ops->tok->ctx_size);
   h->scratch_s = calloc (1, slow->ops->tok->ctx_size);

@@ -8,6 +8,11 @@
  * acc = exponential moving average (factor `ema`) of the probability the
  * model gave to the token that actually came next (read from the top 8
  * it predicted for that stream), and w proportional to acc^gamma.
+ * The accuracies are kept per bucket of the fast model's confidence (its
+ * top-1 probability: < 0.5, < 0.8, < 0.95, above), and the weights of
+ * the bucket the current prediction falls in are used: where the n-gram
+ * is sure and right it leads, where its short context is ambiguous the
+ * LSTM can take over.
  * Lookahead steps beyond `slow_depth` use the fast model alone, which
  * bounds the per-access cost.
  *

@@ -213,7 +213,7 @@ enum {
   O_FORMAT = 256, O_DEVICE, O_MIN_ACC, O_BS, O_BW, O_LAT, O_QD, O_BG,
   O_POLICIES, O_MAXC, O_DEPTH, O_LDEPTH, O_MINP, O_HIDDEN, O_EMBED,
   O_VOCAB, O_REPLAY, O_LR, O_BPTT, O_MODEL, O_SEED, O_JSON, O_EPOCHS,
-  O_OPT, O_STREAMS, O_RAMAX, O_VOLBLOCKS,
+  O_OPT, O_STREAMS, O_RAMAX, O_VOLBLOCKS, O_THRESHOLD,
 };
 
 static const struct option long_opts[] = {
@@ -239,6 +239,7 @@ static const struct option long_opts[] = {
   { "streams", required_argument, NULL, O_STREAMS },
   { "readahead-max", required_argument, NULL, O_RAMAX },
   { "volume-blocks", required_argument, NULL, O_VOLBLOCKS },
+  { "threshold", required_argument, NULL, O_THRESHOLD },
   { "model", required_argument, NULL, O_MODEL },
   { "seed", required_argument, NULL, O_SEED },
   { "json", no_argument, NULL, O_JSON },
@@ -311,6 +312,10 @@ parse_opts (int argc, char **argv, struct opts *o)
     case O_STREAMS: o->pc.streams = parse_uint ("--streams", optarg, 1, PRED_STREAMS_MAX); break;
     case O_RAMAX: o->pc.readahead_max = parse_uint ("--readahead-max", optarg, 1, 65536); break;
     case O_VOLBLOCKS: o->sim.nr_blocks = parse_size ("--volume-blocks", optarg); break;
+    case O_THRESHOLD:
+      o->sim.threshold = strcmp (optarg, "auto") == 0 ? -1
+        : parse_double ("--threshold", optarg, 0, 1);
+      break;
     case O_MODEL: o->model = optarg; break;
     case O_SEED: o->pc.seed = parse_uint ("--seed", optarg, 0, UINT32_MAX); break;
     case O_JSON: o->json = true; break;

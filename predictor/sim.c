@@ -1,6 +1,7 @@
 /* sim.c: event-driven migration simulator (see sim.h). */
 #include <config.h>
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -256,6 +257,8 @@ struct sim {
   size_t npending, pend_pos;
   uint64_t sweep;               /* next block the sweep considers */
   uint64_t nr_blocks;
+  double busy_total;            /* link time of all transfers issued */
+  double busy_prev, t_prev, util;
 };
 
 static bool
@@ -273,6 +276,7 @@ issue (struct sim *s, uint64_t b, double t, int kind)
   double start = t > s->link_free ? t : s->link_free;
   double done;
   s->link_free = start + s->xfer;
+  s->busy_total += s->xfer;
   done = s->link_free + s->cfg->latency_us;
   heap_push (&s->heap, (struct copy) { .done = done, .block = b, .kind = kind });
   dm_put (&s->dm, b, done);
@@ -372,6 +376,22 @@ sim_config_default (struct sim_config *c)
   c->queue_depth = 8;
   c->background = false;
   c->max_candidates = 64;
+  c->threshold = -1;
+}
+
+/* Link utilisation, a moving average over about 100 ms of trace time. */
+static void
+update_util (struct sim *s, double t)
+{
+  double dt = t - s->t_prev;
+  if (dt <= 0)
+    return;
+  double inst = (s->busy_total - s->busy_prev) / dt;
+  if (inst > 1)
+    inst = 1;
+  s->util += (1 - exp (-dt / 100000.0)) * (inst - s->util);
+  s->busy_prev = s->busy_total;
+  s->t_prev = t;
 }
 
 uint64_t
@@ -392,7 +412,7 @@ sim_run (const struct sim_config *cfg, const struct pred_access *a, size_t n,
          const struct sim_policy *pol, struct sim_result *r)
 {
   struct sim s;
-  double last_t = 0;
+  double last_t = 0, thr_sum = 0;
   uint64_t bs = cfg->block_size;
 
   memset (r, 0, sizeof *r);
@@ -417,6 +437,9 @@ sim_run (const struct sim_config *cfg, const struct pred_access *a, size_t n,
       s.link_free = t;
 
     advance (&s, t);
+    if (i == 0)
+      s.t_prev = t;
+    update_util (&s, t);
     r->accesses++;
 
     if (x->op != PRED_OP_FLUSH && x->length) {
@@ -484,17 +507,25 @@ sim_run (const struct sim_config *cfg, const struct pred_access *a, size_t n,
       size_t k = pol->predict (pol->opaque, s.pending, cfg->max_candidates,
                                sim_absent, &s);
       r->policy_ns += now_ns () - t0;
-      s.npending = k;
+      double thr = cfg->threshold >= 0 ? cfg->threshold : 0.05 + 0.5 * s.util;
+      size_t kept = 0;
+      for (size_t j = 0; j < k; j++)
+        if (s.pending[j].p >= thr)
+          s.pending[kept++] = s.pending[j];
+      r->below_threshold += k - kept;
+      thr_sum += thr;
+      s.npending = kept;
       s.pend_pos = 0;
-      if (k) {
+      if (kept) {
         r->predictions++;
-        r->candidates += k;
+        r->candidates += kept;
       }
     }
     fill_slots (&s, t);
   }
   if (n)
     r->duration_us = last_t - (double) a[0].time_us;
+  r->mean_threshold = n ? thr_sum / n : 0;
 
   flags_free (&s.fl);
   free (s.heap.a);

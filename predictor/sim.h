@@ -28,8 +28,13 @@
  *    an absent block: the rest is fetched first (a read-modify-write,
  *    counted as a stall and as a first touch that needs data).
  *  - After each access the policy observes it and predicts; its
- *    candidates that are absent and not being copied replace the pending
- *    prefetch list, which feeds free copy slots best first.  With the
+ *    candidates that are absent, not being copied and at least as likely
+ *    as the threshold replace the pending prefetch list, which feeds free
+ *    copy slots best first.  The threshold (auto) follows the load:
+ *    0.05 + 0.5 u, u the link's busy fraction (moving average over
+ *    100 ms): an idle link takes long shots, a saturated one only what is
+ *    more likely than not to be used.  Rules (baselines, oracle) give
+ *    probability 1 and always pass.  With the
  *    background sweep on, slots left free copy absent blocks in
  *    increasing order (dm-clone's linear hydration).
  *  - Coverage: share of first touches that need data (reads, partial
@@ -55,6 +60,7 @@ struct sim_config {
   unsigned queue_depth;         /* outstanding prefetch + background copies */
   bool background;              /* linear sweep */
   unsigned max_candidates;      /* asked of the policy per access */
+  double threshold;             /* issue candidates with p >= this; < 0: auto */
 };
 
 void sim_config_default (struct sim_config *c);
@@ -81,6 +87,8 @@ struct sim_result {
   uint64_t pf_issued, pf_used;  /* prefetched blocks; touched later */
   uint64_t copied_demand, copied_prefetch, copied_background;   /* blocks */
   uint64_t policy_ns;           /* observe + predict wall time */
+  uint64_t below_threshold;     /* candidates not issued: p < threshold */
+  double mean_threshold;        /* average threshold over accesses */
   uint64_t predictions, candidates;
   double duration_us;
   uint64_t nr_blocks;

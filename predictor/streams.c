@@ -20,23 +20,16 @@ pred_streams_init (struct pred_streams *st, unsigned nslots,
   st->last_slot = -1;
 }
 
-void
-pred_streams_assign (struct pred_streams *st, uint64_t block, uint32_t nblocks,
-                     struct pred_stream_match *m)
+int
+pred_streams_match (const struct pred_streams *st, uint64_t block)
 {
-  int best = -1, victim = -1;
+  int best = -1;
   uint64_t best_dist = UINT64_MAX;
-  uint64_t seq = st->seq++;
 
   for (unsigned i = 0; i < st->nslots; i++) {
-    struct pred_stream *s = &st->s[i];
-    if (!s->used) {
-      if (victim < 0 || st->s[victim].used)
-        victim = i;
+    const struct pred_stream *s = &st->s[i];
+    if (!s->used)
       continue;
-    }
-    if (victim < 0 || (st->s[victim].used && s->last_seq < st->s[victim].last_seq))
-      victim = i;
     uint64_t lo = s->next >= st->back ? s->next - st->back : 0;
     uint64_t hi = s->next + st->fwd;
     if (block < lo || block > hi)
@@ -50,6 +43,15 @@ pred_streams_assign (struct pred_streams *st, uint64_t block, uint32_t nblocks,
       best_dist = d;
     }
   }
+  return best;
+}
+
+void
+pred_streams_assign (struct pred_streams *st, uint64_t block, uint32_t nblocks,
+                     struct pred_stream_match *m)
+{
+  int best = pred_streams_match (st, block), victim = -1;
+  uint64_t seq = st->seq++;
 
   if (best >= 0) {
     m->slot = best;
@@ -59,6 +61,15 @@ pred_streams_assign (struct pred_streams *st, uint64_t block, uint32_t nblocks,
     m->have_ref = true;
   }
   else {
+    /* A free slot, else the least recently used. */
+    for (unsigned i = 0; i < st->nslots; i++) {
+      if (!st->s[i].used) {
+        victim = i;
+        break;
+      }
+      if (victim < 0 || st->s[i].last_seq < st->s[victim].last_seq)
+        victim = i;
+    }
     m->slot = victim;
     m->is_new = true;
     m->parent = st->last_slot;
@@ -97,14 +108,10 @@ int
 pred_streams_find_repeat (const struct pred_streams *st, uint64_t first,
                           uint64_t last)
 {
-  int best = -1;
-  for (unsigned i = 0; i < st->nslots; i++) {
-    const struct pred_stream *s = &st->s[i];
-    if (s->used && first >= s->last_block && last < s->next &&
-        (best < 0 || s->last_seq > st->s[best].last_seq))
-      best = i;
-  }
-  return best;
+  int m = pred_streams_match (st, first);
+  if (m >= 0 && first >= st->s[m].last_block && last < st->s[m].next)
+    return m;
+  return -1;
 }
 
 void

@@ -58,8 +58,11 @@ void pred_streams_init (struct pred_streams *st, unsigned nslots,
 /* Assign the access [block, block + nblocks) and update the table. */
 void pred_streams_assign (struct pred_streams *st, uint64_t block,
                           uint32_t nblocks, struct pred_stream_match *m);
-/* The most recent stream whose previous access covered all of
- * [first, last], or -1. */
+/* The slot an access starting at block would continue (no change to
+ * the table), or -1 if it would start a new stream. */
+int pred_streams_match (const struct pred_streams *st, uint64_t block);
+/* The stream an access [first, last] belongs to, if that stream's
+ * previous access covered all of it (a repeat); else -1. */
 int pred_streams_find_repeat (const struct pred_streams *st, uint64_t first,
                               uint64_t last);
 /* Count an access to slot without moving the stream (a repeat). */
