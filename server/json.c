@@ -455,7 +455,7 @@ parse_value (struct parser *p, struct json *v, int depth)
 {
   int ch;
 
-  if (depth > MAX_DEPTH) {
+  if (depth >= MAX_DEPTH) {
     fail (p, "nested deeper than %d", MAX_DEPTH);
     return false;
   }

@@ -1,10 +1,13 @@
-/* nbdshadow: unit tests of the control socket server (server/control.c).
+/* nbdshadow: unit tests of the control socket server (server/control.c)
+ * and of the JSON reader the CLI parses its replies with (server/json.c).
  *
  * A fake handler records its calls and answers canned payloads; the
  * tests are the clients: round trips, pipelining, malformed input,
  * many concurrent clients, clients that vanish mid-line or never read,
  * and the socket file's life (mode 0600, stale socket replaced, other
- * files refused, unlinked at stop).
+ * files refused, unlinked at stop).  The JSON reader gets valid and
+ * broken documents, and mutated status objects that must never crash
+ * it nor the CLI's rendering of them.
  */
 
 #include <config.h>
@@ -28,7 +31,9 @@
 
 #include <check.h>
 
+#include "cli-status.h"
 #include "control.h"
+#include "json.h"
 
 #define BIG_PAYLOAD 65536
 
@@ -261,6 +266,21 @@ START_TEST (test_round_trip)
   expect (fd, "frobnicate now\n", "error unknown verb: frobnicate");
   expect (fd, "status\r\n", "ok {\"phase\":\"copying\",\"blocks_total\":16}");
   ck_assert_uint_eq (calls () - before, 7);
+
+  /* The payload is what the CLI parses. */
+  {
+    char reply[8192], err[128];
+    struct json *st;
+    uint64_t blocks;
+
+    request (fd, "status\n", reply, sizeof reply);
+    st = json_parse (reply + 3, strlen (reply + 3), err, sizeof err);
+    ck_assert_msg (st != NULL, "%s", err);
+    ck_assert_str_eq (json_get_string (st, "phase"), "copying");
+    ck_assert (json_get_u64 (st, "blocks_total", &blocks));
+    ck_assert_uint_eq (blocks, 16);
+    json_free (st);
+  }
   close (fd);
   control_stop (c);
 }
@@ -653,6 +673,236 @@ START_TEST (test_other_uid_refused)
 }
 END_TEST
 
+/*----------------------------------------------------------------------
+ * The CLI's JSON reader.
+ */
+
+static struct json *
+parse_ok (const char *text)
+{
+  char err[128];
+  struct json *v = json_parse (text, strlen (text), err, sizeof err);
+
+  ck_assert_msg (v != NULL, "'%s' did not parse: %s", text, err);
+  return v;
+}
+
+/* Print v compactly into a malloc'd string. */
+static char *
+print_compact (const struct json *v, int indent)
+{
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *fp = open_memstream (&buf, &len);
+
+  ck_assert_ptr_nonnull (fp);
+  json_print (fp, v, indent);
+  ck_assert_int_eq (fclose (fp), 0);
+  return buf;
+}
+
+START_TEST (test_json_values)
+{
+  struct json *v;
+  uint64_t u;
+  double d;
+  bool b;
+  char *out;
+
+  v = parse_ok (" {\"a\": {\"b\": [10, {\"c\": \"x\"}, true, null]},"
+                " \"n\": -1.5e3, \"big\": 18446744073709551615,"
+                " \"huge\": 1e400, \"a\": {\"dup\": 1}, \"e\": {}, \"f\": []}\n");
+  ck_assert_ptr_null (json_path (v, "a.b"));   /* last "a" wins */
+  ck_assert (json_get_u64 (v, "a.dup", &u));
+  ck_assert_uint_eq (u, 1);
+  ck_assert (json_get_double (v, "n", &d));
+  ck_assert (d == -1500);
+  ck_assert (!json_get_u64 (v, "n", &u));      /* negative */
+  ck_assert (json_get_u64 (v, "big", &u));
+  ck_assert (u == UINT64_MAX);                 /* exact, not via double */
+  ck_assert (!json_get_double (v, "huge", &d));
+  ck_assert (!json_get_bool (v, "n", &b));
+  ck_assert_ptr_null (json_get_string (v, "n"));
+  ck_assert_ptr_null (json_path (v, "nope.deeper"));
+  ck_assert_ptr_null (json_path (v, "e.x"));
+  ck_assert_ptr_null (json_path (v, "f.0"));
+  ck_assert_ptr_null (json_path (v, ""));
+  out = print_compact (v, 0);
+  ck_assert_str_eq (out, "{\"a\":{\"b\":[10,{\"c\":\"x\"},true,null]},"
+                    "\"n\":-1.5e3,\"big\":18446744073709551615,"
+                    "\"huge\":1e400,\"a\":{\"dup\":1},\"e\":{},\"f\":[]}");
+  free (out);
+  json_free (v);
+
+  v = parse_ok ("{\"a\": {\"b\": [10, {\"c\": \"x\"}, true]}}");
+  ck_assert_str_eq (json_get_string (v, "a.b.1.c"), "x");
+  ck_assert (json_get_u64 (v, "a.b.0", &u));
+  ck_assert_uint_eq (u, 10);
+  ck_assert (json_get_bool (v, "a.b.2", &b) && b);
+  ck_assert_ptr_null (json_path (v, "a.b.3"));
+  ck_assert_ptr_null (json_path (v, "a.b.-1"));
+  ck_assert_ptr_null (json_path (v, "a.b.x"));
+  out = print_compact (v, 2);
+  ck_assert_str_eq (out, "{\n  \"a\": {\n    \"b\": [\n      10,\n      {\n"
+                    "        \"c\": \"x\"\n      },\n      true\n    ]\n  }\n}");
+  free (out);
+  json_free (v);
+
+  /* Escapes, surrogate pairs, an embedded NUL. */
+  v = parse_ok ("\"q\\\" b\\\\ s\\/ \\b\\f\\n\\r\\t \\u00e9 \\ud83d\\ude00 "
+                "\\u0000 \\ud800x\"");
+  ck_assert_uint_eq (v->len, 29);
+  ck_assert_int_eq (memcmp (v->text, "q\" b\\ s/ \b\f\n\r\t \xc3\xa9 "
+                            "\xf0\x9f\x98\x80 \0 \xef\xbf\xbdx", 29), 0);
+  out = print_compact (v, 0);
+  ck_assert_str_eq (out, "\"q\\\" b\\\\ s/ \\b\\f\\n\\r\\t \xc3\xa9 "
+                    "\xf0\x9f\x98\x80 \\u0000 \xef\xbf\xbdx\"");
+  free (out);
+  json_free (v);
+}
+END_TEST
+
+START_TEST (test_json_malformed)
+{
+  static const char *const bad[] = {
+    "", " ", "{", "}", "[1,]", "[,1]", "{\"a\" 1}", "{\"a\":}", "{1:2}",
+    "{\"a\":1,}", "01", "1.", ".5", "-", "1e", "1e+", "+1", "tru", "nul",
+    "\"abc", "\"a\x01\"", "\"a\nb\"", "{} x", "[1 2]", "\"\\x\"",
+    "\"\\u12\"", "\"\\u12g4\"", "[\"a\\", "NaN", "Infinity", "'a'",
+    "{\"a\":1}}", "[[]", "\xff",
+  };
+  char deep[200], err[128];
+  size_t i;
+
+  for (i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    struct json *v = json_parse (bad[i], strlen (bad[i]), err, sizeof err);
+
+    ck_assert_msg (v == NULL, "'%s' parsed", bad[i]);
+    ck_assert_msg (strncmp (err, "at byte ", 8) == 0, "'%s': %s", bad[i], err);
+  }
+  /* An embedded NUL is a byte like any other: not the end. */
+  ck_assert_ptr_null (json_parse ("{}\0x", 4, err, sizeof err));
+
+  /* Nesting is bounded: 64 levels parse, 65 do not. */
+  memset (deep, '[', 64);
+  memset (deep + 64, ']', 64);
+  {
+    char *t = strndup (deep, 128);
+    struct json *v = parse_ok (t);
+
+    json_free (v);
+    free (t);
+  }
+  memset (deep, '[', 65);
+  memset (deep + 65, ']', 65);
+  ck_assert_ptr_null (json_parse (deep, 130, err, sizeof err));
+  ck_assert_ptr_nonnull (strstr (err, "nested deeper"));
+}
+END_TEST
+
+/* A status object as the filter sends it (control.h). */
+static const char status_doc[] =
+  "{\"phase\": \"copying\", \"status_line\": \"shadow: copying 42.1%\", "
+  "\"size\": 1073741824, \"block_size\": 65536, \"blocks_total\": 16384, "
+  "\"blocks_resident\": 6899, \"blocks_written\": 12, "
+  "\"bytes_resident\": 452132864, \"bytes_copied\": {\"on_demand\": 1, "
+  "\"prefetch\": 2, \"background\": 3, \"total\": 6}, \"client_reads\": "
+  "{\"ops\": 5, \"bytes_shadow\": 870, \"bytes_origin\": 130, "
+  "\"hit_ratio\": 0.87}, \"client_writes\": {\"ops\": 1, \"bytes\": 2}, "
+  "\"prefetch\": {\"policy\": \"hybrid\", \"issued\": 10, \"used\": 8, "
+  "\"wasted\": 2, \"precision\": 0.8, \"accuracy\": {\"ngram\": 0.5}}, "
+  "\"copy_rate\": 99614720, \"rate_limit\": 0, \"paused\": false, "
+  "\"background\": true, \"eta_seconds\": null, \"errors\": {\"origin\": 0, "
+  "\"shadows\": [{\"uri\": \"nbd://x\", \"connected\": true, \"errors\": 0, "
+  "\"reconnects\": 0, \"retries\": 0, \"latency_us\": 12.5}]}, "
+  "\"verify\": {\"state\": \"running\", \"verified\": false, "
+  "\"blocks_checked\": 100, \"blocks_total\": 16384, \"mismatches\": 0, "
+  "\"recopied\": 0, \"message\": \"\"}, \"commits\": {\"count\": 1, "
+  "\"failures\": 0, \"last_ms\": 2.5}, \"state\": null}";
+
+/* Render everything the CLI renders; only crashes and sanitizer
+ * reports matter here.
+ */
+static void
+render_all (FILE *null, const struct json *st)
+{
+  char line[512];
+
+  status_summary (null, st);
+  status_progress_line (st, 80, line, sizeof line);
+  status_verify_line (st, 1, line, sizeof line);
+  status_verify_report (null, st);
+  status_copy_finished (st);
+}
+
+/* Random mutations of a status object: the parser must never crash,
+ * whatever it accepts must print and re-parse to the same text, and the
+ * CLI's rendering must cope with fields of any type or missing.
+ */
+START_TEST (test_json_mutations)
+{
+  FILE *null = fopen ("/dev/null", "w");
+  size_t n = strlen (status_doc), i;
+  unsigned seed = 12345, parsed = 0;
+  char *doc = malloc (n + 16), err[128];
+  static const char pool[] = "{}[]\",:0123456789.-+eEtrufalsn \\u\x01\xff";
+
+  ck_assert_ptr_nonnull (null);
+  for (i = 0; i < 20000; ++i) {
+    size_t len = n, k, edits = 1 + rand_r (&seed) % 3;
+    struct json *v;
+
+    memcpy (doc, status_doc, n);
+    for (k = 0; k < edits; ++k) {
+      size_t at = rand_r (&seed) % len;
+      char ch = pool[rand_r (&seed) % (sizeof pool - 1)];
+
+      switch (rand_r (&seed) % 3) {
+      case 0: doc[at] = ch; break;                          /* replace */
+      case 1: memmove (doc + at, doc + at + 1, len - at - 1); /* delete */
+        len--;
+        break;
+      default: memmove (doc + at + 1, doc + at, len - at);  /* insert */
+        doc[at] = ch;
+        len++;
+      }
+    }
+    v = json_parse (doc, len, err, sizeof err);
+    if (v == NULL) {
+      ck_assert (strncmp (err, "at byte ", 8) == 0);
+      continue;
+    }
+    parsed++;
+    {
+      char *a = print_compact (v, 0), *b;
+      struct json *w = parse_ok (a);
+
+      b = print_compact (w, 0);
+      ck_assert_str_eq (a, b);
+      free (a);
+      free (b);
+      json_free (w);
+    }
+    render_all (null, v);
+    json_free (v);
+  }
+  ck_assert_uint_gt (parsed, 1000);   /* the valid side was exercised */
+  {
+    struct json *v = parse_ok (status_doc);
+
+    render_all (null, v);
+    json_free (v);
+    v = parse_ok ("{\"size\": \"big\", \"errors\": {\"shadows\": 5}, "
+                  "\"prefetch\": {\"accuracy\": [1]}, \"verify\": 3, "
+                  "\"state\": [], \"bytes_resident\": -5, \"eta_seconds\": -1}");
+    render_all (null, v);
+    json_free (v);
+  }
+  free (doc);
+  fclose (null);
+}
+END_TEST
+
 static Suite *
 control_suite (void)
 {
@@ -674,6 +924,13 @@ control_suite (void)
   tcase_add_test (tc, test_stop_unlinks);
   tcase_add_test (tc, test_bad_paths);
   tcase_add_test (tc, test_other_uid_refused);
+  suite_add_tcase (s, tc);
+
+  tc = tcase_create ("json");
+  tcase_set_timeout (tc, 120);
+  tcase_add_test (tc, test_json_values);
+  tcase_add_test (tc, test_json_malformed);
+  tcase_add_test (tc, test_json_mutations);
   suite_add_tcase (s, tc);
   return s;
 }
