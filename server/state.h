@@ -74,7 +74,17 @@ struct state_load_info {
  * which must be empty and sized for id.  On any error, report one clear
  * line naming DIR and the problem (corrupt header, mismatched size,
  * block size or shadows, locked by another process, I/O error), leave
- * the files untouched and return NULL.
+ * the files untouched and return NULL with errno: EBUSY (locked), EINVAL
+ * (another origin size, block size or shadow set), ENOTSUP (a newer
+ * format), EUCLEAN (corrupt), or the failed syscall's.  r may then hold
+ * part of the state: discard it.
+ *
+ * Repairs that a crash explains are made, and only once everything was
+ * read and checked: a torn journal tail is cut off, a stale journal (a
+ * compaction interrupted after its new snapshot) or a missing one (a
+ * creation interrupted) is replaced by an empty one, left over *.tmp
+ * files are removed.  The on-disk format and the crash-safety argument
+ * are in state.c and nbdshadow-state(5).
  */
 extern struct state *state_open (const char *dir,
                                  const struct state_identity *id,
@@ -83,21 +93,38 @@ extern struct state *state_open (const char *dir,
 
 /* Append the marks of one commit as one batch and fdatasync.  Only
  * called after the shadows flushed them.  0, or -1 with errno.
+ *
+ * All or nothing as far as the caller can tell: on -1 nothing of m is
+ * in the durable sets (a later compaction will not write it), the
+ * caller keeps the marks and retries, and the next append first cuts
+ * off what the failed one may have left in the journal.  (Should the
+ * machine crash before that, the partial batch is a torn tail, and a
+ * complete one is harmless: its blocks were flushed.)  Marks outside
+ * the volume are refused with EINVAL before anything is written.
  */
 extern int state_append_marks (struct state *s, const struct mark_list *m);
 
 /* Append and sync a written-intent for blocks [first, first+count).
- * 0, or -1 with errno.
+ * 0, or -1 with errno.  The flag outlives compaction even for blocks
+ * that are not resident yet: if they become resident later, they load
+ * as written.
  */
 extern int state_append_intent (struct state *s, uint64_t first,
                                 uint64_t count);
 
-/* Record the phase durably.  0, or -1 with errno. */
+/* Record the phase (0 copying .. 4 done, enum phase) durably; carried
+ * into the snapshot by compaction.  0, or -1 with errno (EINVAL for an
+ * unknown phase).
+ */
 extern int state_set_phase (struct state *s, int phase);
 
 /* Compact if the journal has grown past twice the snapshot (and a
- * minimum size).  0 if done or not needed, -1 with errno on failure (the
- * old state is still valid then).
+ * minimum size, 1 MiB).  0 if done or not needed, -1 with errno on
+ * failure (the old state is still valid then, and appends go on: a
+ * compaction that failed after its new snapshot was in place is
+ * finished by the next append or call).  Takes the time of writing the
+ * whole snapshot, with the state's mutex held: call it from the
+ * committer, after an append, not from a client's path.
  */
 extern int state_maybe_compact (struct state *s);
 
