@@ -8,15 +8,26 @@
  *   reply:    "ok" [SP PAYLOAD] "\n"      or   "error" SP MESSAGE "\n"
  *
  * Every request gets a reply, malformed ones an "error" reply; a client
- * may send several requests on one connection.  The server never blocks
- * on a slow client beyond its own thread, and never crashes on input.
+ * may send several requests on one connection, also all in one write,
+ * and gets the replies in order.  The server never blocks on a slow
+ * client beyond its own thread, and never crashes on input.
+ *
+ * Details a script may rely on: the 4096 bytes include the "\n"; a "\r"
+ * before it is ignored; words are separated by one or more spaces; any
+ * byte outside printable ASCII (tabs included) makes the line malformed.
+ * A newline in a payload or message is sent as a space, so a reply is
+ * always one line.  Limits: 64 connections at once; a client with more
+ * than 4 MiB of replies unread is disconnected; a peer whose uid is
+ * neither ours nor root's is refused (beyond the 0600 mode).
  *
  * Verbs (the handler decides what they mean; see control_handler_fn):
  *   status                 PAYLOAD = the status JSON object (below)
  *   pause | resume         background and prefetch copying
  *   rate BYTES             copy ceiling in bytes/s, 0 = unlimited
  *   verify                 start verification; progress and result in
- *                          status.verify
+ *                          status.verify, whose state is "running" by
+ *                          the time the reply is sent (the CLI polls it
+ *                          until "done" or "failed")
  *   cutover [verified]     refuses unless synced (and verified if asked)
  *   prefetch POLICY        off|readahead|ngram|lstm|hybrid
  *   help                   PAYLOAD = the list of verbs
@@ -41,6 +52,9 @@
  *               "recopied", "message" },
  *   "commits": { "count", "failures", "last_ms" },
  *   "state": null | { "dir", "journal_bytes", "snapshot_bytes" }
+ * Sizes are in bytes, rates in bytes/s, ratios (hit_ratio, precision,
+ * accuracy) fractions 0..1.  Clients must tolerate missing and extra
+ * fields.
  */
 
 #ifndef NBDSHADOW_CONTROL_H
@@ -62,6 +76,10 @@ struct control;
 /* Create the socket at path (replacing a stale socket file, refusing to
  * replace anything else), mode 0600, and start serving on a thread.
  * Reports and returns NULL on error.
+ *
+ * The socket is bound in a private temporary directory beside path and
+ * renamed into place, so path's directory must be writable.  It starts a
+ * thread: in the filter, call it from .after_fork, never earlier.
  */
 extern struct control *control_start (const char *path,
                                       control_handler_fn handler,

@@ -431,6 +431,35 @@ START_TEST (test_concurrent_clients)
 }
 END_TEST
 
+/* Connections beyond the limit are told so and closed; the others are
+ * unaffected, and a freed slot can be used again.
+ */
+START_TEST (test_too_many_clients)
+{
+  struct control *c = start ();
+  int fds[64], extra, i;
+  char reply[256];
+
+  for (i = 0; i < 64; ++i) {
+    fds[i] = client ();
+    expect (fds[i], "echo in\n", "ok in");
+  }
+  extra = client ();              /* the kernel accepts; the server refuses */
+  read_line (extra, reply, sizeof reply);
+  ck_assert_str_eq (reply, "error too many connections");
+  ck_assert_int_eq (read (extra, reply, sizeof reply), 0);
+  close (extra);
+  expect (fds[17], "echo still\n", "ok still");
+  close (fds[17]);
+  usleep (100000);                /* let the server see the close */
+  fds[17] = client ();
+  expect (fds[17], "echo again\n", "ok again");
+  for (i = 0; i < 64; ++i)
+    close (fds[i]);
+  control_stop (c);
+}
+END_TEST
+
 START_TEST (test_half_line_disconnect)
 {
   struct control *c = start ();
@@ -915,6 +944,7 @@ control_suite (void)
   tcase_add_test (tc, test_pipelined);
   tcase_add_test (tc, test_malformed);
   tcase_add_test (tc, test_concurrent_clients);
+  tcase_add_test (tc, test_too_many_clients);
   tcase_add_test (tc, test_half_line_disconnect);
   tcase_add_test (tc, test_never_reads);
   tcase_add_test (tc, test_socket_mode);
