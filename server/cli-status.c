@@ -130,8 +130,11 @@ summary_phase (FILE *fp, const struct json *st)
   char pct[16], a[32], b[32], c[32], d[32], e[32], w[32];
   double f = resident_fraction (st);
 
-  json_get_bool (st, "paused", &paused);
-  json_get_bool (st, "background", &background);
+  /* Copying figures matter only while copying. */
+  if (!status_copy_finished (st)) {
+    json_get_bool (st, "paused", &paused);
+    json_get_bool (st, "background", &background);
+  }
   fprintf (fp, LABEL "%s%s%s\n", "phase:", str_at (st, "phase"),
            paused ? " (copying paused)" : "",
            background ? "" : " (no background copy)");
@@ -157,10 +160,16 @@ summary_traffic (FILE *fp, const struct json *st)
            size_at (st, "bytes_copied.prefetch", c, sizeof c),
            size_at (st, "bytes_copied.background", d, sizeof d));
 
-  /* The hit ratio from the bytes if we have them: exact, not rounded. */
+  /* The hit ratio from the bytes if we have them: exact, not rounded;
+   * and none at all before the first read.
+   */
   if (json_get_u64 (st, "client_reads.bytes_shadow", &sh) &&
-      json_get_u64 (st, "client_reads.bytes_origin", &or) && sh + or > 0)
-    percent ((double) sh / (sh + or), b, sizeof b);
+      json_get_u64 (st, "client_reads.bytes_origin", &or)) {
+    if (sh + or > 0)
+      percent ((double) sh / (sh + or), b, sizeof b);
+    else
+      snprintf (b, sizeof b, "-");
+  }
   else
     snprintf (b, sizeof b, "%s",
               ratio_at (st, "client_reads.hit_ratio", c, sizeof c));
