@@ -2,7 +2,9 @@
 #include <config.h>
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "eval-report.h"
 
@@ -134,4 +136,103 @@ eval_print_json (FILE *fp, const struct eval_table *t)
              w->memory_bytes, r->duration_us, r->nr_blocks);
   }
   fprintf (fp, "]}");
+}
+
+static const struct eval_row *
+find_row (const struct eval_table *t, const char *name)
+{
+  for (size_t i = 0; i < t->nrows; i++)
+    if (strcmp (t->rows[i].policy, name) == 0)
+      return &t->rows[i];
+  return NULL;
+}
+
+/* Rows of `policy` itself and of its threshold sweep ("policy@T"). */
+static bool
+is_point_of (const char *row, const char *policy)
+{
+  size_t n = strlen (policy);
+  return strncmp (row, policy, n) == 0 && (row[n] == '\0' || row[n] == '@');
+}
+
+void
+eval_print_summary (FILE *fp, const struct eval_table *t, const char *policy)
+{
+  static const char *const baselines[] = { "readahead", "stride", "markov1", "leap" };
+  const struct eval_row *h = find_row (t, policy), *o = find_row (t, "oracle");
+  const struct eval_row *best = NULL;
+  double ch, ph, maxcov = 0;
+  char lost[512] = "";
+  bool ok = true;
+  unsigned npoints = 0;
+
+  if (!h)
+    return;
+  ch = eval_coverage (&h->r);
+  ph = eval_precision (&h->r);
+  for (size_t i = 0; i < t->nrows; i++) {
+    if (strcmp (t->rows[i].policy, "oracle") != 0 &&
+        eval_coverage (&t->rows[i].r) > maxcov)
+      maxcov = eval_coverage (&t->rows[i].r);
+    npoints += is_point_of (t->rows[i].policy, policy);
+  }
+
+  for (size_t k = 0; k < sizeof baselines / sizeof baselines[0]; k++) {
+    const struct eval_row *b = find_row (t, baselines[k]);
+    if (!b)
+      continue;
+    double cb = eval_coverage (&b->r), pb = eval_precision (&b->r);
+    if (!best || cb > eval_coverage (&best->r))
+      best = b;
+    /* Beaten if some operating point of the policy (its default and any
+     * swept threshold) has more coverage at no less precision.  Half a
+     * point of slack; coverage ties count when both are near-perfect or
+     * both nil; a baseline that prefetched nothing has no precision. */
+    bool beaten = false;
+    const char *how = "";
+    for (size_t i = 0; i < t->nrows && !beaten; i++) {
+      const struct eval_row *x = &t->rows[i];
+      if (!is_point_of (x->policy, policy))
+        continue;
+      double cx = eval_coverage (&x->r), px = eval_precision (&x->r);
+      bool cov_ok = cx > cb || (cx >= cb - 0.005 && (cb > 0.99 || cb < 0.005));
+      bool prec_ok = b->r.pf_issued == 0 || px >= pb - 0.005;
+      if (cov_ok && prec_ok) {
+        beaten = true;
+        how = x->policy;
+      }
+    }
+    if (beaten && strcmp (how, policy) != 0)
+      fprintf (fp, "   %s beats %s (%.1f%% at %.1f%%) at threshold %s\n", policy,
+               b->policy, 100 * cb, 100 * pb, strchr (how, '@') + 1);
+    if (!beaten) {
+      ok = false;
+      size_t n = strlen (lost);
+      snprintf (lost + n, sizeof lost - n, "%s%s (coverage %.1f%%, precision %.1f%%)",
+                n ? ", " : "", b->policy, 100 * cb, 100 * pb);
+    }
+  }
+  fprintf (fp, "   %s: coverage %.1f%% at precision %.1f%%", policy, 100 * ch, 100 * ph);
+  if (best)
+    fprintf (fp, "; best baseline %s %.1f%% at %.1f%% (x%.2f)", best->policy,
+             100 * eval_coverage (&best->r), 100 * eval_precision (&best->r),
+             eval_coverage (&best->r) > 0 ? ch / eval_coverage (&best->r) : 0);
+  if (o)
+    fprintf (fp, "; oracle %.1f%% (x%.2f)", 100 * eval_coverage (&o->r),
+             eval_coverage (&o->r) > 0 ? ch / eval_coverage (&o->r) : 0);
+  fprintf (fp, "\n");
+  if (!best || !o)
+    return;
+  if (maxcov < 0.05) {
+    fprintf (fp, "   target: not applicable (no policy covers 5%% of first touches: "
+             "nothing learnable)\n");
+    return;
+  }
+  bool half = ch >= 0.5 * eval_coverage (&o->r);
+  fprintf (fp, "   target: %s", ok && half ? "MET" : "NOT MET");
+  if (!ok)
+    fprintf (fp, "; not beaten at any of %u operating points: %s", npoints, lost);
+  if (!half)
+    fprintf (fp, "; below half the oracle's coverage");
+  fprintf (fp, "\n");
 }

@@ -33,6 +33,13 @@ void eval_print_table (FILE *fp, const struct eval_table *t);
 /* One JSON object (no trailing newline or comma). */
 void eval_print_json (FILE *fp, const struct eval_table *t);
 
+/* After a table: `policy` against the baselines present (readahead,
+ * stride, markov1, leap) and the oracle -- coverage ratios, and whether
+ * it beats every baseline on coverage at equal or better precision and
+ * reaches half the oracle's coverage.  Nothing if policy is absent. */
+void eval_print_summary (FILE *fp, const struct eval_table *t,
+                         const char *policy);
+
 /* Derived figures (0 when the denominator is 0). */
 double eval_shadow_share (const struct sim_result *r);
 double eval_precision (const struct sim_result *r);

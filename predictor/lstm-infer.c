@@ -1,21 +1,14 @@
 /* lstm-infer.c: float32 LSTM inference kernels (see lstm-infer.h). */
 #include <config.h>
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hot.h"
 #include "lstm-infer.h"
 
-/* Run-time selection of an AVX2+FMA build of the hot kernels. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-  defined(__has_attribute)
-#if __has_attribute (target_clones)
-#define HOT __attribute__ ((target_clones ("arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef HOT
-#define HOT
-#endif
+#define HOT PRED_HOT
 
 int
 pred_lstm_infer_alloc (struct pred_lstm_infer *f, unsigned V, unsigned E,
@@ -79,20 +72,21 @@ pred_lstm_infer_build (struct pred_lstm_infer *f, const struct pred_lstm_params 
     f->by[v] = (float) p->by[v];
 }
 
-/* exp(x) for an array, x clamped to [-87, 88].  Cody-Waite reduction to
- * 2^n * exp(r), |r| <= ln2/2, degree-6 polynomial. */
+/* exp(x), x clamped to [-87, 88]: Cody-Waite reduction to 2^n exp(r),
+ * |r| <= ln2/2, degree-6 polynomial.  Branch-free (rounding by the
+ * 1.5 * 2^23 trick) so that loops over it vectorise. */
 static inline float
 exp_one (float x)
 {
-  union { float f; int32_t i; } u;
-  x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
-  float t = x * 1.44269504f;
-  int32_t n = (int32_t) (t + (t >= 0 ? 0.5f : -0.5f));
-  float r = x - (float) n * 0.693145752f;
-  r = r - (float) n * 1.42860677e-06f;
+  union { int32_t i; float f; } u;
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  float fn = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
+  float r = x - fn * 0.693145752f;
+  r = r - fn * 1.42860677e-06f;
   float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r *
             (0.0416666679f + r * (0.00833333377f + r * 0.00138888892f)))));
-  u.i = (n + 127) << 23;
+  u.i = ((int32_t) fn + 127) << 23;
   return p * u.f;
 }
 
@@ -103,21 +97,56 @@ vexp (float *restrict x, unsigned n)
     x[i] = exp_one (x[i]);
 }
 
+/* y[0..n) = b[0..n) + sum_j W[j][0..n) x[j], W row-major [m][n] (the
+ * transpose of the usual layout).  Blocks of 32 outputs stay in
+ * accumulators across j, so each weight is loaded once and no partial
+ * result goes back to memory; the order of additions is fixed, so the
+ * result does not depend on how the compiler vectorises. */
+#define BLK 32
+typedef float v8f __attribute__ ((vector_size (32)));
+typedef float v8fu __attribute__ ((vector_size (32), aligned (4)));
+
+static inline void
+matvec_t (float *restrict y, const float *restrict b, const float *restrict W,
+          const float *restrict x, unsigned m, unsigned n)
+{
+  unsigned i = 0;
+  for (; i + BLK <= n; i += BLK) {
+    v8f a0 = *(const v8fu *) (b + i), a1 = *(const v8fu *) (b + i + 8);
+    v8f a2 = *(const v8fu *) (b + i + 16), a3 = *(const v8fu *) (b + i + 24);
+    for (unsigned j = 0; j < m; j++) {
+      const float *w = W + (size_t) j * n + i;
+      v8f xj = (v8f) { 0 } + x[j];
+      a0 += *(const v8fu *) w * xj;
+      a1 += *(const v8fu *) (w + 8) * xj;
+      a2 += *(const v8fu *) (w + 16) * xj;
+      a3 += *(const v8fu *) (w + 24) * xj;
+    }
+    *(v8fu *) (y + i) = a0;
+    *(v8fu *) (y + i + 8) = a1;
+    *(v8fu *) (y + i + 16) = a2;
+    *(v8fu *) (y + i + 24) = a3;
+  }
+  for (; i < n; i++) {
+    float a = b[i];
+    for (unsigned j = 0; j < m; j++)
+      a += W[(size_t) j * n + i] * x[j];
+    y[i] = a;
+  }
+}
+
 HOT void
 pred_lstm_infer_step (const struct pred_lstm_infer *f, const float *h,
                       const float *c, uint32_t tok, float *h2, float *c2,
                       float *restrict z)
 {
   unsigned H = f->H, G = 4 * H;
+  float hin[PRED_LSTM_MAX_HIDDEN], tc[PRED_LSTM_MAX_HIDDEN];
+
   if (tok >= f->V)
     tok = 0;
-  memcpy (z, f->xproj + (size_t) tok * G, G * sizeof *z);
-  for (unsigned j = 0; j < H; j++) {
-    const float *restrict w = f->wht + (size_t) j * G;
-    float hj = h[j];
-    for (unsigned r = 0; r < G; r++)
-      z[r] += w[r] * hj;
-  }
+  memcpy (hin, h, H * sizeof *hin);
+  matvec_t (z, f->xproj + (size_t) tok * G, f->wht, hin, H, G);
   /* sigmoid(x) = 1 / (1 + exp(-x)); tanh(x) = 2 sigmoid(2x) - 1 */
   for (unsigned r = 0; r < G; r++)
     z[r] = (r >= 2 * H && r < 3 * H) ? -2.0f * z[r] : -z[r];
@@ -127,7 +156,6 @@ pred_lstm_infer_step (const struct pred_lstm_infer *f, const float *h,
   for (unsigned r = 2 * H; r < 3 * H; r++)
     z[r] = 2.0f * z[r] - 1.0f;
   /* Cell and hidden state; tanh(c) through the same exp. */
-  float tc[PRED_LSTM_MAX_HIDDEN];
   for (unsigned r = 0; r < H; r++) {
     float cn = z[H + r] * c[r] + z[r] * z[2 * H + r];
     c2[r] = cn;
@@ -142,25 +170,35 @@ HOT void
 pred_lstm_infer_output (const struct pred_lstm_infer *f, const float *h,
                         float *restrict probs)
 {
-  unsigned V = f->V, H = f->H;
-  float mx, sum = 0;
+  unsigned V = f->V, H = f->H, v;
+  float hin[PRED_LSTM_MAX_HIDDEN], part[8], mx, sum;
 
-  memcpy (probs, f->by, V * sizeof *probs);
-  for (unsigned j = 0; j < H; j++) {
-    const float *restrict w = f->wyt + (size_t) j * V;
-    float hj = h[j];
-    for (unsigned v = 0; v < V; v++)
-      probs[v] += w[v] * hj;
-  }
-  mx = probs[0];
-  for (unsigned v = 1; v < V; v++)
+  memcpy (hin, h, H * sizeof *hin);
+  matvec_t (probs, f->by, f->wyt, hin, H, V);
+  /* Max and sum by 8 partial results: vectorisable, fixed order. */
+  for (unsigned k = 0; k < 8; k++)
+    part[k] = -INFINITY;
+  for (v = 0; v + 8 <= V; v += 8)
+    for (unsigned k = 0; k < 8; k++)
+      part[k] = probs[v + k] > part[k] ? probs[v + k] : part[k];
+  mx = part[0];
+  for (unsigned k = 1; k < 8; k++)
+    mx = part[k] > mx ? part[k] : mx;
+  for (; v < V; v++)
     mx = probs[v] > mx ? probs[v] : mx;
-  for (unsigned v = 0; v < V; v++)
+  for (v = 0; v < V; v++)
     probs[v] -= mx;
   vexp (probs, V);
-  for (unsigned v = 0; v < V; v++)
+  for (unsigned k = 0; k < 8; k++)
+    part[k] = 0;
+  for (v = 0; v + 8 <= V; v += 8)
+    for (unsigned k = 0; k < 8; k++)
+      part[k] += probs[v + k];
+  sum = ((part[0] + part[1]) + (part[2] + part[3])) +
+    ((part[4] + part[5]) + (part[6] + part[7]));
+  for (; v < V; v++)
     sum += probs[v];
   float inv = 1.0f / sum;
-  for (unsigned v = 0; v < V; v++)
+  for (v = 0; v < V; v++)
     probs[v] *= inv;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hot.h"
 #include "lstm.h"
 
 void
@@ -156,7 +157,7 @@ dot (const double *restrict a, const double *restrict b, unsigned n)
 }
 
 /* Gates (post-activation) into z[4H] for input embedding e and h. */
-static void
+static inline void
 gates (const struct pred_lstm_params *p, const double *e, const double *h,
        double *z)
 {
@@ -277,7 +278,7 @@ pred_lstm_core_free (struct pred_lstm_core *k)
   k->buf = NULL;
 }
 
-double
+PRED_HOT double
 pred_lstm_forward_backward (struct pred_lstm_core *k, const uint32_t *tok,
                             unsigned T, const double *h0, const double *c0,
                             double *hT, double *cT)
@@ -383,7 +384,7 @@ pred_lstm_forward_backward (struct pred_lstm_core *k, const uint32_t *tok,
   return loss * invT;
 }
 
-void
+PRED_HOT void
 pred_lstm_apply (struct pred_lstm_core *k)
 {
   struct pred_lstm_params *P = &k->P, *G = &k->G, *M = &k->M, *S = &k->S;

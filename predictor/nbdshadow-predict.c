@@ -201,6 +201,7 @@ struct opts {
   struct sim_config sim;
   struct predictor_config pc;
   const char *policies;
+  const char *sweep;
   const char *model;
   bool json;
   /* train */
@@ -213,7 +214,7 @@ enum {
   O_FORMAT = 256, O_DEVICE, O_MIN_ACC, O_BS, O_BW, O_LAT, O_QD, O_BG,
   O_POLICIES, O_MAXC, O_DEPTH, O_LDEPTH, O_MINP, O_HIDDEN, O_EMBED,
   O_VOCAB, O_REPLAY, O_LR, O_BPTT, O_MODEL, O_SEED, O_JSON, O_EPOCHS,
-  O_OPT, O_STREAMS, O_RAMAX, O_VOLBLOCKS, O_THRESHOLD,
+  O_OPT, O_STREAMS, O_RAMAX, O_VOLBLOCKS, O_THRESHOLD, O_SWEEP,
 };
 
 static const struct option long_opts[] = {
@@ -240,6 +241,7 @@ static const struct option long_opts[] = {
   { "readahead-max", required_argument, NULL, O_RAMAX },
   { "volume-blocks", required_argument, NULL, O_VOLBLOCKS },
   { "threshold", required_argument, NULL, O_THRESHOLD },
+  { "sweep", required_argument, NULL, O_SWEEP },
   { "model", required_argument, NULL, O_MODEL },
   { "seed", required_argument, NULL, O_SEED },
   { "json", no_argument, NULL, O_JSON },
@@ -316,6 +318,7 @@ parse_opts (int argc, char **argv, struct opts *o)
       o->sim.threshold = strcmp (optarg, "auto") == 0 ? -1
         : parse_double ("--threshold", optarg, 0, 1);
       break;
+    case O_SWEEP: o->sweep = optarg; break;
     case O_MODEL: o->model = optarg; break;
     case O_SEED: o->pc.seed = parse_uint ("--seed", optarg, 0, UINT32_MAX); break;
     case O_JSON: o->json = true; break;
@@ -336,6 +339,44 @@ parse_opts (int argc, char **argv, struct opts *o)
 }
 
 /* ---- eval ---- */
+
+/* Simulate one policy on one device into *w. */
+static void
+run_policy (const struct opts *o, const struct sim_config *sc,
+            const struct device *d, const char *pol, struct eval_row *w)
+{
+  if (strcmp (pol, "none") == 0) {
+    if (sim_run (sc, d->a, d->n, NULL, &w->r) < 0)
+      die ("out of memory");
+  }
+  else if (strcmp (pol, "oracle") == 0) {
+    struct sim_policy *sp = sim_oracle_new (sc, d->a, d->n);
+    if (!sp || sim_run (sc, d->a, d->n, sp, &w->r) < 0)
+      die ("out of memory");
+    sim_oracle_free (sp);
+  }
+  else {
+    struct predictor_config pc = o->pc;
+    struct predictor_stats st;
+    struct sim_policy sp;
+    char err[512];
+    pc.nr_blocks = sc->nr_blocks;
+    pc.policy = predictor_policy_parse (pol);
+    if (pc.policy == PRED_POLICY_LSTM || pc.policy == PRED_POLICY_HYBRID)
+      pc.model_path = o->model;
+    struct predictor *p = predictor_new (&pc, err, sizeof err);
+    if (!p)
+      die ("%s", err);
+    sim_policy_from_predictor (&sp, p, pol);
+    if (sim_run (sc, d->a, d->n, &sp, &w->r) < 0)
+      die ("out of memory");
+    predictor_refresh_stats (p);
+    predictor_get_stats (p, &st);
+    w->train_ns = st.have_trainer ? st.trainer.train_ns : 0;
+    w->memory_bytes = st.memory_bytes;
+    predictor_free (p);
+  }
+}
 
 static int
 cmd_eval (int argc, char **argv)
@@ -373,46 +414,38 @@ cmd_eval (int argc, char **argv)
       struct sim_config sc = o.sim;
       if (!sc.nr_blocks)
         sc.nr_blocks = sim_trace_blocks (d->a, d->n, sc.block_size);
-      struct eval_row rows[32];
+      struct eval_row rows[64];
+      static char names[64][24];
       struct eval_table tab = {
         .trace = L.path, .device = d->name, .accesses = d->n,
         .block_size = sc.block_size, .cfg = &sc, .rows = rows, .nrows = 0,
       };
       for (size_t k = 0; k < npol; k++) {
         struct eval_row *w = &rows[tab.nrows++];
-        memset (w, 0, sizeof *w);
+        memset (w, 0, sizeof w[0]);
         w->policy = pols[k];
-        if (strcmp (pols[k], "none") == 0) {
-          if (sim_run (&sc, d->a, d->n, NULL, &w->r) < 0)
-            die ("out of memory");
+        run_policy (&o, &sc, d, pols[k], w);
+      }
+      /* The hybrid again at each fixed threshold of --sweep. */
+      if (o.sweep && npol && strstr (o.policies, "hybrid")) {
+        char *sw = strdup (o.sweep), *save = NULL;
+        for (char *s = strtok_r (sw, ",", &save); s && tab.nrows < 64;
+             s = strtok_r (NULL, ",", &save)) {
+          struct sim_config sc2 = sc;
+          struct opts o2 = o;
+          struct eval_row *w = &rows[tab.nrows++];
+          char *colon = strchr (s, ':');
+          memset (w, 0, sizeof w[0]);
+          snprintf (names[tab.nrows], sizeof names[0], "hybrid@%s", s);
+          if (colon) {
+            *colon = '\0';
+            o2.pc.depth = parse_uint ("--sweep depth", colon + 1, 1, 256);
+          }
+          sc2.threshold = parse_double ("--sweep", s, 0, 1);
+          w->policy = names[tab.nrows];
+          run_policy (&o2, &sc2, d, "hybrid", w);
         }
-        else if (strcmp (pols[k], "oracle") == 0) {
-          struct sim_policy *sp = sim_oracle_new (&sc, d->a, d->n);
-          if (!sp || sim_run (&sc, d->a, d->n, sp, &w->r) < 0)
-            die ("out of memory");
-          sim_oracle_free (sp);
-        }
-        else {
-          struct predictor_config pc = o.pc;
-          char err[512];
-          pc.nr_blocks = sc.nr_blocks;
-          pc.policy = predictor_policy_parse (pols[k]);
-          if (pc.policy == PRED_POLICY_LSTM || pc.policy == PRED_POLICY_HYBRID)
-            pc.model_path = o.model;
-          struct predictor *p = predictor_new (&pc, err, sizeof err);
-          if (!p)
-            die ("%s", err);
-          struct sim_policy sp;
-          sim_policy_from_predictor (&sp, p, pols[k]);
-          if (sim_run (&sc, d->a, d->n, &sp, &w->r) < 0)
-            die ("out of memory");
-          struct predictor_stats st;
-          predictor_refresh_stats (p);
-          predictor_get_stats (p, &st);
-          w->train_ns = st.have_trainer ? st.trainer.train_ns : 0;
-          w->memory_bytes = st.memory_bytes;
-          predictor_free (p);
-        }
+        free (sw);
       }
       if (o.json) {
         if (!first_json)
@@ -422,6 +455,7 @@ cmd_eval (int argc, char **argv)
       }
       else {
         eval_print_table (stdout, &tab);
+        eval_print_summary (stdout, &tab, "hybrid");
         printf ("\n");
       }
       fflush (stdout);
