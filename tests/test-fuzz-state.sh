@@ -18,8 +18,9 @@ seconds=${FUZZ_SECONDS:-60}
 
 [ -x "$fuzzer" ] ||
     fail "$fuzzer was not built: configure needs clang and libclang-rt-14-dev (scripts/check installs them)"
+# (0 would mean "no limit" to libFuzzer.)
 case $seconds in
-    ''|*[!0-9]*) fail "FUZZ_SECONDS=$seconds is not a number of seconds" ;;
+    ''|*[!0-9]*|0) fail "FUZZ_SECONDS=$seconds is not a positive number of seconds" ;;
 esac
 
 # The state code fsyncs several times per input: on tmpfs that is free,
