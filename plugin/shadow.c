@@ -21,20 +21,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 
 #include <nbdkit-filter.h>
 
+#include "control.h"
 #include "copyop.h"
 #include "engine.h"
+#include "migration.h"
+#include "lockutil.h"
 #include "log.h"
 #include "origin_next.h"
 #include "params.h"
+#include "state.h"
 #include "volume.h"
 
-/* -D shadow.verbose=1 */
+/* -D shadow.verbose=1: debug messages from server/. */
 NBDKIT_DLL_PUBLIC int shadow_debug_verbose;
+/* -D shadow.commit_delay_ms=N: tests only: pause inside each commit so
+ * that a kill -9 lands there.
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_commit_delay_ms;
+/* -D shadow.no_copy_on_read=1: tests only: read absent blocks from the
+ * origin without copying them, to look at a state without changing it.
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_no_copy_on_read;
 
-#define SAMPLE_INTERVAL 0.5     /* seconds between copy-rate samples */
+#define TICK_INTERVAL 0.5       /* seconds between rate samples and adaptation */
+#define COPIER_WORKERS 4        /* each with its own origin context */
+#define MAX_TRANSFER (4 * 1024 * 1024)
 
 static struct shadow_params params;
 static struct shadow_info probed[ENGINE_MAX_SHADOWS];
@@ -44,7 +59,24 @@ static struct shadow_info probed[ENGINE_MAX_SHADOWS];
  */
 static struct engine *engine;
 static struct volume *volume;
-static nbdkit_next *shared_origin;
+static struct migration *migration;
+static struct control *control;
+
+/* Origin contexts of our own, opened in .after_fork: [0] checks the size
+ * and serves verify, the others the copier's workers.  Closed at cutover,
+ * and never opened after a restart in phase cutover or done.
+ */
+static nbdkit_next *origin_ctx[1 + COPIER_WORKERS];
+static struct origin origins[1 + COPIER_WORKERS];
+static pthread_mutex_t origin_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Persistent state (shadow-state=DIR), opened in .get_ready so that a bad
+ * state is reported before nbdkit forks; the residency it loaded goes to
+ * the volume in .after_fork.
+ */
+static struct state *state;
+static struct residency *loaded;
+static int load_phase = PHASE_COPYING;
 
 /* Per client connection. */
 struct shadow_handle {
@@ -69,6 +101,7 @@ shadow_load (void)
 {
   params_init (&params);
   shadow_log_set (error_sink, debug_sink);
+  shadow_log_set_prefix ("nbdkit: shadow: ");
 }
 
 static int
@@ -89,6 +122,64 @@ shadow_config_complete (nbdkit_next_config_complete *next,
   if (params_complete (&params) == -1)
     return -1;
   return next (nxdata);
+}
+
+/* Open shadow-state and load it.  The origin's size is not known before
+ * the fork, but it must equal the shadows' (checked in .after_fork), so
+ * the state is checked against the shadows' size.
+ */
+static int
+open_state (void)
+{
+  struct state_identity id = {
+    .size = probed[0].size,
+    .block_size = params.block_size,
+    .uris = params.uris,
+    .nr_uris = params.nr_shadows,
+  };
+  struct state_load_info info;
+
+  loaded = residency_new (probed[0].size, params.block_size);
+  if (loaded == NULL) {
+    nbdkit_error ("shadow-state=%s: cannot create the residency map: %m",
+                  params.state_dir);
+    return -1;
+  }
+  state = state_open (params.state_dir, &id, loaded, &info);
+  if (state == NULL) {
+    residency_free (loaded);
+    loaded = NULL;
+    return -1;
+  }
+  if (info.created)
+    nbdkit_debug ("shadow: shadow-state=%s: new state", params.state_dir);
+  else
+    fprintf (stderr, "nbdkit: shadow: shadow-state=%s: resuming: %" PRIu64
+             " of %" PRIu64 " blocks on the shadow (%" PRIu64 " written by "
+             "clients), phase %s%s\n", params.state_dir,
+             info.resident_blocks, loaded->nr_blocks, info.written_blocks,
+             phase_name (info.phase),
+             info.torn_tail ? ", torn journal tail ignored" : "");
+  load_phase = info.phase;
+  return 0;
+}
+
+static int
+persist_marks (void *opaque, const struct mark_list *marks)
+{
+  if (state_append_marks (state, marks) == -1)
+    return -1;
+  /* A failed compaction leaves the old, valid state: not fatal. */
+  if (state_maybe_compact (state) == -1)
+    nbdkit_error ("shadow-state=%s: compaction failed: %m (will retry)",
+                  params.state_dir);
+  return 0;
+}
+
+static int
+persist_intent (void *opaque, uint64_t first, uint64_t count)
+{
+  return state_append_intent (state, first, count);
 }
 
 static struct engine_config
@@ -123,59 +214,118 @@ shadow_get_ready (int thread_model)
       fprintf (stderr, "nbdkit: shadow: warning: shadow %s cannot flush: "
                "its data is durable only if it writes synchronously\n",
                probed[i].uri);
-  if (params.state_dir == NULL)
+  if (params.state_dir == NULL) {
     fprintf (stderr, "nbdkit: shadow: warning: no shadow-state: residency "
              "is kept in memory only, and a restart copies everything "
              "again\n");
-  return 0;
+    return 0;
+  }
+  return open_state ();
 }
 
-static void
-sample_tick (void *opaque, double now)
-{
-  volume_sample_rate (opaque, now);
-}
-
-/* Open the shared origin context and check its size against the
+/* Open our origin contexts and check the origin's size against the
  * shadows'.  Returns the size or -1.
  */
 static int64_t
-open_shared_origin (nbdkit_backend *backend)
+open_origins (nbdkit_backend *backend)
 {
-  int64_t size;
+  int64_t size = -1;
+  size_t i;
 
-  shared_origin = nbdkit_next_context_open (backend, !params.writes_both,
-                                            "", 1);
-  if (shared_origin == NULL) {
-    nbdkit_error ("cannot open the origin");
-    return -1;
+  for (i = 0; i < 1 + COPIER_WORKERS; ++i) {
+    nbdkit_next *next = nbdkit_next_context_open (backend,
+                                                  !params.writes_both, "", 1);
+
+    if (next == NULL) {
+      nbdkit_error ("cannot open the origin");
+      return -1;
+    }
+    origin_ctx[i] = next;
+    if (next->prepare (next) == -1)
+      return -1;
+    size = next->get_size (next);
+    if (size == -1 || origin_from_next (&origins[i], next) == -1)
+      return -1;
+    if (size != probed[0].size) {
+      nbdkit_error ("size mismatch: the origin is %" PRIi64 " bytes but "
+                    "shadow %s is %" PRIi64 " bytes: they must be equal",
+                    size, probed[0].uri, probed[0].size);
+      return -1;
+    }
   }
-  if (shared_origin->prepare (shared_origin) == -1)
-    return -1;
-  size = shared_origin->get_size (shared_origin);
-  if (size == -1)
-    return -1;
-  if (size != probed[0].size) {
-    nbdkit_error ("size mismatch: the origin is %" PRIi64 " bytes but shadow "
-                  "%s is %" PRIi64 " bytes: they must be equal", size,
-                  probed[0].uri, probed[0].size);
-    return -1;
-  }
-  if (params.writes_both && shared_origin->can_write (shared_origin) != 1) {
+  if (params.writes_both && !origins[0].can_write) {
     nbdkit_error ("shadow-writes=both: the origin is not writable");
     return -1;
   }
   return size;
 }
 
+static void shadow_cleanup (nbdkit_backend *backend);
+
 static void
-close_shared_origin (void)
+close_origins (void *opaque)
 {
-  if (shared_origin) {
-    shared_origin->finalize (shared_origin);
-    nbdkit_next_context_close (shared_origin);
-    shared_origin = NULL;
+  size_t i;
+
+  mutex_lock (&origin_lock);
+  for (i = 0; i < 1 + COPIER_WORKERS; ++i)
+    if (origin_ctx[i]) {
+      origin_ctx[i]->finalize (origin_ctx[i]);
+      nbdkit_next_context_close (origin_ctx[i]);
+      origin_ctx[i] = NULL;
+    }
+  mutex_unlock (&origin_lock);
+}
+
+static int
+persist_phase (void *opaque, int phase)
+{
+  return state_set_phase (state, phase);
+}
+
+static void
+get_state_stats (void *opaque, uint64_t *journal, uint64_t *snapshot)
+{
+  struct state_stats st;
+
+  state_get_stats (state, &st);
+  *journal = st.journal_bytes;
+  *snapshot = st.snapshot_bytes;
+}
+
+/* Where the control socket goes: shadow-control, else STATE/control.sock. */
+static char *
+control_path (void)
+{
+  char *path = NULL;
+
+  if (params.control)
+    return strdup (params.control);
+  if (params.state_dir &&
+      asprintf (&path, "%s/control.sock", params.state_dir) == -1)
+    return NULL;
+  return path;
+}
+
+static int
+start_control (void)
+{
+  char *path = control_path ();
+
+  if (path == NULL) {
+    nbdkit_debug ("shadow: no shadow-state or shadow-control: no control "
+                  "socket");
+    return 0;
   }
+  control = control_start (path, migration_control, migration);
+  free (path);
+  return control ? 0 : -1;
+}
+
+static void
+tick (void *opaque, double now)
+{
+  migration_tick (opaque);
 }
 
 static int
@@ -183,9 +333,12 @@ shadow_after_fork (nbdkit_backend *backend)
 {
   struct engine_config ecfg;
   struct volume_config vcfg;
-  int64_t size = open_shared_origin (backend);
+  struct migration_config mcfg;
+  int64_t size = probed[0].size;
+  bool origin_live = load_phase < PHASE_CUTOVER;
 
-  if (size == -1)
+  /* After cutover the origin is never touched again, not even opened. */
+  if (origin_live && (size = open_origins (backend)) == -1)
     goto fail;
   ecfg = engine_config_of (size);
   engine = engine_start (&ecfg);
@@ -196,22 +349,46 @@ shadow_after_fork (nbdkit_backend *backend)
     .block_size = params.block_size,
     .writes_both = params.writes_both,
     .commit_interval = 1.0,
+    .res = loaded,
+    .persist = state ? persist_marks : NULL,
+    /* In shadow-writes=both mode verify compares every block anyway. */
+    .intent = state && !params.writes_both ? persist_intent : NULL,
+    .test_commit_delay_ms = shadow_debug_commit_delay_ms,
+    .test_no_copy_on_read = shadow_debug_no_copy_on_read,
   };
   volume = volume_new (&vcfg, engine);
-  if (volume == NULL || volume_start_committer (volume) == -1)
+  if (volume == NULL)
     goto fail;
-  engine_set_tick (engine, sample_tick, volume, SAMPLE_INTERVAL);
+  loaded = NULL;                /* the volume owns it now */
+  volume_set_phase (volume, load_phase);
+  if (volume_start_committer (volume) == -1)
+    goto fail;
+
+  mcfg = (struct migration_config) {
+    .volume = volume, .engine = engine,
+    .worker_origins = &origins[1], .nr_workers = COPIER_WORKERS,
+    .verify_origin = &origins[0],
+    .background = params.background, .rate = params.rate,
+    .max_transfer = MAX_TRANSFER > params.block_size ?
+      MAX_TRANSFER : params.block_size,
+    .cutover_auto = params.cutover_auto,
+    .prefetch_policy = prefetch_name (params.prefetch),
+    .set_phase = state ? persist_phase : NULL,
+    .close_origins = close_origins,
+    .state_stats = state ? get_state_stats : NULL,
+    .state_dir = params.state_dir,
+  };
+  migration = migration_start (&mcfg);
+  if (migration == NULL || start_control () == -1)
+    goto fail;
+  engine_set_tick (engine, tick, migration, TICK_INTERVAL);
   nbdkit_debug ("shadow: %zu shadow(s), %" PRIi64 " bytes, block size %"
-                PRIu32, params.nr_shadows, size, params.block_size);
+                PRIu32 ", phase %s", params.nr_shadows, size,
+                params.block_size, phase_name (load_phase));
   return 0;
 
  fail:
-  if (volume)
-    volume_close (volume);
-  volume = NULL;
-  engine_stop (engine);
-  engine = NULL;
-  close_shared_origin ();
+  shadow_cleanup (backend);
   return -1;
 }
 
@@ -220,13 +397,22 @@ shadow_cleanup (nbdkit_backend *backend)
 {
   if (engine)
     engine_set_tick (engine, NULL, NULL, 0);
+  control_stop (control);
+  control = NULL;
+  migration_stop (migration);
+  migration = NULL;
   if (volume && volume_close (volume) == -1)
     nbdkit_error ("final commit failed: blocks copied since the last "
                   "commit will be copied again");
   volume = NULL;
   engine_stop (engine);
   engine = NULL;
-  close_shared_origin ();
+  close_origins (NULL);
+  if (state)
+    state_close (state);
+  state = NULL;
+  residency_free (loaded);
+  loaded = NULL;
 }
 
 static void *

@@ -22,6 +22,7 @@ struct copy_op {
   uint64_t first, count;        /* blocks held and carried in buf */
   uint64_t bytes;               /* length of buf */
   enum copy_kind kind;
+  bool zeroes;                  /* no buffer: the blocks are all zero */
   _Atomic unsigned pending;     /* subs not completed, +1 while submitting */
   _Atomic uint64_t copied;      /* bytes made resident */
   _Atomic int err;
@@ -189,6 +190,8 @@ submit_absent_run (struct copy_op *op, uint64_t a, uint64_t b)
   bool zero = false;
   uint64_t blk;
 
+  if (op->zeroes)
+    return submit_sub (op, a, b - a, true);
   for (blk = a; blk <= b; ++blk) {
     bool z = false;
 
@@ -309,6 +312,17 @@ copy_run_sync (struct volume *v, struct origin *o, uint64_t a, uint64_t b,
     free (op);
     return 0;
   }
+  /* Whoever held the lock before us may have copied the blocks: reading
+   * the origin again would be wasted (nothing else can make them
+   * resident while we hold the lock).
+   */
+  if (!residency_any_absent (v->res, a, b - a)) {
+    rangelock_release (&v->locks, &op->hold);
+    pthread_cond_destroy (&op->cond);
+    pthread_mutex_destroy (&op->lock);
+    free (op);
+    return 0;
+  }
   op->buf = malloc (op->bytes);
   if (op->buf == NULL) {
     *err = ENOMEM;
@@ -344,6 +358,31 @@ copy_run_sync (struct volume *v, struct origin *o, uint64_t a, uint64_t b,
   pthread_mutex_destroy (&op->lock);
   free (op);
   return -1;
+}
+
+int
+volume_zero_blocks (struct volume *v, uint64_t first, uint64_t count,
+                    enum copy_kind kind, int *err)
+{
+  struct copy_op *op = copy_op_new (v, NULL, first, count, kind, true);
+  uint64_t copied;
+  int e;
+
+  if (op == NULL) {
+    *err = ENOMEM;
+    return -1;
+  }
+  op->zeroes = true;
+  rangelock_acquire (&v->locks, &op->hold, first, count);
+  account (v, 1, 0);
+  op->bytes = 0;
+  copy_op_submit (op);
+  e = copy_op_wait (op, &copied);
+  if (e) {
+    *err = e;
+    return -1;
+  }
+  return 0;
 }
 
 int64_t

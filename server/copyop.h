@@ -27,6 +27,13 @@
 extern void copy_from_buffer (struct volume *v, char *buf, uint64_t first,
                               uint64_t count, enum copy_kind kind);
 
+/* Make the absent blocks of [first, first+count), which the origin
+ * reports as zeroes, resident by writing zeroes to the shadows: no origin
+ * read.  Waits.  0, or -1 with *err.
+ */
+extern int volume_zero_blocks (struct volume *v, uint64_t first,
+                               uint64_t count, enum copy_kind kind, int *err);
+
 /* Start the committer (volume_new does not, so that persisted state can be
  * loaded into the residency map first).
  */

@@ -361,7 +361,7 @@ conn_became_ready (struct shadow_conn *c)
   if (c->ever_ready) {
     atomic_fetch_add_explicit (&c->counters.reconnects, 1,
                                memory_order_relaxed);
-    shadow_error ("shadow %s: reconnected", c->info.uri);
+    shadow_notice ("shadow %s: reconnected", c->info.uri);
   }
   else {
     c->ever_ready = true;

@@ -15,7 +15,14 @@ typedef void (*shadow_log_fn) (const char *fmt, va_list args);
 /* Install the sinks (NULL = stderr for errors, nothing for debug). */
 extern void shadow_log_set (shadow_log_fn error_fn, shadow_log_fn debug_fn);
 
+/* Notices (phase changes, reconnects: not errors) go to stderr with the
+ * filter's prefix; this sets the prefix.
+ */
+extern void shadow_log_set_prefix (const char *prefix);
+
 extern void shadow_error (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+extern void shadow_notice (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));
 extern void shadow_debug (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));

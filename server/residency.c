@@ -146,6 +146,23 @@ residency_run_end (struct residency *r, uint64_t blk, uint64_t limit,
 }
 
 uint64_t
+residency_written_run_end (struct residency *r, uint64_t blk, uint64_t limit,
+                           bool *written)
+{
+  uint64_t end;
+
+  assert (blk < limit && limit <= r->nr_blocks);
+  mutex_lock (&r->lock);
+  *written = blockset_test (r->written, blk);
+  if (*written)
+    end = blockset_next_clear (r->written, blk);
+  else
+    end = blockset_next_set (r->written, blk);
+  mutex_unlock (&r->lock);
+  return end < limit ? end : limit;
+}
+
+uint64_t
 residency_next_absent (struct residency *r, uint64_t from)
 {
   uint64_t ret;
@@ -179,6 +196,14 @@ residency_mark (struct residency *r, uint64_t first, uint64_t count,
 
   assert (first + count <= r->nr_blocks && count > 0);
   mutex_lock (&r->lock);
+  /* Nothing new (the common case of rewriting written blocks): no
+   * journal entry.
+   */
+  if (blockset_next_clear (kind == MARK_WRITTEN ? r->written : r->resident,
+                           first) >= first + count) {
+    mutex_unlock (&r->lock);
+    return 0;
+  }
   /* Queue first: a mark applied but not queued would never be made
    * durable, while a queued mark whose application failed is only
    * written to the journal after a successful retry of the same blocks.

@@ -93,6 +93,12 @@ extern bool residency_any_unwritten (struct residency *r,
 extern uint64_t residency_run_end (struct residency *r, uint64_t blk,
                                    uint64_t limit, bool *resident);
 
+/* The end of the run of blocks that share blk's written flag, no further
+ * than limit; *written receives it.
+ */
+extern uint64_t residency_written_run_end (struct residency *r, uint64_t blk,
+                                           uint64_t limit, bool *written);
+
 /* First absent block >= from, or nr_blocks. */
 extern uint64_t residency_next_absent (struct residency *r, uint64_t from);
 

@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "volume.h"
 #include "copyop.h"
@@ -17,6 +18,25 @@
 
 /* ---------------------------------------------------------------------- */
 /* Life cycle. */
+
+/* Writer-preferring, so that a cutover waiting for the gate is not
+ * starved by a steady stream of client requests.
+ */
+static int
+init_io_gate (pthread_rwlock_t *gate)
+{
+  pthread_rwlockattr_t attr;
+  int r;
+
+  r = pthread_rwlockattr_init (&attr);
+  if (r == 0)
+    r = pthread_rwlockattr_setkind_np (&attr,
+                                       PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  if (r == 0)
+    r = pthread_rwlock_init (gate, &attr);
+  pthread_rwlockattr_destroy (&attr);
+  return r;
+}
 
 struct volume *
 volume_new (const struct volume_config *cfg, struct engine *engine)
@@ -47,6 +67,12 @@ volume_new (const struct volume_config *cfg, struct engine *engine)
   pthread_mutex_init (&v->copy_lock, NULL);
   pthread_cond_init (&v->copy_idle, NULL);
   pthread_mutex_init (&v->rate_lock, NULL);
+  if (init_io_gate (&v->io_gate) != 0) {
+    shadow_error ("volume: cannot create the I/O gate");
+    residency_free (v->res);
+    free (v);
+    return NULL;
+  }
   atomic_init (&v->phase, PHASE_COPYING);
   return v;
 }
@@ -88,6 +114,7 @@ volume_close (struct volume *v)
   pthread_cond_destroy (&v->copy_idle);
   pthread_mutex_destroy (&v->copy_lock);
   pthread_mutex_destroy (&v->rate_lock);
+  pthread_rwlock_destroy (&v->io_gate);
   free (v);
   return r;
 }
@@ -277,14 +304,18 @@ read_absent_run (struct volume *v, struct origin *o, char *dst,
   }
   memcpy (dst, blocks + (offset - start), count);
   STAT_ADD (v->stats.read_bytes_origin, count);
+  if (v->cfg.test_no_copy_on_read) {
+    free (blocks);
+    return 0;
+  }
   /* The copy owns the buffer from here. */
   copy_from_buffer (v, blocks, run->first, run->end - run->first,
                     COPY_ON_DEMAND);
   return 0;
 }
 
-int
-volume_pread (struct volume *v, struct origin *o, void *buf, uint32_t count,
+static int
+do_pread (struct volume *v, struct origin *o, void *buf, uint32_t count,
               uint64_t offset, int *err)
 {
   struct run stack_runs[8], *runs = stack_runs;
@@ -473,6 +504,44 @@ update_shadow (struct volume *v, struct origin *o, const struct edges *ed,
   return r;
 }
 
+/* Take the range lock of blocks [first, end) if a copy could touch any
+ * of them: an absent block (copies) or a copied one a client has not
+ * written yet (verify repairs those).  Once every block is written, no
+ * copy ever touches them again and no lock is needed, except with
+ * shadow-writes=both: there verify compares written blocks too, and its
+ * repair must not fall between a write's shadow and origin halves.
+ * Returns whether the lock was taken.
+ */
+static bool
+lock_for_update (struct volume *v, struct range_hold *hold, uint64_t first,
+                 uint64_t end)
+{
+  if (!v->cfg.writes_both &&
+      !residency_any_absent (v->res, first, end - first) &&
+      !residency_any_unwritten (v->res, first, end - first))
+    return false;
+  rangelock_acquire (&v->locks, hold, first, end - first);
+  return true;
+}
+
+/* Copied blocks about to hold client data: say so durably first
+ * (state.h says why).  Caller holds the range lock.
+ */
+static int
+record_intent (struct volume *v, uint64_t first, uint64_t end, int *err)
+{
+  if (v->cfg.intent == NULL ||
+      !residency_any_unwritten (v->res, first, end - first))
+    return 0;
+  if (v->cfg.intent (v->cfg.persist_opaque, first, end - first) == -1) {
+    *err = errno;
+    shadow_error ("recording the written-intent of blocks %" PRIu64 "..%"
+                  PRIu64 " failed: %s", first, end - 1, strerror (*err));
+    return -1;
+  }
+  return 0;
+}
+
 /* The common body of pwrite and zero (data NULL). */
 static int
 client_update (struct volume *v, struct origin *o, const void *data,
@@ -487,30 +556,12 @@ client_update (struct volume *v, struct origin *o, const void *data,
     return 0;
   ed.first = residency_block_of (v->res, offset);
   ed.end = residency_block_of (v->res, offset + count - 1) + 1;
-
-  /* Blocks never go back to absent: when all are resident no copy can
-   * touch them and no lock is needed.
-   */
-  locked = residency_any_absent (v->res, ed.first, ed.end - ed.first);
-  if (locked)
-    rangelock_acquire (&v->locks, &hold, ed.first, ed.end - ed.first);
+  locked = lock_for_update (v, &hold, ed.first, ed.end);
   find_edges (v, offset, count, &ed);
 
-  /* Copied blocks about to hold client data: say so durably first. */
-  if (v->cfg.intent &&
-      residency_any_unwritten (v->res, ed.first, ed.end - ed.first) &&
-      v->cfg.intent (v->cfg.persist_opaque, ed.first,
-                     ed.end - ed.first) == -1) {
-    *err = errno;
-    shadow_error ("recording the written-intent of blocks %" PRIu64 "..%"
-                  PRIu64 " failed: %s", ed.first, ed.end - 1,
-                  strerror (*err));
-    if (locked)
-      rangelock_release (&v->locks, &hold);
-    return -1;
-  }
-
-  r = update_shadow (v, o, &ed, data, count, offset, flags, err);
+  r = record_intent (v, ed.first, ed.end, err);
+  if (r == 0)
+    r = update_shadow (v, o, &ed, data, count, offset, flags, err);
   if (r == 0 && writes_to_origin (v)) {
     uint32_t oflags = flags & VOLUME_FLAG_MAY_TRIM ? ORIGIN_FLAG_MAY_TRIM : 0;
 
@@ -535,8 +586,8 @@ client_update (struct volume *v, struct origin *o, const void *data,
   return r;
 }
 
-int
-volume_pwrite (struct volume *v, struct origin *o, const void *buf,
+static int
+do_pwrite (struct volume *v, struct origin *o, const void *buf,
                uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   STAT_ADD (v->stats.write_ops, 1);
@@ -544,8 +595,8 @@ volume_pwrite (struct volume *v, struct origin *o, const void *buf,
   return client_update (v, o, buf, count, offset, flags, err);
 }
 
-int
-volume_zero (struct volume *v, struct origin *o, uint32_t count,
+static int
+do_zero (struct volume *v, struct origin *o, uint32_t count,
              uint64_t offset, uint32_t flags, int *err)
 {
   STAT_ADD (v->stats.zero_ops, 1);
@@ -563,60 +614,49 @@ volume_zero (struct volume *v, struct origin *o, uint32_t count,
 /* ---------------------------------------------------------------------- */
 /* Trim. */
 
-/* Trim the resident runs of [first, end) on the shadows and turn the
- * absent ones into zeroes: the client does not care about their
- * contents any more, so they become resident without a copy.
+/* Trim whole blocks [first, end): resident runs are trimmed on the
+ * shadows, absent ones become zeroes there without a copy (the client no
+ * longer cares what they hold).  Either way they now hold what the client
+ * made of them, so they are marked written: verify must not "repair"
+ * them from the origin.  Caller holds the range lock if needed.
  */
 static int
 trim_whole_blocks (struct volume *v, uint64_t first, uint64_t end, int *err)
 {
-  while (first < end) {
-    bool resident;
-    uint64_t run_end = residency_run_end (v->res, first, end, &resident);
-    uint64_t s = block_start (v, first);
-    uint64_t len = block_end (v, run_end - 1) - s;
+  uint64_t blk = first;
 
-    if (resident) {
-      if (shadow_sync (v, SHADOW_TRIM, SHADOW_ALL, NULL, len, s, 0,
-                       err) == -1)
-        return -1;
-    }
-    else {
-      if (shadow_sync (v, SHADOW_ZERO, SHADOW_ALL, NULL, len, s,
-                       SHADOW_FLAG_MAY_TRIM, err) == -1)
-        return -1;
-      if (residency_mark (v->res, first, run_end - first,
-                          MARK_WRITTEN) == -1) {
-        *err = errno;
-        return -1;
-      }
-    }
-    first = run_end;
+  while (blk < end) {
+    bool resident;
+    uint64_t run_end = residency_run_end (v->res, blk, end, &resident);
+    uint64_t s = block_start (v, blk);
+    uint64_t len = block_end (v, run_end - 1) - s;
+    int r;
+
+    if (resident)
+      r = shadow_sync (v, SHADOW_TRIM, SHADOW_ALL, NULL, len, s, 0, err);
+    else
+      r = shadow_sync (v, SHADOW_ZERO, SHADOW_ALL, NULL, len, s,
+                       SHADOW_FLAG_MAY_TRIM, err);
+    if (r == -1)
+      return -1;
+    blk = run_end;
+  }
+  if (residency_mark (v->res, first, end - first, MARK_WRITTEN) == -1) {
+    *err = errno;
+    return -1;
   }
   return 0;
 }
 
-/* Trim a partly covered edge block's bytes if it is resident; an absent
- * one keeps its origin contents (trim is advisory).
+/* Trim is advisory: only the blocks it covers whole are trimmed; the
+ * edges of a trim keep their contents.
  */
 static int
-trim_edge (struct volume *v, uint64_t blk, uint64_t offset, uint64_t end,
-           int *err)
-{
-  uint64_t s = block_start (v, blk), e = block_end (v, blk);
-  uint64_t lo = offset > s ? offset : s, hi = end < e ? end : e;
-
-  if (lo >= hi || !residency_is_resident (v->res, blk))
-    return 0;
-  return shadow_sync (v, SHADOW_TRIM, SHADOW_ALL, NULL, hi - lo, lo, 0, err);
-}
-
-int
-volume_trim (struct volume *v, struct origin *o, uint32_t count,
+do_trim (struct volume *v, struct origin *o, uint32_t count,
              uint64_t offset, uint32_t flags, int *err)
 {
   uint64_t stop = offset + count;
-  uint64_t first, end, whole_first, whole_end;
+  uint64_t first, end;
   struct range_hold hold;
   bool locked = false;
   int r = 0;
@@ -626,21 +666,17 @@ volume_trim (struct volume *v, struct origin *o, uint32_t count,
     return 0;
   first = residency_block_of (v->res, offset);
   end = residency_block_of (v->res, stop - 1) + 1;
-  whole_first = partly_covered (v, first, offset, stop) ? first + 1 : first;
-  whole_end = partly_covered (v, end - 1, offset, stop) ? end - 1 : end;
+  if (partly_covered (v, first, offset, stop))
+    first++;
+  if (end > first && partly_covered (v, end - 1, offset, stop))
+    end--;
 
-  if (whole_first < whole_end) {
-    locked = residency_any_absent (v->res, whole_first,
-                                   whole_end - whole_first);
-    if (locked)
-      rangelock_acquire (&v->locks, &hold, whole_first,
-                         whole_end - whole_first);
-    r = trim_whole_blocks (v, whole_first, whole_end, err);
+  if (first < end) {
+    locked = lock_for_update (v, &hold, first, end);
+    r = record_intent (v, first, end, err);
+    if (r == 0)
+      r = trim_whole_blocks (v, first, end, err);
   }
-  if (r == 0 && whole_first != first)
-    r = trim_edge (v, first, offset, stop, err);
-  if (r == 0 && whole_end != end && end - 1 != first)
-    r = trim_edge (v, end - 1, offset, stop, err);
   if (r == 0 && writes_to_origin (v) && o->can_trim &&
       o->ops->trim (o->ctx, count, offset, 0, err) == -1) {
     STAT_ADD (v->stats.origin_errors, 1);
@@ -656,8 +692,8 @@ volume_trim (struct volume *v, struct origin *o, uint32_t count,
 /* ---------------------------------------------------------------------- */
 /* Flush and cache. */
 
-int
-volume_flush (struct volume *v, struct origin *o, int *err)
+static int
+do_flush (struct volume *v, struct origin *o, int *err)
 {
   STAT_ADD (v->stats.flush_ops, 1);
   if (commit_for_client (v, err) == -1)
@@ -671,8 +707,8 @@ volume_flush (struct volume *v, struct origin *o, int *err)
   return 0;
 }
 
-int
-volume_cache (struct volume *v, struct origin *o, uint32_t count,
+static int
+do_cache (struct volume *v, struct origin *o, uint32_t count,
               uint64_t offset, int *err)
 {
   uint64_t first, end;
@@ -712,8 +748,8 @@ sink_add (void *opaque, uint64_t offset, uint64_t length, uint32_t type)
   sk->next = stop;
 }
 
-int
-volume_extents (struct volume *v, struct origin *o, uint32_t count,
+static int
+do_extents (struct volume *v, struct origin *o, uint32_t count,
                 uint64_t offset, uint32_t flags, origin_extent_fn fn,
                 void *opaque, int *err)
 {
@@ -766,4 +802,131 @@ volume_extents (struct volume *v, struct origin *o, uint32_t count,
     sink_add (&sk, offset, count, 0);
   }
   return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Client entry points: the I/O gate and latency measurement around each. */
+
+static double
+monotonic_us (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+/* Cutover closes the gate (a writer lock) to pause client I/O. */
+static double
+client_enter (struct volume *v)
+{
+  LOCKUTIL_CHECK (pthread_rwlock_rdlock (&v->io_gate));
+  return monotonic_us ();
+}
+
+static void
+client_leave (struct volume *v, double t0)
+{
+  STAT_ADD (v->client_lat_sum_us, (uint64_t) (monotonic_us () - t0));
+  STAT_ADD (v->client_lat_count, 1);
+  LOCKUTIL_CHECK (pthread_rwlock_unlock (&v->io_gate));
+}
+
+void
+volume_take_client_latency (struct volume *v, uint64_t *count,
+                            double *mean_us)
+{
+  uint64_t sum = atomic_exchange (&v->client_lat_sum_us, 0);
+
+  *count = atomic_exchange (&v->client_lat_count, 0);
+  *mean_us = *count ? (double) sum / *count : 0;
+}
+
+void
+volume_pause_clients (struct volume *v)
+{
+  LOCKUTIL_CHECK (pthread_rwlock_wrlock (&v->io_gate));
+}
+
+void
+volume_resume_clients (struct volume *v)
+{
+  LOCKUTIL_CHECK (pthread_rwlock_unlock (&v->io_gate));
+}
+
+int
+volume_pread (struct volume *v, struct origin *o, void *buf, uint32_t count,
+              uint64_t offset, int *err)
+{
+  double t0 = client_enter (v);
+  int r = do_pread (v, o, buf, count, offset, err);
+
+  client_leave (v, t0);
+  return r;
+}
+
+int
+volume_pwrite (struct volume *v, struct origin *o, const void *buf,
+               uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  double t0 = client_enter (v);
+  int r = do_pwrite (v, o, buf, count, offset, flags, err);
+
+  client_leave (v, t0);
+  return r;
+}
+
+int
+volume_zero (struct volume *v, struct origin *o, uint32_t count,
+             uint64_t offset, uint32_t flags, int *err)
+{
+  double t0 = client_enter (v);
+  int r = do_zero (v, o, count, offset, flags, err);
+
+  client_leave (v, t0);
+  return r;
+}
+
+int
+volume_trim (struct volume *v, struct origin *o, uint32_t count,
+             uint64_t offset, uint32_t flags, int *err)
+{
+  double t0 = client_enter (v);
+  int r = do_trim (v, o, count, offset, flags, err);
+
+  client_leave (v, t0);
+  return r;
+}
+
+int
+volume_flush (struct volume *v, struct origin *o, int *err)
+{
+  double t0 = client_enter (v);
+  int r = do_flush (v, o, err);
+
+  client_leave (v, t0);
+  return r;
+}
+
+int
+volume_cache (struct volume *v, struct origin *o, uint32_t count,
+              uint64_t offset, int *err)
+{
+  double t0 = client_enter (v);
+  int r = do_cache (v, o, count, offset, err);
+
+  client_leave (v, t0);
+  return r;
+}
+
+int
+volume_extents (struct volume *v, struct origin *o, uint32_t count,
+                uint64_t offset, uint32_t flags, origin_extent_fn fn,
+                void *opaque, int *err)
+{
+  double t0 = client_enter (v);
+  int r = do_extents (v, o, count, offset, flags, fn, opaque, err);
+
+  client_leave (v, t0);
+  return r;
 }

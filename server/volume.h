@@ -68,6 +68,7 @@ struct volume_config {
   int (*intent) (void *opaque, uint64_t first, uint64_t count);
   struct residency *res;        /* loaded residency, or NULL for a new one */
   unsigned test_commit_delay_ms; /* tests: widen the commit's windows */
+  bool test_no_copy_on_read;    /* tests: look without hydrating */
 };
 
 /* Copy rate samples, for status. */
@@ -89,6 +90,12 @@ struct volume {
   pthread_cond_t copy_idle;
   uint64_t copies_in_flight;
   uint64_t copy_bytes_in_flight;
+
+  /* Client I/O takes this for reading; cutover for writing. */
+  pthread_rwlock_t io_gate;
+
+  /* Client request latency since the copier last looked. */
+  _Atomic uint64_t client_lat_sum_us, client_lat_count;
 
   /* Rate sampler: rate_lock guards the ring. */
   pthread_mutex_t rate_lock;
@@ -131,6 +138,16 @@ extern int64_t volume_copy_blocks (struct volume *v, struct origin *o,
                                    uint64_t first, uint64_t count,
                                    enum copy_kind kind, bool blocking,
                                    int *err);
+
+/* Client requests served since the last call, and their mean latency;
+ * the copier backs off when it rises (copier.c).
+ */
+extern void volume_take_client_latency (struct volume *v, uint64_t *count,
+                                        double *mean_us);
+
+/* Pause client I/O (waits for requests in flight) / resume it. */
+extern void volume_pause_clients (struct volume *v);
+extern void volume_resume_clients (struct volume *v);
 
 /* Wait until no asynchronous copy is in flight. */
 extern void volume_wait_copies (struct volume *v);

@@ -1,0 +1,526 @@
+/* nbdshadow: background hydration (see copier.h for the policy).
+ *
+ * Locking: c->lock guards every field below "lock" in struct copier;
+ * c->wake is broadcast whenever work, the window, the pause state or
+ * stopping change.  Workers copy without the lock; the copy itself is
+ * serialised against clients by the volume's range locks (copyop.c).
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "copier.h"
+#include "copyop.h"
+#include "lockutil.h"
+#include "log.h"
+
+#define QUEUE_CAP 4096          /* queued ranges per priority */
+#define MAX_PAUSE_MS 50.0       /* the most a congested copier waits */
+#define MAX_EXTENTS 512         /* origin extents examined per transfer */
+#define ERROR_BACKOFF_MAX 5.0   /* seconds */
+
+struct range {
+  uint64_t first, count;
+};
+
+struct range_queue {
+  struct range v[QUEUE_CAP];
+  size_t head, len;
+};
+
+struct worker {
+  struct copier *c;
+  struct origin *origin;
+  pthread_t thread;
+  bool started;
+  unsigned errors_in_a_row;
+};
+
+struct copier {
+  struct copier_config cfg;
+  struct volume *v;
+  uint64_t transfer_blocks;
+
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  bool stopping, paused, synced_reported;
+  struct range_queue queue[COPY_PRIO_LEVELS];
+  uint64_t cursor;              /* the sweep's next block */
+  unsigned window, active;
+  double pause_ms;
+  double latency_floor_us, last_latency_us;
+  uint64_t rate;
+  double tokens, tokens_time;   /* token bucket, bytes */
+  struct copier_stats stats;
+
+  struct worker workers[];
+};
+
+static double
+monotonic_s (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void
+sleep_s (double s)
+{
+  if (s > 0)
+    usleep ((useconds_t) (s * 1e6));
+}
+
+/* ---------------------------------------------------------------------- */
+/* Queues. */
+
+static bool
+queue_push (struct range_queue *q, uint64_t first, uint64_t count)
+{
+  if (q->len == QUEUE_CAP)
+    return false;
+  q->v[(q->head + q->len) % QUEUE_CAP] = (struct range) { first, count };
+  q->len++;
+  return true;
+}
+
+static bool
+queue_pop (struct range_queue *q, struct range *out)
+{
+  if (q->len == 0)
+    return false;
+  *out = q->v[q->head];
+  q->head = (q->head + 1) % QUEUE_CAP;
+  q->len--;
+  return true;
+}
+
+void
+copier_request (struct copier *c, enum copy_priority prio, uint64_t first,
+                uint64_t count)
+{
+  uint64_t end = first + count;
+
+  if (end > c->v->res->nr_blocks)
+    end = c->v->res->nr_blocks;
+  mutex_lock (&c->lock);
+  /* Queue in transfer-sized pieces so that one big request does not hold
+   * a worker (and its range locks) for long.
+   */
+  for (; first < end; first += c->transfer_blocks) {
+    uint64_t n = end - first < c->transfer_blocks ?
+      end - first : c->transfer_blocks;
+
+    if (queue_push (&c->queue[prio], first, n))
+      c->stats.requests_queued++;
+    else
+      c->stats.requests_dropped++;
+  }
+  cond_broadcast (&c->wake);
+  mutex_unlock (&c->lock);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Choosing work.  Caller holds c->lock. */
+
+enum job_kind { JOB_NONE, JOB_RANGE, JOB_SWEEP };
+
+struct job {
+  enum job_kind kind;
+  enum copy_kind copy_kind;
+  uint64_t first, count;
+  bool rate_limited;
+};
+
+/* The sweep's next run of absent blocks, at most a transfer long. */
+static bool
+claim_sweep (struct copier *c, struct job *job)
+{
+  struct residency *r = c->v->res;
+  uint64_t a = residency_next_absent (r, c->cursor);
+  uint64_t b;
+  bool resident;
+
+  if (a >= r->nr_blocks && c->cursor > 0)
+    a = residency_next_absent (r, 0);   /* wrap: skipped or failed blocks */
+  if (a >= r->nr_blocks)
+    return false;
+  b = residency_run_end (r, a, r->nr_blocks, &resident);
+  if (b - a > c->transfer_blocks)
+    b = a + c->transfer_blocks;
+  c->cursor = b;
+  *job = (struct job) { .kind = JOB_SWEEP, .copy_kind = COPY_BACKGROUND,
+                        .first = a, .count = b - a, .rate_limited = true };
+  return true;
+}
+
+static bool
+pick_job (struct copier *c, struct job *job)
+{
+  struct range rg;
+  int p;
+
+  if (queue_pop (&c->queue[COPY_PRIO_REQUESTED], &rg)) {
+    *job = (struct job) { .kind = JOB_RANGE, .copy_kind = COPY_ON_DEMAND,
+                          .first = rg.first, .count = rg.count };
+    return true;
+  }
+  if (c->paused || c->active >= c->window)
+    return false;
+  for (p = COPY_PRIO_PREDICTED; p < COPY_PRIO_LEVELS; ++p)
+    if (queue_pop (&c->queue[p], &rg)) {
+      *job = (struct job) {
+        .kind = JOB_RANGE, .first = rg.first, .count = rg.count,
+        .copy_kind = p == COPY_PRIO_PREDICTED ? COPY_PREFETCH : COPY_BACKGROUND,
+        .rate_limited = true,
+      };
+      return true;
+    }
+  return c->cfg.background && claim_sweep (c, job);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Bandwidth. */
+
+/* Take n bytes from the token bucket, sleeping off any debt. */
+static void
+take_tokens (struct copier *c, uint64_t n)
+{
+  double debt = 0;
+
+  mutex_lock (&c->lock);
+  if (c->rate > 0) {
+    double now = monotonic_s ();
+    double burst = c->rate * 0.25;
+
+    c->tokens += (now - c->tokens_time) * c->rate;
+    if (c->tokens > burst)
+      c->tokens = burst;
+    c->tokens_time = now;
+    c->tokens -= n;
+    if (c->tokens < 0)
+      debt = -c->tokens / c->rate;
+  }
+  mutex_unlock (&c->lock);
+  sleep_s (debt);
+}
+
+void
+copier_set_rate (struct copier *c, uint64_t rate)
+{
+  mutex_lock (&c->lock);
+  c->rate = rate;
+  c->tokens = 0;
+  c->tokens_time = monotonic_s ();
+  mutex_unlock (&c->lock);
+}
+
+/* AIMD on the window of concurrent transfers, driven by the clients'
+ * latency against its recent floor.  With no client I/O: full speed.
+ */
+void
+copier_tick (struct copier *c)
+{
+  uint64_t n;
+  double mean;
+
+  volume_take_client_latency (c->v, &n, &mean);
+  mutex_lock (&c->lock);
+  c->last_latency_us = mean;
+  if (n == 0) {
+    c->window = c->cfg.nr_workers;
+    c->pause_ms = 0;
+  }
+  else {
+    /* The floor follows the best latency seen and slowly forgets it
+     * (doubles in about 35 s), so that it tracks a changing origin.
+     */
+    if (c->latency_floor_us == 0 || mean < c->latency_floor_us)
+      c->latency_floor_us = mean;
+    else
+      c->latency_floor_us *= 1.01;
+    if (mean > 2 * c->latency_floor_us && mean > c->latency_floor_us + 1000) {
+      c->window = c->window > 1 ? c->window / 2 : 1;
+      c->pause_ms = fmin (c->pause_ms * 2 + 1, MAX_PAUSE_MS);
+    }
+    else {
+      if (c->window < c->cfg.nr_workers)
+        c->window++;
+      c->pause_ms = c->pause_ms < 0.5 ? 0 : c->pause_ms / 2;
+    }
+  }
+  cond_broadcast (&c->wake);
+  mutex_unlock (&c->lock);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Doing work. */
+
+/* The origin's allocation over one transfer. */
+struct extent {
+  uint64_t offset, length;
+  uint32_t type;
+};
+
+struct extent_list {
+  struct extent v[MAX_EXTENTS];
+  size_t n;
+};
+
+static void
+collect_extent (void *opaque, uint64_t offset, uint64_t length,
+                uint32_t type)
+{
+  struct extent_list *l = opaque;
+
+  if (l->n < MAX_EXTENTS)
+    l->v[l->n++] = (struct extent) { offset, length, type };
+}
+
+/* Is every byte of block blk inside zero extents?  ext[] is sorted and
+ * contiguous; *i walks forward with blk.
+ */
+static bool
+block_is_zero (struct volume *v, const struct extent *ext, size_t n,
+               size_t *i, uint64_t blk)
+{
+  uint64_t s = residency_block_offset (v->res, blk);
+  uint64_t e = s + residency_block_bytes (v->res, blk);
+
+  while (*i < n && ext[*i].offset + ext[*i].length <= s)
+    (*i)++;
+  for (size_t j = *i; j < n && ext[j].offset < e; ++j) {
+    if (!(ext[j].type & EXTENT_ZERO))
+      return false;
+    if (ext[j].offset + ext[j].length >= e)
+      return true;
+  }
+  return false;                 /* not covered: assume data */
+}
+
+static int
+copy_segment (struct copier *c, struct worker *w, const struct job *job,
+              uint64_t first, uint64_t count, bool zero, int *err)
+{
+  int64_t r;
+
+  if (zero) {
+    mutex_lock (&c->lock);
+    c->stats.zero_transfers++;
+    mutex_unlock (&c->lock);
+    return volume_zero_blocks (c->v, first, count, job->copy_kind, err);
+  }
+  if (job->rate_limited)
+    take_tokens (c, residency_block_offset (c->v->res, count));
+  r = volume_copy_blocks (c->v, w->origin, first, count, job->copy_kind,
+                          true, err);
+  return r == -1 ? -1 : 0;
+}
+
+/* Copy a job's blocks, turning the origin's zero ranges into
+ * write-zeroes instead of reads.
+ */
+static int
+run_job (struct copier *c, struct worker *w, const struct job *job, int *err)
+{
+  struct volume *v = c->v;
+  struct extent_list ext = { .n = 0 };
+  uint64_t start = residency_block_offset (v->res, job->first);
+  uint64_t last = job->first + job->count - 1;
+  uint64_t end = residency_block_offset (v->res, last) +
+    residency_block_bytes (v->res, last);
+  uint64_t blk, seg;
+  size_t i = 0;
+  bool seg_zero = false;
+
+  if (!residency_any_absent (v->res, job->first, job->count))
+    return 0;
+  if (w->origin->can_extents &&
+      w->origin->ops->extents (w->origin->ctx, end - start, start, false,
+                               collect_extent, &ext, err) == -1)
+    ext.n = 0;                  /* no allocation info: copy it all */
+
+  seg = job->first;
+  for (blk = job->first; blk <= last + 1; ++blk) {
+    bool z = blk <= last && block_is_zero (v, ext.v, ext.n, &i, blk);
+
+    if (blk == job->first) {
+      seg_zero = z;
+      continue;
+    }
+    if (blk == last + 1 || z != seg_zero) {
+      if (copy_segment (c, w, job, seg, blk - seg, seg_zero, err) == -1)
+        return -1;
+      seg = blk;
+      seg_zero = z;
+    }
+  }
+  return 0;
+}
+
+/* Every block is resident: say so once. */
+static void
+check_synced (struct copier *c)
+{
+  bool report = false;
+
+  if (residency_count_resident (c->v->res) < c->v->res->nr_blocks)
+    return;
+  mutex_lock (&c->lock);
+  if (!c->synced_reported)
+    report = c->synced_reported = true;
+  mutex_unlock (&c->lock);
+  if (report && c->cfg.synced)
+    c->cfg.synced (c->cfg.opaque);
+}
+
+static void
+after_error (struct copier *c, struct worker *w, const struct job *job,
+             int err)
+{
+  double backoff = fmin (0.1 * pow (2, w->errors_in_a_row),
+                         ERROR_BACKOFF_MAX);
+
+  mutex_lock (&c->lock);
+  c->stats.errors++;
+  mutex_unlock (&c->lock);
+  w->errors_in_a_row++;
+  shadow_error ("copier: blocks %" PRIu64 "..%" PRIu64 " not copied: %s "
+                "(left absent, retried later; next attempt in %.1f s)",
+                job->first, job->first + job->count - 1, strerror (err),
+                backoff);
+  sleep_s (backoff);
+}
+
+static void *
+worker_thread (void *arg)
+{
+  struct worker *w = arg;
+  struct copier *c = w->c;
+
+  for (;;) {
+    struct job job = { .kind = JOB_NONE };
+    double pause;
+    int err = 0;
+
+    mutex_lock (&c->lock);
+    while (!c->stopping && !pick_job (c, &job))
+      cond_wait (&c->wake, &c->lock);
+    if (c->stopping) {
+      mutex_unlock (&c->lock);
+      break;
+    }
+    c->active++;
+    c->stats.transfers++;
+    mutex_unlock (&c->lock);
+
+    if (run_job (c, w, &job, &err) == -1)
+      after_error (c, w, &job, err);
+    else
+      w->errors_in_a_row = 0;
+
+    mutex_lock (&c->lock);
+    c->active--;
+    pause = job.kind == JOB_SWEEP ? c->pause_ms / 1000 : 0;
+    cond_broadcast (&c->wake);
+    mutex_unlock (&c->lock);
+    if (job.kind == JOB_SWEEP)
+      check_synced (c);
+    sleep_s (pause);
+  }
+  return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Life cycle and control. */
+
+struct copier *
+copier_start (const struct copier_config *cfg)
+{
+  struct copier *c;
+  unsigned i;
+  int r;
+
+  c = calloc (1, sizeof *c + cfg->nr_workers * sizeof c->workers[0]);
+  if (c == NULL) {
+    shadow_error ("copier: out of memory");
+    return NULL;
+  }
+  c->cfg = *cfg;
+  c->v = cfg->volume;
+  c->transfer_blocks = cfg->max_transfer >> c->v->res->block_shift;
+  if (c->transfer_blocks == 0)
+    c->transfer_blocks = 1;
+  c->window = cfg->nr_workers;
+  c->rate = cfg->rate;
+  c->tokens_time = monotonic_s ();
+  pthread_mutex_init (&c->lock, NULL);
+  pthread_cond_init (&c->wake, NULL);
+
+  for (i = 0; i < cfg->nr_workers; ++i) {
+    struct worker *w = &c->workers[i];
+
+    w->c = c;
+    w->origin = &cfg->origins[i];
+    r = pthread_create (&w->thread, NULL, worker_thread, w);
+    if (r != 0) {
+      shadow_error ("copier: cannot start worker %u: %s", i, strerror (r));
+      copier_stop (c);
+      return NULL;
+    }
+    w->started = true;
+  }
+  /* A volume loaded fully resident is synced from the start. */
+  check_synced (c);
+  return c;
+}
+
+void
+copier_stop (struct copier *c)
+{
+  unsigned i;
+
+  if (c == NULL)
+    return;
+  mutex_lock (&c->lock);
+  c->stopping = true;
+  cond_broadcast (&c->wake);
+  mutex_unlock (&c->lock);
+  for (i = 0; i < c->cfg.nr_workers; ++i)
+    if (c->workers[i].started)
+      pthread_join (c->workers[i].thread, NULL);
+  pthread_cond_destroy (&c->wake);
+  pthread_mutex_destroy (&c->lock);
+  free (c);
+}
+
+void
+copier_pause (struct copier *c, bool paused)
+{
+  mutex_lock (&c->lock);
+  c->paused = paused;
+  cond_broadcast (&c->wake);
+  mutex_unlock (&c->lock);
+}
+
+void
+copier_get_stats (struct copier *c, struct copier_stats *out)
+{
+  mutex_lock (&c->lock);
+  *out = c->stats;
+  out->window = c->window;
+  out->pause_ms = c->pause_ms;
+  out->client_latency_us = c->last_latency_us;
+  out->client_latency_floor_us = c->latency_floor_us;
+  out->paused = c->paused;
+  out->rate = c->rate;
+  mutex_unlock (&c->lock);
+}

@@ -1,0 +1,89 @@
+/* nbdshadow: background hydration.
+ *
+ * Copy-on-read alone never finishes a migration: blocks nobody reads stay
+ * on the origin forever.  The copier's workers copy the rest, each through
+ * its own origin context, in this order of priority:
+ *
+ *   1. requested    ranges a client or the operator asked for
+ *   2. predicted    the predictor's candidates (copier_request)
+ *   3. hot          regions the access analyzer finds hot
+ *   4. sweep        a sequential pass over what is still absent
+ *
+ * Adjacent absent blocks are coalesced into large transfers, and the
+ * origin's allocation is used: ranges it reports as zero are written to
+ * the shadows as write-zeroes, never read.
+ *
+ * Bandwidth: shadow-rate caps background and predicted copying with a
+ * token bucket.  Without a cap the copier still yields to clients: it
+ * halves its window of concurrent transfers (down to one) and adds a
+ * pause (at most MAX_PAUSE) when the clients' latency rises above its
+ * recent floor, and grows back when it falls.  It never stops: dm-clone
+ * stops hydrating whenever any client I/O is in flight, which under a
+ * steady load means never finishing.
+ */
+
+#ifndef NBDSHADOW_COPIER_H
+#define NBDSHADOW_COPIER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "origin.h"
+#include "volume.h"
+
+enum copy_priority {
+  COPY_PRIO_REQUESTED,
+  COPY_PRIO_PREDICTED,
+  COPY_PRIO_HOT,
+  COPY_PRIO_LEVELS,
+};
+
+struct copier_config {
+  struct volume *volume;
+  struct origin *origins;       /* one per worker, owned by the caller */
+  unsigned nr_workers;
+  bool background;              /* the sweep (shadow-background) */
+  uint64_t rate;                /* bytes/s for background + predicted, 0 = no cap */
+  uint64_t max_transfer;        /* bytes per coalesced copy */
+  /* Called (on a worker thread) when every block is resident. */
+  void (*synced) (void *opaque);
+  void *opaque;
+};
+
+struct copier_stats {
+  uint64_t transfers, zero_transfers, errors, requests_queued;
+  uint64_t requests_dropped;    /* queue full */
+  unsigned window;              /* transfers allowed at once now */
+  double pause_ms;              /* pause between transfers now */
+  double client_latency_us;     /* last measured */
+  double client_latency_floor_us;
+  bool paused;
+  uint64_t rate;
+};
+
+struct copier;
+
+/* Start the workers.  Reports and returns NULL on error. */
+extern struct copier *copier_start (const struct copier_config *cfg);
+
+/* Stop and join the workers (copies in flight finish first). */
+extern void copier_stop (struct copier *c);
+
+/* Pause / resume background, predicted and hot copying (requested ranges
+ * are still copied: a client is waiting for them).
+ */
+extern void copier_pause (struct copier *c, bool paused);
+extern void copier_set_rate (struct copier *c, uint64_t rate);
+
+/* Queue blocks [first, first+count) at priority prio.  Never blocks: a
+ * full queue drops the request (counted).
+ */
+extern void copier_request (struct copier *c, enum copy_priority prio,
+                            uint64_t first, uint64_t count);
+
+/* Measure client latency and adapt; called about twice a second. */
+extern void copier_tick (struct copier *c);
+
+extern void copier_get_stats (struct copier *c, struct copier_stats *out);
+
+#endif /* NBDSHADOW_COPIER_H */
