@@ -203,3 +203,37 @@ same_files ()
 {
     cmp "$1" "$2" || fail "$1 and $2 differ"
 }
+
+# The nbdshadow CLI and its JSON.
+NBDSHADOW=$abs_top_builddir/server/nbdshadow
+
+# jq-like: json_get PATH < JSON  (PATH like bytes_copied.total).
+json_get ()
+{
+    python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+for k in sys.argv[1].split("."):
+    v = v[int(k)] if isinstance(v, list) else v[k]
+print(json.dumps(v) if isinstance(v, (dict, list, bool)) or v is None else v)
+' "$1"
+}
+
+# ctl_json SOCKET: the status JSON.
+ctl_json ()
+{
+    "$NBDSHADOW" status --json "$1"
+}
+
+# wait_phase SOCKET PHASE SECONDS
+wait_phase ()
+{
+    local i p
+    for (( i=0; i<$3*10; i++ )); do
+        p=$(ctl_json "$1" | json_get phase)
+        [ "$p" = "$2" ] && return 0
+        sleep 0.1
+    done
+    ctl_json "$1" >&2
+    fail "phase $2 not reached within $3 s (phase $p)"
+}

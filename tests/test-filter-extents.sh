@@ -20,7 +20,7 @@ cp origin.img ref.img
 
 start_nbdkit shadow memory $size
 start_filter proxy file origin.img shadow="$(uri $TESTDIR/shadow.sock)" \
-    shadow-block-size=64K
+    shadow-block-size=64K shadow-background=off
 proxy=$(uri $TESTDIR/proxy.sock)
 
 nbdinfo --map "$(uri $TESTDIR/proxy.sock)" > map-proxy-0.txt

@@ -12,7 +12,9 @@ size=$((24*1024*1024 + 3*4096))   # a partial last 64K block
 random_file origin.img $size
 
 start_nbdkit shadow memory $size
-start_filter proxy file origin.img shadow="$(uri $TESTDIR/shadow.sock)"
+# Copy-on-read only: no background hydration in this test.
+start_filter proxy file origin.img shadow="$(uri $TESTDIR/shadow.sock)" \
+    shadow-background=off
 
 # Nothing is resident yet.
 s=$(status proxy)

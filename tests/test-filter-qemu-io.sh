@@ -43,7 +43,8 @@ run_case ()
 
     start_nbdkit shadow-$bs memory $size
     start_filter proxy-$bs file origin.img \
-        shadow="$(uri $TESTDIR/shadow-$bs.sock)" shadow-block-size=$bs
+        shadow="$(uri $TESTDIR/shadow-$bs.sock)" shadow-block-size=$bs \
+        shadow-background=off
     local proxy shadow
     proxy=$(uri $TESTDIR/proxy-$bs.sock)
     shadow=$(uri $TESTDIR/shadow-$bs.sock)

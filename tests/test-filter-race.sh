@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Many threads writing and reading overlapping blocks through the filter
 # while copy-on-read is in flight (test-race.c says how it checks), for
-# small and large blocks and for shadow-writes=both.  Ends with byte-exact
+# small and large blocks, with and without background hydration racing
+# too, and for shadow-writes=both.  Ends with byte-exact
 # comparisons of the filter, the shadow and (in both mode) the origin
 # against the expected image.
 source "${abs_top_srcdir}/tests/functions.sh"
@@ -32,8 +33,9 @@ run_case ()
     stop_filter $name
 }
 
-run_case bs4k shadow-block-size=4K
+# Copy-on-read alone, then with the background copier racing as well.
+run_case bs4k shadow-block-size=4K shadow-background=off
 run_case bs64k shadow-block-size=64K
-run_case both shadow-block-size=4K shadow-writes=both
+run_case both shadow-block-size=4K shadow-writes=both shadow-background=off
 # In both mode the origin got every write too.
 same_files expected-both.img origin-both.img

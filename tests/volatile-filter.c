@@ -107,6 +107,9 @@ write_back (nbdkit_next *next, int *err)
       nr_pages--;
     }
   }
+  /* nbdkit wants the context asked before it is flushed. */
+  if (next->can_flush (next) != 1)
+    return 0;
   return next->flush (next, 0, err);
 }
 
