@@ -273,6 +273,7 @@ struct state {
   bool journal_dirty;           /* bytes past journal_end may exist */
   bool need_dir_sync;           /* a rename in DIR may not be durable */
   bool sets_incomplete;         /* ENOMEM lost an update: no compaction */
+  uint64_t compact_after;       /* after a failure: not before this size */
   int phase;                    /* durable phase */
 
   /* What is durable: see MEANING above. */
@@ -1806,13 +1807,25 @@ state_set_phase (struct state *s, int phase)
  * Compaction.
  */
 
-static bool
-compaction_due (const struct state *s)
+/* The journal size past which compaction is due. */
+static uint64_t
+compaction_limit (const struct state *s)
 {
   const uint64_t minimum = STATE_COMPACT_MIN;
   uint64_t limit = 2 * s->snapshot_bytes;
 
-  return s->journal_end > (limit > minimum ? limit : minimum);
+  return limit > minimum ? limit : minimum;
+}
+
+/* After a failure (a full disk, typically) the next attempt waits until
+ * the journal has grown by as much again, rather than writing a whole
+ * snapshot at every commit only to fail again.
+ */
+static bool
+compaction_due (const struct state *s)
+{
+  return s->journal_end > compaction_limit (s) &&
+    s->journal_end > s->compact_after;
 }
 
 int
@@ -1841,10 +1854,13 @@ state_maybe_compact (struct state *s)
         s->snapshot_bytes = bytes;
         s->stats.compactions++;
       }
+      else
+        s->compact_after = s->journal_end + compaction_limit (s);
       goto out;
     }
     s->generation++;
     s->snapshot_bytes = bytes;
+    s->compact_after = 0;
     s->stats.compactions++;
   }
   if (install_journal (s, s->generation) == -1)

@@ -122,7 +122,10 @@ extern int state_set_phase (struct state *s, int phase);
  * minimum size, 1 MiB).  0 if done or not needed, -1 with errno on
  * failure (the old state is still valid then, and appends go on: a
  * compaction that failed after its new snapshot was in place is
- * finished by the next append or call).  Takes the time of writing the
+ * finished by the next append or call; one that failed before is tried
+ * again once the journal has grown by as much again, so that a full
+ * disk is not rewritten a snapshot at every commit).  Takes the time of
+ * writing the
  * whole snapshot, with the state's mutex held: call it from the
  * committer, after an append, not from a client's path.
  */
