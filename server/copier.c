@@ -72,6 +72,19 @@ monotonic_s (void)
   return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* An absolute CLOCK_REALTIME deadline s seconds from now. */
+static void
+deadline_after (struct timespec *ts, double s)
+{
+  clock_gettime (CLOCK_REALTIME, ts);
+  ts->tv_sec += (time_t) s;
+  ts->tv_nsec += (long) ((s - (time_t) s) * 1e9);
+  if (ts->tv_nsec >= 1000000000) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000;
+  }
+}
+
 static void
 sleep_s (double s)
 {
@@ -129,6 +142,54 @@ copier_request (struct copier *c, enum copy_priority prio, uint64_t first,
 }
 
 /* ---------------------------------------------------------------------- */
+/* Bandwidth. */
+
+/* Refill the bucket.  May rate-limited work start now?  If not, *wait
+ * says how long the bucket stays in debt.  Caller holds c->lock.
+ */
+static bool
+tokens_available (struct copier *c, double *wait)
+{
+  double now, burst;
+
+  if (c->rate == 0)
+    return true;
+  now = monotonic_s ();
+  burst = c->rate * 0.25;
+  c->tokens += (now - c->tokens_time) * c->rate;
+  if (c->tokens > burst)
+    c->tokens = burst;
+  c->tokens_time = now;
+  if (c->tokens >= 0)
+    return true;
+  *wait = -c->tokens / c->rate;
+  return false;
+}
+
+/* Spend n bytes.  The bucket may go into debt: the next pick waits it
+ * off, so a pause or a lower rate takes effect at the next transfer.
+ */
+static void
+spend_tokens (struct copier *c, uint64_t n)
+{
+  mutex_lock (&c->lock);
+  if (c->rate > 0)
+    c->tokens -= n;
+  mutex_unlock (&c->lock);
+}
+
+void
+copier_set_rate (struct copier *c, uint64_t rate)
+{
+  mutex_lock (&c->lock);
+  c->rate = rate;
+  c->tokens = 0;
+  c->tokens_time = monotonic_s ();
+  cond_broadcast (&c->wake);
+  mutex_unlock (&c->lock);
+}
+
+/* ---------------------------------------------------------------------- */
 /* Choosing work.  Caller holds c->lock. */
 
 enum job_kind { JOB_NONE, JOB_RANGE, JOB_SWEEP };
@@ -162,18 +223,23 @@ claim_sweep (struct copier *c, struct job *job)
   return true;
 }
 
+/* The next job, or false, with *wait > 0 if rate-limited work must wait
+ * that long for the token bucket.  Requested ranges (a client waits for
+ * them) ignore pause, window and rate.
+ */
 static bool
-pick_job (struct copier *c, struct job *job)
+pick_job (struct copier *c, struct job *job, double *wait)
 {
   struct range rg;
   int p;
 
+  *wait = 0;
   if (queue_pop (&c->queue[COPY_PRIO_REQUESTED], &rg)) {
     *job = (struct job) { .kind = JOB_RANGE, .copy_kind = COPY_ON_DEMAND,
                           .first = rg.first, .count = rg.count };
     return true;
   }
-  if (c->paused || c->active >= c->window)
+  if (c->paused || c->active >= c->window || !tokens_available (c, wait))
     return false;
   for (p = COPY_PRIO_PREDICTED; p < COPY_PRIO_LEVELS; ++p)
     if (queue_pop (&c->queue[p], &rg)) {
@@ -185,42 +251,6 @@ pick_job (struct copier *c, struct job *job)
       return true;
     }
   return c->cfg.background && claim_sweep (c, job);
-}
-
-/* ---------------------------------------------------------------------- */
-/* Bandwidth. */
-
-/* Take n bytes from the token bucket, sleeping off any debt. */
-static void
-take_tokens (struct copier *c, uint64_t n)
-{
-  double debt = 0;
-
-  mutex_lock (&c->lock);
-  if (c->rate > 0) {
-    double now = monotonic_s ();
-    double burst = c->rate * 0.25;
-
-    c->tokens += (now - c->tokens_time) * c->rate;
-    if (c->tokens > burst)
-      c->tokens = burst;
-    c->tokens_time = now;
-    c->tokens -= n;
-    if (c->tokens < 0)
-      debt = -c->tokens / c->rate;
-  }
-  mutex_unlock (&c->lock);
-  sleep_s (debt);
-}
-
-void
-copier_set_rate (struct copier *c, uint64_t rate)
-{
-  mutex_lock (&c->lock);
-  c->rate = rate;
-  c->tokens = 0;
-  c->tokens_time = monotonic_s ();
-  mutex_unlock (&c->lock);
 }
 
 /* AIMD on the window of concurrent transfers, driven by the clients'
@@ -319,7 +349,7 @@ copy_segment (struct copier *c, struct worker *w, const struct job *job,
     return volume_zero_blocks (c->v, first, count, job->copy_kind, err);
   }
   if (job->rate_limited)
-    take_tokens (c, residency_block_offset (c->v->res, count));
+    spend_tokens (c, residency_block_offset (c->v->res, count));
   r = volume_copy_blocks (c->v, w->origin, first, count, job->copy_kind,
                           true, err);
   return r == -1 ? -1 : 0;
@@ -408,12 +438,20 @@ worker_thread (void *arg)
 
   for (;;) {
     struct job job = { .kind = JOB_NONE };
-    double pause;
+    double pause, wait;
     int err = 0;
 
     mutex_lock (&c->lock);
-    while (!c->stopping && !pick_job (c, &job))
-      cond_wait (&c->wake, &c->lock);
+    while (!c->stopping && !pick_job (c, &job, &wait)) {
+      if (wait > 0) {
+        struct timespec deadline;
+
+        deadline_after (&deadline, wait);
+        cond_timedwait (&c->wake, &c->lock, &deadline);
+      }
+      else
+        cond_wait (&c->wake, &c->lock);
+    }
     if (c->stopping) {
       mutex_unlock (&c->lock);
       break;
