@@ -17,12 +17,12 @@ pred_candlist_init (struct pred_candlist *cl, unsigned cap, uint64_t limit)
   while (cl->hsize < 2 * cl->cap)
     cl->hsize <<= 1;
   cl->c = malloc (cl->cap * sizeof *cl->c);
-  cl->hash = malloc (cl->hsize * sizeof *cl->hash);
+  cl->hash = calloc (cl->hsize, sizeof *cl->hash);
   if (!cl->c || !cl->hash) {
     pred_candlist_free (cl);
     return -1;
   }
-  memset (cl->hash, 0xff, cl->hsize * sizeof *cl->hash);
+  cl->gen = 1;
   return 0;
 }
 
@@ -38,9 +38,17 @@ pred_candlist_free (struct pred_candlist *cl)
 void
 pred_candlist_reset (struct pred_candlist *cl)
 {
-  if (cl->n)
-    memset (cl->hash, 0xff, cl->hsize * sizeof *cl->hash);
+  if (++cl->gen == 0) {
+    memset (cl->hash, 0, cl->hsize * sizeof *cl->hash);
+    cl->gen = 1;
+  }
   cl->n = 0;
+}
+
+static inline unsigned
+slot_of (const struct pred_candlist *cl, uint64_t block)
+{
+  return (unsigned) ((block * UINT64_C (0x9E3779B97F4A7C15)) >> 40) & (cl->hsize - 1);
 }
 
 bool
@@ -52,22 +60,23 @@ pred_candlist_add (struct pred_candlist *cl, uint64_t block, double p)
     return false;
   if (block >= (UINT64_C (1) << 62))
     return false;
-  h = (unsigned) ((block * UINT64_C (0x9E3779B97F4A7C15)) >> 40)
-    & (cl->hsize - 1);
-  for (;;) {
-    int32_t i = cl->hash[h];
-    if (i < 0)
-      break;
-    if (cl->c[i].block == block) {
-      if (p > cl->c[i].p)
+  for (h = slot_of (cl, block); cl->hash[h].gen == cl->gen;
+       h = (h + 1) & (cl->hsize - 1)) {
+    if (cl->hash[h].block == block) {
+      unsigned i = cl->hash[h].idx;
+      if (i >= cl->n || cl->c[i].block != block)      /* moved by a sort */
+        for (i = 0; i < cl->n && cl->c[i].block != block; i++)
+          ;
+      if (i < cl->n && p > cl->c[i].p)
         cl->c[i].p = p;
       return true;
     }
-    h = (h + 1) & (cl->hsize - 1);
   }
   if (cl->n >= cl->cap)
     return false;
-  cl->hash[h] = cl->n;
+  cl->hash[h].block = block;
+  cl->hash[h].idx = cl->n;
+  cl->hash[h].gen = cl->gen;
   cl->c[cl->n].block = block;
   cl->c[cl->n].p = p;
   cl->n++;
@@ -77,23 +86,18 @@ pred_candlist_add (struct pred_candlist *cl, uint64_t block, double p)
 bool
 pred_candlist_contains (const struct pred_candlist *cl, uint64_t block)
 {
-  unsigned h = (unsigned) ((block * UINT64_C (0x9E3779B97F4A7C15)) >> 40)
-    & (cl->hsize - 1);
-  for (;;) {
-    int32_t i = cl->hash[h];
-    if (i < 0)
-      return false;
-    if (cl->c[i].block == block)
+  for (unsigned h = slot_of (cl, block); cl->hash[h].gen == cl->gen;
+       h = (h + 1) & (cl->hsize - 1))
+    if (cl->hash[h].block == block)
       return true;
-    h = (h + 1) & (cl->hsize - 1);
-  }
+  return false;
 }
 
 void
 pred_candlist_sort (struct pred_candlist *cl)
 {
   /* Insertion sort: lists are short and mostly ordered already (path
-   * probabilities decrease along a rollout). Stable. */
+   * probabilities decrease along a rollout).  Stable. */
   for (unsigned i = 1; i < cl->n; i++) {
     struct pred_cand x = cl->c[i];
     unsigned j = i;
@@ -102,15 +106,6 @@ pred_candlist_sort (struct pred_candlist *cl)
       j--;
     }
     cl->c[j] = x;
-  }
-  /* The hash indices are now stale: rebuild. */
-  memset (cl->hash, 0xff, cl->hsize * sizeof *cl->hash);
-  for (unsigned i = 0; i < cl->n; i++) {
-    unsigned h = (unsigned) ((cl->c[i].block * UINT64_C (0x9E3779B97F4A7C15)) >> 40)
-      & (cl->hsize - 1);
-    while (cl->hash[h] >= 0)
-      h = (h + 1) & (cl->hsize - 1);
-    cl->hash[h] = i;
   }
 }
 

@@ -48,8 +48,17 @@ struct hybrid {
 static double
 weight_of (double af, double as, double gamma)
 {
-  double a = pow (af + 1e-3, gamma);
-  double b = pow (as + 1e-3, gamma);
+  double a, b;
+  af += 1e-3;
+  as += 1e-3;
+  if (gamma == 2) {
+    a = af * af;
+    b = as * as;
+  }
+  else {
+    a = pow (af, gamma);
+    b = pow (as, gamma);
+  }
   return a / (a + b);
 }
 
@@ -157,8 +166,9 @@ hy_dist (struct pred_model *m, void *vctx, unsigned k, struct pred_tokdist *out)
     k = PRED_TOPK_MAX;
   out->n = 0;
   for (unsigned i = 0; i < nu; i++) {
-    double p = wf * F->prob (h->fast, c->cf, u[i]) +
-      (1 - wf) * S->prob (h->slow, c->cs, u[i]);
+    /* The fast model's probability is in df for its own top tokens. */
+    double pf = i < df.n ? df.p[i] : F->prob (h->fast, c->cf, u[i]);
+    double p = wf * pf + (1 - wf) * S->prob (h->slow, c->cs, u[i]);
     if (out->n == k && p <= out->p[k - 1])
       continue;
     unsigned j = out->n < k ? out->n++ : k - 1;

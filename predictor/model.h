@@ -33,13 +33,21 @@ struct pred_cand {
 };
 
 /* Bounded list of distinct candidate blocks (the larger p is kept for a
- * repeated block), in insertion order. */
+ * repeated block), in insertion order until sorted.  Reset is O(1): hash
+ * slots carry the generation they were written in. */
+struct pred_candlist_slot {
+  uint64_t block;
+  uint32_t idx;
+  uint32_t gen;
+};
+
 struct pred_candlist {
   unsigned n, cap;
   uint64_t limit;               /* blocks >= limit are dropped (0: none) */
   struct pred_cand *c;
-  int32_t *hash;
+  struct pred_candlist_slot *hash;
   unsigned hsize;
+  uint32_t gen;
 };
 
 int pred_candlist_init (struct pred_candlist *cl, unsigned cap, uint64_t limit);

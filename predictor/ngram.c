@@ -30,7 +30,8 @@ struct ctx {
    * Witten-Bell coefficients: Pk = c * inv[k] + lam[k] * Pk-1. */
   const struct entry *e[PRED_NGRAM_MAX_ORDER];
   double inv[PRED_NGRAM_MAX_ORDER], lam[PRED_NGRAM_MAX_ORDER];
-  bool looked_up;
+  double uni_inv;               /* 1 / (unigram total + V) */
+  bool looked_up, have_coef;
 };
 
 /* Distribution cache: the top DC_K of a context stays valid while its
@@ -228,6 +229,7 @@ ngram_ctx_init (struct pred_model *m, unsigned stream, void *vctx)
   struct ctx *c = vctx;
   c->h = g->hist[stream];
   c->looked_up = false;
+  c->have_coef = false;
 }
 
 static void
@@ -239,26 +241,39 @@ ngram_ctx_advance (struct pred_model *m, void *vctx, uint32_t tok)
   if (c->h.len < PRED_NGRAM_MAX_ORDER)
     c->h.len++;
   c->looked_up = false;
+  c->have_coef = false;
 }
 
 static void
 ctx_lookup (struct ngram *g, struct ctx *c)
 {
   unsigned maxk = c->h.len < g->cfg.max_order ? c->h.len : g->cfg.max_order;
-  for (unsigned k = 1; k <= PRED_NGRAM_MAX_ORDER; k++) {
-    const struct entry *e = k <= maxk ? lookup (g, ctx_key (&c->h, k)) : NULL;
-    c->e[k - 1] = e;
-    c->inv[k - 1] = 0;
-    c->lam[k - 1] = 1;
+  for (unsigned k = 1; k <= PRED_NGRAM_MAX_ORDER; k++)
+    c->e[k - 1] = k <= maxk ? lookup (g, ctx_key (&c->h, k)) : NULL;
+  c->looked_up = true;
+  c->have_coef = false;
+}
+
+/* The Witten-Bell coefficients of the context's entries. */
+static void
+ctx_coef (struct ngram *g, struct ctx *c)
+{
+  if (!c->looked_up)
+    ctx_lookup (g, c);
+  for (unsigned k = 0; k < PRED_NGRAM_MAX_ORDER; k++) {
+    const struct entry *e = c->e[k];
+    c->inv[k] = 0;
+    c->lam[k] = 1;
     if (e && e->total) {
       unsigned T = 0;
       for (unsigned j = 0; j < NEXT; j++)
         T += e->cnt[j] != 0;
-      c->inv[k - 1] = 1.0 / (e->total + T);
-      c->lam[k - 1] = T * c->inv[k - 1];
+      c->inv[k] = 1.0 / (e->total + T);
+      c->lam[k] = T * c->inv[k];
     }
   }
-  c->looked_up = true;
+  c->uni_inv = 1.0 / ((double) g->uni_total + g->base.vocab->cap);
+  c->have_coef = true;
 }
 
 /* Packed context for the cache (only the orders the model uses). */
@@ -285,8 +300,8 @@ ngram_prob (struct pred_model *m, void *vctx, uint32_t tok)
   struct ctx *c = vctx;
   double p;
 
-  if (!c->looked_up)
-    ctx_lookup (g, c);
+  if (!c->have_coef)
+    ctx_coef (g, c);
   if (!g->cfg.smooth) {
     for (int k = (int) g->cfg.max_order; k >= 1; k--)
       if (c->e[k - 1])
@@ -294,7 +309,7 @@ ngram_prob (struct pred_model *m, void *vctx, uint32_t tok)
           ? entry_cnt (c->e[k - 1], tok) / c->e[k - 1]->total : 0;
     return 0;
   }
-  p = (g->uni[tok] + 1.0) / ((double) g->uni_total + g->base.vocab->cap);
+  p = (g->uni[tok] + 1.0) * c->uni_inv;
   for (unsigned k = 0; k < g->cfg.max_order; k++)
     if (c->e[k])
       p = entry_cnt (c->e[k], tok) * c->inv[k] + c->lam[k] * p;

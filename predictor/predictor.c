@@ -91,8 +91,9 @@ struct predictor {
   enum pred_policy policy;
   _Atomic int requested;
 
-  struct pred_model_file mf;    /* loaded model, until the LSTM takes it */
+  struct pred_model_file mf;    /* loaded model */
   bool have_mf;
+  bool mf_params;               /* mf.params still held (LSTM not created) */
   struct pred_lstm_config lstm_cfg;
 
   struct pred_event last;
@@ -181,10 +182,15 @@ create_model (struct predictor *p, enum pred_policy which)
     };
     struct pred_model *m;
     pthread_mutex_lock (&p->life_lock);
-    m = pred_lstm_model_new (&lc, v, p->have_mf ? &p->mf.params : NULL);
+    m = pred_lstm_model_new (&lc, v, p->mf_params ? &p->mf.params : NULL);
     if (m && p->training_wanted)
       pred_lstm_trainer_start (pred_lstm_model_trainer (m));
     pthread_mutex_unlock (&p->life_lock);
+    if (m && p->mf_params) {
+      /* The trainer copied them. */
+      pred_lstm_params_free (&p->mf.params);
+      p->mf_params = false;
+    }
     return m;
   }
   case PRED_POLICY_HYBRID: {
@@ -316,7 +322,7 @@ predictor_new (const struct predictor_config *c, char *err, size_t errlen)
   if (c->model_path) {
     if (pred_model_load (c->model_path, &p->mf, err, errlen) < 0)
       goto fail_quiet;
-    p->have_mf = true;
+    p->have_mf = p->mf_params = true;
     if (p->mf.block_size != c->block_size) {
       snprintf (err, errlen, "%s: the model was trained with %" PRIu32
                 "-byte blocks, the volume uses %" PRIu32 "-byte blocks",
@@ -491,7 +497,8 @@ predictor_refresh_stats (struct predictor *p)
   st.candidates = p->candidates;
   mem = sizeof *p + pred_vocab_memory (&p->tok.vocab) +
     pred_analyzer_memory (p->an) + p->cl.cap * sizeof *p->cl.c +
-    p->cl.hsize * sizeof *p->cl.hash;
+    p->cl.hsize * sizeof *p->cl.hash +
+    (p->mf_params ? p->mf.params.n * sizeof (double) : 0);
   for (int i = 1; i < PRED_POLICY__COUNT; i++) {
     struct predictor_model_stats *s = &st.model[i];
     const struct mstat *m = &p->ms[i];

@@ -49,8 +49,11 @@
  *  - streams: `streams` slots (default 32, max 256)
  *  - delta vocabulary: `vocab` ids (default 256, max 4096) + 8 KiB
  *  - n-gram: `ngram_capacity` contexts x 40 bytes (default 16384: 640 KiB)
- *  - LSTM: 5 copies of (V*E + 4H(E+H+1) + V*(H+1)) doubles plus a 1 MiB
- *    feed queue (defaults V 256, E 16, H 32: ~0.8 MiB + 1 MiB)
+ *  - LSTM: weights, gradient and two Adam moments in double (4 x P
+ *    doubles, P = V*E + 4H(E+H+1) + V*(H+1)), three single-precision
+ *    inference snapshots (V*4H + 4H*H + H*V + V floats each), a 1 MiB
+ *    feed queue, 2H floats per stream slot: with V 256, E 16, H 32 about
+ *    2.4 MiB; the hybrid (n-gram + LSTM + tables) about 3.1 MiB in all
  *  - analyzer: `regions` x 24 bytes (default 4096: 96 KiB)
  *  - candidates: 1024 per prediction
  * predictor_get_stats reports the total (memory_bytes).

@@ -257,7 +257,7 @@ struct sim {
   size_t npending, pend_pos;
   uint64_t sweep;               /* next block the sweep considers */
   uint64_t nr_blocks;
-  double busy_total;            /* link time of all transfers issued */
+  double busy_total;            /* link time of demand and prefetch copies */
   double busy_prev, t_prev, util;
 };
 
@@ -276,7 +276,8 @@ issue (struct sim *s, uint64_t b, double t, int kind)
   double start = t > s->link_free ? t : s->link_free;
   double done;
   s->link_free = start + s->xfer;
-  s->busy_total += s->xfer;
+  if (kind != K_BACKGROUND)
+    s->busy_total += s->xfer;   /* the sweep yields: not load */
   done = s->link_free + s->cfg->latency_us;
   heap_push (&s->heap, (struct copy) { .done = done, .block = b, .kind = kind });
   dm_put (&s->dm, b, done);

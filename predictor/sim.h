@@ -31,9 +31,11 @@
  *    candidates that are absent, not being copied and at least as likely
  *    as the threshold replace the pending prefetch list, which feeds free
  *    copy slots best first.  The threshold (auto) follows the load:
- *    0.05 + 0.5 u, u the link's busy fraction (moving average over
- *    100 ms): an idle link takes long shots, a saturated one only what is
- *    more likely than not to be used.  Rules (baselines, oracle) give
+ *    0.05 + 0.5 u, u the fraction of the link busy with demand and
+ *    prefetch copies (moving average over 100 ms; the background sweep
+ *    only takes what they leave, so it does not count): an idle link
+ *    takes long shots, a saturated one only what is more likely than not
+ *    to be used.  Rules (baselines, oracle) give
  *    probability 1 and always pass.  With the
  *    background sweep on, slots left free copy absent blocks in
  *    increasing order (dm-clone's linear hydration).
