@@ -48,7 +48,7 @@ NBDKIT_DLL_PUBLIC int shadow_debug_commit_delay_ms;
 NBDKIT_DLL_PUBLIC int shadow_debug_no_copy_on_read;
 
 #define TICK_INTERVAL 0.5       /* seconds between rate samples and adaptation */
-#define COPIER_WORKERS 4        /* each with its own origin context */
+#define COPIER_WORKERS 4        /* sharing one origin context */
 #define MAX_TRANSFER (4 * 1024 * 1024)
 
 static struct shadow_params params;
@@ -62,12 +62,15 @@ static struct volume *volume;
 static struct migration *migration;
 static struct control *control;
 
-/* Origin contexts of our own, opened in .after_fork: [0] checks the size
- * and serves verify, the others the copier's workers.  Closed at cutover,
- * and never opened after a restart in phase cutover or done.
+/* Our own origin context, opened in .after_fork: it checks the size and
+ * serves the copier's workers and verify, concurrently (which the
+ * parallel thread model, required in .get_ready, allows).  One context is
+ * one more origin connection through the nbd plugin: the fewer, the
+ * better for origins that accept few.  Closed at cutover, and never
+ * opened after a restart in phase cutover or done.
  */
-static nbdkit_next *origin_ctx[1 + COPIER_WORKERS];
-static struct origin origins[1 + COPIER_WORKERS];
+static nbdkit_next *origin_ctx;
+static struct origin origin;
 static pthread_mutex_t origin_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Persistent state (shadow-state=DIR), opened in .get_ready so that a bad
@@ -199,6 +202,16 @@ shadow_get_ready (int thread_model)
   struct engine_config cfg = engine_config_of (-1);
   size_t i;
 
+  /* Our copier and verify threads call the origin outside any client
+   * connection, which nbdkit's request serialisation does not allow.
+   */
+  if (thread_model != NBDKIT_THREAD_MODEL_PARALLEL) {
+    nbdkit_error ("the shadow filter needs a plugin with the parallel "
+                  "thread model (as the nbd, file and memory plugins have); "
+                  "this one serialises requests");
+    return -1;
+  }
+
   if (engine_probe (&cfg, probed) == -1)
     return -1;
   for (i = 1; i < params.nr_shadows; ++i)
@@ -223,37 +236,31 @@ shadow_get_ready (int thread_model)
   return open_state ();
 }
 
-/* Open our origin contexts and check the origin's size against the
+/* Open our origin context and check the origin's size against the
  * shadows'.  Returns the size or -1.
  */
 static int64_t
-open_origins (nbdkit_backend *backend)
+open_origin (nbdkit_backend *backend)
 {
-  int64_t size = -1;
-  size_t i;
+  int64_t size;
 
-  for (i = 0; i < 1 + COPIER_WORKERS; ++i) {
-    nbdkit_next *next = nbdkit_next_context_open (backend,
-                                                  !params.writes_both, "", 1);
-
-    if (next == NULL) {
-      nbdkit_error ("cannot open the origin");
-      return -1;
-    }
-    origin_ctx[i] = next;
-    if (next->prepare (next) == -1)
-      return -1;
-    size = next->get_size (next);
-    if (size == -1 || origin_from_next (&origins[i], next) == -1)
-      return -1;
-    if (size != probed[0].size) {
-      nbdkit_error ("size mismatch: the origin is %" PRIi64 " bytes but "
-                    "shadow %s is %" PRIi64 " bytes: they must be equal",
-                    size, probed[0].uri, probed[0].size);
-      return -1;
-    }
+  origin_ctx = nbdkit_next_context_open (backend, !params.writes_both, "", 1);
+  if (origin_ctx == NULL) {
+    nbdkit_error ("cannot open the origin");
+    return -1;
   }
-  if (params.writes_both && !origins[0].can_write) {
+  if (origin_ctx->prepare (origin_ctx) == -1)
+    return -1;
+  size = origin_ctx->get_size (origin_ctx);
+  if (size == -1 || origin_from_next (&origin, origin_ctx) == -1)
+    return -1;
+  if (size != probed[0].size) {
+    nbdkit_error ("size mismatch: the origin is %" PRIi64 " bytes but "
+                  "shadow %s is %" PRIi64 " bytes: they must be equal",
+                  size, probed[0].uri, probed[0].size);
+    return -1;
+  }
+  if (params.writes_both && !origin.can_write) {
     nbdkit_error ("shadow-writes=both: the origin is not writable");
     return -1;
   }
@@ -265,15 +272,12 @@ static void shadow_cleanup (nbdkit_backend *backend);
 static void
 close_origins (void *opaque)
 {
-  size_t i;
-
   mutex_lock (&origin_lock);
-  for (i = 0; i < 1 + COPIER_WORKERS; ++i)
-    if (origin_ctx[i]) {
-      origin_ctx[i]->finalize (origin_ctx[i]);
-      nbdkit_next_context_close (origin_ctx[i]);
-      origin_ctx[i] = NULL;
-    }
+  if (origin_ctx) {
+    origin_ctx->finalize (origin_ctx);
+    nbdkit_next_context_close (origin_ctx);
+    origin_ctx = NULL;
+  }
   mutex_unlock (&origin_lock);
 }
 
@@ -338,7 +342,7 @@ shadow_after_fork (nbdkit_backend *backend)
   bool origin_live = load_phase < PHASE_CUTOVER;
 
   /* After cutover the origin is never touched again, not even opened. */
-  if (origin_live && (size = open_origins (backend)) == -1)
+  if (origin_live && (size = open_origin (backend)) == -1)
     goto fail;
   ecfg = engine_config_of (size);
   engine = engine_start (&ecfg);
@@ -366,8 +370,8 @@ shadow_after_fork (nbdkit_backend *backend)
 
   mcfg = (struct migration_config) {
     .volume = volume, .engine = engine,
-    .worker_origins = &origins[1], .nr_workers = COPIER_WORKERS,
-    .verify_origin = &origins[0],
+    .worker_origin = &origin, .nr_workers = COPIER_WORKERS,
+    .verify_origin = &origin,
     .background = params.background, .rate = params.rate,
     .max_transfer = MAX_TRANSFER > params.block_size ?
       MAX_TRANSFER : params.block_size,

@@ -507,7 +507,7 @@ copier_start (const struct copier_config *cfg)
     struct worker *w = &c->workers[i];
 
     w->c = c;
-    w->origin = &cfg->origins[i];
+    w->origin = cfg->origin;
     r = pthread_create (&w->thread, NULL, worker_thread, w);
     if (r != 0) {
       shadow_error ("copier: cannot start worker %u: %s", i, strerror (r));

@@ -1,8 +1,9 @@
 /* nbdshadow: background hydration.
  *
  * Copy-on-read alone never finishes a migration: blocks nobody reads stay
- * on the origin forever.  The copier's workers copy the rest, each through
- * its own origin context, in this order of priority:
+ * on the origin forever.  The copier's workers copy the rest, through
+ * an origin context of the filter's own (not a client's), in this order
+ * of priority:
  *
  *   1. requested    ranges a client or the operator asked for
  *   2. predicted    the predictor's candidates (copier_request)
@@ -40,7 +41,7 @@ enum copy_priority {
 
 struct copier_config {
   struct volume *volume;
-  struct origin *origins;       /* one per worker, owned by the caller */
+  struct origin *origin;        /* shared by the workers; the caller's */
   unsigned nr_workers;
   bool background;              /* the sweep (shadow-background) */
   uint64_t rate;                /* bytes/s for background + predicted, 0 = no cap */

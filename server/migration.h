@@ -39,7 +39,7 @@
 struct migration_config {
   struct volume *volume;
   struct engine *engine;
-  struct origin *worker_origins;        /* copier, one per worker */
+  struct origin *worker_origin;         /* shared by the copier's workers */
   unsigned nr_workers;
   struct origin *verify_origin;
   bool background;
