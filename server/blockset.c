@@ -73,12 +73,20 @@
  * 4096-block leaves are 512 bytes.  When a set is fragmented at a finer
  * grain than a leaf (random copy-on-read marks), every leaf exists and the
  * tree costs the flat bitmap plus 8 bytes of parent pointer per 512 bytes
- * of leaf (1.6%, plus malloc's own header: measured 1.02x the flat
- * bitmap by blockset_memory, 1.06x by RSS, in bench/results-blockset.md).
+ * of leaf, plus malloc's own headers: measured 1.02x the flat bitmap
+ * by blockset_memory and 1.03x-1.1x by RSS (bench/results-blockset.md).
  * Smaller leaves would follow runs more closely but pay that overhead more
  * often (12.5% at 64 bytes); bigger ones make a single stray block cost
  * more (a stray block costs a leaf plus up to `height' small nodes).  A
  * leaf covers 16 MiB of volume at 4K blocks, 256 MiB at the default 64K.
+ *
+ * The price of small leaves is in huge fragmented sets: the nodes just
+ * above the leaves are 1/64 of the leaves' size (34 MB for a 64 TiB
+ * volume of 4K blocks fragmented everywhere), too big to stay in cache,
+ * so a lookup there takes two dependent cache and TLB misses where a
+ * flat bitmap takes one (measured 2.4x-2.9x its latency).  Sparse leaves
+ * stored as arrays of offsets (as Roaring bitmaps do) would allow bigger
+ * leaves without that cost; not done.
  *
  * COST
  * ====
