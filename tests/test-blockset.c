@@ -962,8 +962,9 @@ END_TEST
 
 struct stop_state {
   unsigned calls;
-  unsigned stop_at;
+  unsigned stop_at;             /* 0: never stop */
   uint64_t last_first;
+  uint64_t blocks;              /* total of the counts seen */
 };
 
 static int
@@ -973,13 +974,14 @@ stop_after (uint64_t first, uint64_t count, void *opaque)
 
   s->calls++;
   s->last_first = first;
+  s->blocks += count;
   return s->calls == s->stop_at ? -7 : 0;
 }
 
 START_TEST (test_foreach_early_stop)
 {
   struct blockset *bs = blockset_new (1000);
-  struct stop_state s = { 0, 3, 0 };
+  struct stop_state s = { .stop_at = 3 };
   uint64_t i;
 
   for (i = 10; i < 1000; i += 100)
@@ -988,16 +990,19 @@ START_TEST (test_foreach_early_stop)
   require_u64 (blockset_foreach_run (bs, 0, 1000, stop_after, &s), -7);
   require_u64 (s.calls, 3);
   require_u64 (s.last_first, 210);
+  require_u64 (s.blocks, 30);
 
-  s = (struct stop_state) { 0, 0, 0 };
+  s = (struct stop_state) { .stop_at = 0 };
   require_ok (blockset_foreach_run (bs, 0, 1000, stop_after, &s));
   require_u64 (s.calls, 10);
   require_u64 (s.last_first, 910);
+  require_u64 (s.blocks, 100);
 
   /* Starting inside a run clips it. */
-  s = (struct stop_state) { 0, 1, 0 };
+  s = (struct stop_state) { .stop_at = 1 };
   require_u64 (blockset_foreach_run (bs, 215, 1000, stop_after, &s), -7);
   require_u64 (s.last_first, 215);
+  require_u64 (s.blocks, 5);
 
   blockset_free (bs);
 }
