@@ -33,6 +33,7 @@
 #include "log.h"
 #include "origin_next.h"
 #include "params.h"
+#include "prefetch.h"
 #include "state.h"
 #include "volume.h"
 
@@ -79,6 +80,12 @@ static pthread_mutex_t origin_lock = PTHREAD_MUTEX_INITIALIZER;
  */
 static struct state *state;
 static struct residency *loaded;
+
+/* The predictor, its model and the access trace, prepared in .get_ready
+ * (a bad model or trace path is reported before the fork); its thread
+ * starts with the migration.
+ */
+static struct prefetcher *prefetcher;
 static int load_phase = PHASE_COPYING;
 
 /* Per client connection. */
@@ -168,6 +175,39 @@ open_state (void)
 }
 
 static int
+open_prefetcher (void)
+{
+  uint64_t size = probed[0].size;
+  struct prefetch_config cfg = {
+    .block_size = params.block_size,
+    .nr_blocks = (size + params.block_size - 1) / params.block_size,
+    .policy = prefetch_name (params.prefetch),
+    .model_path = params.model,
+    .trace_path = params.trace,
+  };
+  char err[512];
+
+  prefetcher = prefetcher_new (&cfg, err, sizeof err);
+  if (prefetcher == NULL) {
+    const char *why = err;
+    size_t n = params.model ? strlen (params.model) : 0;
+
+    /* The predictor names the file; say which key it came from. */
+    if (n && strncmp (err, params.model, n) == 0 && err[n] == ':') {
+      why = err + n + 1;
+      while (*why == ' ')
+        why++;
+    }
+    if (params.model && (why != err || strstr (err, "model") != NULL))
+      nbdkit_error ("shadow-model=%s: %s", params.model, why);
+    else
+      nbdkit_error ("%s", err);
+    return -1;
+  }
+  return 0;
+}
+
+static int
 persist_marks (void *opaque, const struct mark_list *marks)
 {
   if (state_append_marks (state, marks) == -1)
@@ -227,6 +267,8 @@ shadow_get_ready (int thread_model)
       fprintf (stderr, "nbdkit: shadow: warning: shadow %s cannot flush: "
                "its data is durable only if it writes synchronously\n",
                probed[i].uri);
+  if (open_prefetcher () == -1)
+    return -1;
   if (params.state_dir == NULL) {
     fprintf (stderr, "nbdkit: shadow: warning: no shadow-state: residency "
              "is kept in memory only, and a restart copies everything "
@@ -359,6 +401,8 @@ shadow_after_fork (nbdkit_backend *backend)
     .intent = state && !params.writes_both ? persist_intent : NULL,
     .test_commit_delay_ms = shadow_debug_commit_delay_ms,
     .test_no_copy_on_read = shadow_debug_no_copy_on_read,
+    .access_fn = prefetcher_note,
+    .access_opaque = prefetcher,
   };
   volume = volume_new (&vcfg, engine);
   if (volume == NULL)
@@ -376,7 +420,7 @@ shadow_after_fork (nbdkit_backend *backend)
     .max_transfer = MAX_TRANSFER > params.block_size ?
       MAX_TRANSFER : params.block_size,
     .cutover_auto = params.cutover_auto,
-    .prefetch_policy = prefetch_name (params.prefetch),
+    .prefetcher = prefetcher,
     .set_phase = state ? persist_phase : NULL,
     .close_origins = close_origins,
     .state_stats = state ? get_state_stats : NULL,
@@ -403,6 +447,9 @@ shadow_cleanup (nbdkit_backend *backend)
     engine_set_tick (engine, NULL, NULL, 0);
   control_stop (control);
   control = NULL;
+  /* Its thread queues work through the migration: stop it first. */
+  prefetcher_free (prefetcher);
+  prefetcher = NULL;
   migration_stop (migration);
   migration = NULL;
   if (volume && volume_close (volume) == -1)

@@ -22,6 +22,7 @@
 #include "log.h"
 
 #define QUEUE_CAP 4096          /* queued ranges per priority */
+#define PREDICTED_CAP 256       /* fresh predictions displace stale ones */
 #define MAX_PAUSE_MS 50.0       /* the most a congested copier waits */
 #define MAX_EXTENTS 512         /* origin extents examined per transfer */
 #define ERROR_BACKOFF_MAX 5.0   /* seconds */
@@ -132,6 +133,13 @@ copier_request (struct copier *c, enum copy_priority prio, uint64_t first,
     uint64_t n = end - first < c->transfer_blocks ?
       end - first : c->transfer_blocks;
 
+    struct range stale;
+
+    /* A prediction not served soon is no longer one: drop the oldest. */
+    if (prio == COPY_PRIO_PREDICTED &&
+        c->queue[prio].len >= PREDICTED_CAP &&
+        queue_pop (&c->queue[prio], &stale))
+      c->stats.requests_dropped++;
     if (queue_push (&c->queue[prio], first, n))
       c->stats.requests_queued++;
     else
@@ -245,7 +253,7 @@ pick_job (struct copier *c, struct job *job, double *wait)
     if (queue_pop (&c->queue[p], &rg)) {
       *job = (struct job) {
         .kind = JOB_RANGE, .first = rg.first, .count = rg.count,
-        .copy_kind = p == COPY_PRIO_PREDICTED ? COPY_PREFETCH : COPY_BACKGROUND,
+        .copy_kind = COPY_PREFETCH,     /* hot regions are predictions too */
         .rate_limited = true,
       };
       return true;

@@ -140,6 +140,8 @@ copy_sub_done (struct shadow_io *io)
     STAT_ADD (v->stats.copied_bytes[op->kind], io->count);
     STAT_ADD (v->stats.copied_blocks[op->kind], sub->count);
     atomic_fetch_add (&op->copied, io->count);
+    if (op->kind == COPY_PREFETCH)
+      volume_note_prefetched (v, sub->first, sub->count);
   }
   else {
     /* Not marked: the blocks stay absent and are copied again later. */

@@ -51,7 +51,6 @@ struct migration {
   bool verified;
   uint64_t verify_checked, verify_total, verify_mismatches, verify_recopied;
   char verify_message[256];
-  char policy[16];
 };
 
 static char *
@@ -494,6 +493,40 @@ orchestrator_thread (void *arg)
 /* ---------------------------------------------------------------------- */
 /* Life cycle and control. */
 
+/* The prefetcher's way to the copier (prefetch_request_fn). */
+static bool
+prefetch_request (void *opaque, bool hot, uint64_t first, uint64_t count)
+{
+  struct migration *m = opaque;
+  bool ok;
+
+  mutex_lock (&m->lock);
+  ok = m->copier != NULL;
+  if (ok)
+    copier_request (m->copier, hot ? COPY_PRIO_HOT : COPY_PRIO_PREDICTED,
+                    first, count);
+  mutex_unlock (&m->lock);
+  return ok;
+}
+
+/* How much the copier is backing off for clients, 0..1. */
+static double
+copier_busy (void *opaque)
+{
+  struct migration *m = opaque;
+  struct copier_stats st;
+  double busy = 1;
+
+  mutex_lock (&m->lock);
+  if (m->copier) {
+    copier_get_stats (m->copier, &st);
+    busy = 1.0 - (double) st.window / m->cfg.nr_workers +
+      st.pause_ms / 100.0;
+  }
+  mutex_unlock (&m->lock);
+  return busy > 1 ? 1 : busy;
+}
+
 struct migration *
 migration_start (const struct migration_config *cfg)
 {
@@ -507,8 +540,6 @@ migration_start (const struct migration_config *cfg)
   }
   m->cfg = *cfg;
   m->v = cfg->volume;
-  snprintf (m->policy, sizeof m->policy, "%s",
-            cfg->prefetch_policy ? cfg->prefetch_policy : "off");
   pthread_mutex_init (&m->lock, NULL);
   pthread_mutex_init (&m->cutover_lock, NULL);
   pthread_cond_init (&m->wake, NULL);
@@ -531,7 +562,10 @@ migration_start (const struct migration_config *cfg)
     };
 
     m->copier = copier_start (&cc);
-    if (m->copier == NULL) {
+    if (m->copier == NULL ||
+        (cfg->prefetcher &&
+         prefetcher_start (cfg->prefetcher, m->v, prefetch_request,
+                           copier_busy, m) == -1)) {
       migration_stop (m);
       return NULL;
     }
@@ -587,20 +621,11 @@ migration_set_rate (struct migration *m, uint64_t rate)
 int
 migration_set_prefetch (struct migration *m, const char *policy, char **msg)
 {
-  static const char *const names[] =
-    { "off", "readahead", "ngram", "lstm", "hybrid" };
-  size_t i;
-
-  for (i = 0; i < sizeof names / sizeof names[0]; ++i)
-    if (strcmp (policy, names[i]) == 0) {
-      mutex_lock (&m->lock);
-      snprintf (m->policy, sizeof m->policy, "%s", policy);
-      mutex_unlock (&m->lock);
-      return 0;
-    }
-  *msg = msgf ("unknown prefetch policy '%s': off, readahead, ngram, lstm "
-               "or hybrid", policy);
-  return -1;
+  if (m->cfg.prefetcher == NULL) {
+    *msg = msgf ("prefetching is not available");
+    return -1;
+  }
+  return prefetcher_set_policy (m->cfg.prefetcher, policy, msg);
 }
 
 static const char *
@@ -628,7 +653,6 @@ migration_snapshot (struct migration *m, struct migration_snapshot *out)
   out->verify_recopied = m->verify_recopied;
   snprintf (out->verify_message, sizeof out->verify_message, "%s",
             m->verify_message);
-  snprintf (out->policy, sizeof out->policy, "%s", m->policy);
   out->have_copier = m->copier != NULL;
   if (m->copier)
     copier_get_stats (m->copier, &out->copier);

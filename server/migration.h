@@ -34,6 +34,7 @@
 
 #include "engine.h"
 #include "origin.h"
+#include "prefetch.h"
 #include "volume.h"
 
 struct migration_config {
@@ -46,7 +47,7 @@ struct migration_config {
   uint64_t rate;
   uint64_t max_transfer;
   bool cutover_auto;
-  const char *prefetch_policy;          /* name, for status */
+  struct prefetcher *prefetcher;        /* started here; NULL: none */
 
   /* Persist the phase (enum phase).  NULL: volatile. */
   int (*set_phase) (void *opaque, int phase);
@@ -87,7 +88,6 @@ struct migration_snapshot {
   bool verified;
   uint64_t verify_checked, verify_total, verify_mismatches, verify_recopied;
   char verify_message[256];
-  char policy[16];
   bool have_copier;
   struct copier_stats copier;
   struct volume *volume;

@@ -31,6 +31,10 @@ struct volume_stats {
   _Atomic uint64_t fill_reads;          /* origin reads to fill partial writes */
   _Atomic uint64_t origin_errors;
   _Atomic uint64_t shadow_errors;
+  /* Prefetched blocks a client then read (used) or overwrote before
+   * reading (wasted): volume.c keeps the set in between.
+   */
+  _Atomic uint64_t prefetch_used, prefetch_wasted;
 };
 
 #define STAT_ADD(field, n) \

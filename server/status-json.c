@@ -62,6 +62,35 @@ emit_clients (FILE *fp, struct volume *v)
 }
 
 static void
+emit_prefetch (FILE *fp, struct migration_snapshot *s)
+{
+  struct volume *v = s->volume;
+  uint64_t used = STAT_GET (v->stats.prefetch_used);
+  uint64_t wasted = STAT_GET (v->stats.prefetch_wasted);
+  struct prefetch_stats ps = { .policy = "off" };
+  size_t i;
+
+  if (s->cfg->prefetcher)
+    prefetcher_get_stats (s->cfg->prefetcher, &ps);
+  fprintf (fp, "\"prefetch\": {\"policy\": \"%s\", \"issued\": %" PRIu64
+           ", \"copied\": %" PRIu64 ", \"used\": %" PRIu64
+           ", \"wasted\": %" PRIu64 ", \"outstanding\": %" PRIu64
+           ", \"precision\": %.4f, \"depth\": %u, \"threshold\": %.3f"
+           ", \"rounds\": %" PRIu64 ", \"accesses\": %" PRIu64
+           ", \"ring_dropped\": %" PRIu64 ", \"trace_records\": %" PRIu64
+           ", \"memory_bytes\": %zu, \"accuracy\": {", ps.policy,
+           ps.issued, STAT_GET (v->stats.copied_blocks[COPY_PREFETCH]),
+           used, wasted, atomic_load (&v->prefetch_outstanding),
+           used + wasted ? (double) used / (used + wasted) : 0.0, ps.depth,
+           ps.threshold, ps.rounds, ps.accesses, ps.ring_dropped,
+           ps.trace_records, ps.memory_bytes);
+  for (i = 0; i < ps.nr_models; ++i)
+    fprintf (fp, "%s\"%s\": %.4f", i ? ", " : "", ps.model[i].name,
+             ps.model[i].accuracy);
+  fprintf (fp, "}}, ");
+}
+
+static void
 emit_errors (FILE *fp, struct migration_snapshot *s, struct engine *e)
 {
   size_t i;
@@ -152,10 +181,7 @@ migration_status_json (struct migration *m)
            resident, residency_count_written (v->res), resident_bytes);
   emit_copies (fp, v);
   emit_clients (fp, v);
-  fprintf (fp, "\"prefetch\": {\"policy\": \"%s\", \"issued\": %" PRIu64
-           ", \"used\": 0, \"wasted\": 0, \"precision\": 0, "
-           "\"accuracy\": {}}, ", s.policy,
-           STAT_GET (v->stats.copied_blocks[COPY_PREFETCH]));
+  emit_prefetch (fp, &s);
   fprintf (fp, "\"copy_rate\": %.0f, \"eta_seconds\": ", rate);
   if (resident == v->res->nr_blocks)
     fprintf (fp, "0, ");

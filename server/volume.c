@@ -67,8 +67,12 @@ volume_new (const struct volume_config *cfg, struct engine *engine)
   pthread_mutex_init (&v->copy_lock, NULL);
   pthread_cond_init (&v->copy_idle, NULL);
   pthread_mutex_init (&v->rate_lock, NULL);
-  if (init_io_gate (&v->io_gate) != 0) {
+  pthread_mutex_init (&v->prefetch_lock, NULL);
+  v->prefetched = blockset_new (v->res->nr_blocks);
+  if (v->prefetched == NULL || init_io_gate (&v->io_gate) != 0) {
     shadow_error ("volume: cannot create the I/O gate");
+    if (v->prefetched)
+      blockset_free (v->prefetched);
     residency_free (v->res);
     free (v);
     return NULL;
@@ -115,6 +119,8 @@ volume_close (struct volume *v)
   pthread_mutex_destroy (&v->copy_lock);
   pthread_mutex_destroy (&v->rate_lock);
   pthread_rwlock_destroy (&v->io_gate);
+  blockset_free (v->prefetched);
+  pthread_mutex_destroy (&v->prefetch_lock);
   free (v);
   return r;
 }
@@ -376,6 +382,8 @@ do_pread (struct volume *v, struct origin *o, void *buf, uint32_t count,
       g.pending++;
       mutex_unlock (&g.lock);
       STAT_ADD (v->stats.read_bytes_shadow, hi - lo);
+      volume_note_client_touch (v, runs[i].first, runs[i].end - runs[i].first,
+                                true);
       engine_submit (v->engine, io);
     }
     else if (read_absent_run (v, o, dst, lo, hi - lo, &runs[i], err) == -1) {
@@ -581,6 +589,7 @@ client_update (struct volume *v, struct origin *o, const void *data,
   }
   if (locked)
     rangelock_release (&v->locks, &hold);
+  volume_note_client_touch (v, ed.first, ed.end - ed.first, false);
   if (r == 0 && (flags & VOLUME_FLAG_FUA))
     r = commit_for_client (v, err);
   return r;
@@ -805,6 +814,51 @@ do_extents (struct volume *v, struct origin *o, uint32_t count,
 }
 
 /* ---------------------------------------------------------------------- */
+/* Prefetch accounting. */
+
+void
+volume_note_prefetched (struct volume *v, uint64_t first, uint64_t count)
+{
+  uint64_t before, after;
+
+  mutex_lock (&v->prefetch_lock);
+  before = blockset_count (v->prefetched);
+  if (blockset_set_range (v->prefetched, first, count) == 0) {
+    after = blockset_count (v->prefetched);
+    atomic_fetch_add (&v->prefetch_outstanding, after - before);
+  }
+  mutex_unlock (&v->prefetch_lock);
+}
+
+/* A client read (used) or wrote (wasted: the copy did not save it an
+ * origin read) prefetched blocks in [first, first+count).  Costs one
+ * atomic load while nothing prefetched is outstanding.
+ */
+void
+volume_note_client_touch (struct volume *v, uint64_t first, uint64_t count,
+                          bool read)
+{
+  uint64_t before, hit;
+
+  if (atomic_load_explicit (&v->prefetch_outstanding,
+                            memory_order_relaxed) == 0)
+    return;
+  mutex_lock (&v->prefetch_lock);
+  before = blockset_count (v->prefetched);
+  if (blockset_clear_range (v->prefetched, first, count) == 0) {
+    hit = before - blockset_count (v->prefetched);
+    if (hit) {
+      atomic_fetch_sub (&v->prefetch_outstanding, hit);
+      if (read)
+        STAT_ADD (v->stats.prefetch_used, hit);
+      else
+        STAT_ADD (v->stats.prefetch_wasted, hit);
+    }
+  }
+  mutex_unlock (&v->prefetch_lock);
+}
+
+/* ---------------------------------------------------------------------- */
 /* Client entry points: the I/O gate and latency measurement around each. */
 
 static double
@@ -830,6 +884,14 @@ client_leave (struct volume *v, double t0)
   STAT_ADD (v->client_lat_sum_us, (uint64_t) (monotonic_us () - t0));
   STAT_ADD (v->client_lat_count, 1);
   LOCKUTIL_CHECK (pthread_rwlock_unlock (&v->io_gate));
+}
+
+/* Hand the access to the predictor (never blocks). */
+static void
+note_access (struct volume *v, int op, uint64_t offset, uint32_t count)
+{
+  if (v->cfg.access_fn)
+    v->cfg.access_fn (v->cfg.access_opaque, op, offset, count);
 }
 
 void
@@ -859,7 +921,10 @@ volume_pread (struct volume *v, struct origin *o, void *buf, uint32_t count,
               uint64_t offset, int *err)
 {
   double t0 = client_enter (v);
-  int r = do_pread (v, o, buf, count, offset, err);
+  int r;
+
+  note_access (v, 'R', offset, count);
+  r = do_pread (v, o, buf, count, offset, err);
 
   client_leave (v, t0);
   return r;
@@ -870,7 +935,10 @@ volume_pwrite (struct volume *v, struct origin *o, const void *buf,
                uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   double t0 = client_enter (v);
-  int r = do_pwrite (v, o, buf, count, offset, flags, err);
+  int r;
+
+  note_access (v, 'W', offset, count);
+  r = do_pwrite (v, o, buf, count, offset, flags, err);
 
   client_leave (v, t0);
   return r;
@@ -881,7 +949,10 @@ volume_zero (struct volume *v, struct origin *o, uint32_t count,
              uint64_t offset, uint32_t flags, int *err)
 {
   double t0 = client_enter (v);
-  int r = do_zero (v, o, count, offset, flags, err);
+  int r;
+
+  note_access (v, 'Z', offset, count);
+  r = do_zero (v, o, count, offset, flags, err);
 
   client_leave (v, t0);
   return r;
@@ -892,7 +963,10 @@ volume_trim (struct volume *v, struct origin *o, uint32_t count,
              uint64_t offset, uint32_t flags, int *err)
 {
   double t0 = client_enter (v);
-  int r = do_trim (v, o, count, offset, flags, err);
+  int r;
+
+  note_access (v, 'T', offset, count);
+  r = do_trim (v, o, count, offset, flags, err);
 
   client_leave (v, t0);
   return r;
@@ -902,7 +976,10 @@ int
 volume_flush (struct volume *v, struct origin *o, int *err)
 {
   double t0 = client_enter (v);
-  int r = do_flush (v, o, err);
+  int r;
+
+  note_access (v, 'F', 0, 0);
+  r = do_flush (v, o, err);
 
   client_leave (v, t0);
   return r;

@@ -69,6 +69,9 @@ struct volume_config {
   struct residency *res;        /* loaded residency, or NULL for a new one */
   unsigned test_commit_delay_ms; /* tests: widen the commit's windows */
   bool test_no_copy_on_read;    /* tests: look without hydrating */
+  /* Every client access, for the predictor (prefetch.h); must not block. */
+  void (*access_fn) (void *opaque, int op, uint64_t offset, uint32_t count);
+  void *access_opaque;
 };
 
 /* Copy rate samples, for status. */
@@ -96,6 +99,14 @@ struct volume {
 
   /* Client request latency since the copier last looked. */
   _Atomic uint64_t client_lat_sum_us, client_lat_count;
+
+  /* Blocks copied by prefetch that no client touched yet: prefetch_lock
+   * guards the set; prefetch_outstanding (its count) lets the I/O path
+   * skip the lock while it is empty.
+   */
+  pthread_mutex_t prefetch_lock;
+  struct blockset *prefetched;
+  _Atomic uint64_t prefetch_outstanding;
 
   /* Rate sampler: rate_lock guards the ring. */
   pthread_mutex_t rate_lock;
@@ -148,6 +159,14 @@ extern void volume_take_client_latency (struct volume *v, uint64_t *count,
 /* Pause client I/O (waits for requests in flight) / resume it. */
 extern void volume_pause_clients (struct volume *v);
 extern void volume_resume_clients (struct volume *v);
+
+/* Prefetch accounting: blocks [first, first+count) were copied by
+ * prefetch; a client read or wrote [first, first+count).
+ */
+extern void volume_note_prefetched (struct volume *v, uint64_t first,
+                                    uint64_t count);
+extern void volume_note_client_touch (struct volume *v, uint64_t first,
+                                      uint64_t count, bool read);
 
 /* Wait until no asynchronous copy is in flight. */
 extern void volume_wait_copies (struct volume *v);
