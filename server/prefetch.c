@@ -379,10 +379,19 @@ prefetcher_get_stats (struct prefetcher *pf, struct prefetch_stats *out)
   out->depth = atomic_load (&pf->depth);
   out->threshold = atomic_load (&pf->threshold);
   out->memory_bytes = st.memory_bytes;
-  for (i = 0; i < PRED_POLICY__COUNT && out->nr_models < 8; ++i)
-    if (st.model[i].exists) {
+  /* Only the policy's own model is scored (predictor.h): list those that
+   * were, and the hybrid's view of its two parts.
+   */
+  for (i = 0; i < PRED_POLICY__COUNT && out->nr_models < 6; ++i)
+    if (st.model[i].exists && st.model[i].scored > 0) {
       out->model[out->nr_models].name = predictor_policy_name (i);
       out->model[out->nr_models].accuracy = st.model[i].recent_accuracy;
       out->nr_models++;
     }
+  if (st.model[PRED_POLICY_HYBRID].exists) {
+    out->model[out->nr_models].name = "hybrid.ngram";
+    out->model[out->nr_models++].accuracy = st.hybrid_acc_ngram;
+    out->model[out->nr_models].name = "hybrid.lstm";
+    out->model[out->nr_models++].accuracy = st.hybrid_acc_lstm;
+  }
 }
