@@ -206,7 +206,7 @@ struct opts {
   bool json;
   /* train */
   const char *output;
-  unsigned epochs;
+  unsigned epochs;              /* 0: auto (more_epochs) */
   enum pred_lstm_optimizer optimizer;
 };
 
@@ -268,7 +268,7 @@ parse_opts (int argc, char **argv, struct opts *o)
   predictor_config_default (&o->pc);
   o->pc.train = PRED_TRAIN_SYNC;
   o->policies = all_policies;
-  o->epochs = 1;
+  o->epochs = 0;
   o->optimizer = PRED_LSTM_ADAM;
 
   optind = 1;
@@ -322,7 +322,10 @@ parse_opts (int argc, char **argv, struct opts *o)
     case O_MODEL: o->model = optarg; break;
     case O_SEED: o->pc.seed = parse_uint ("--seed", optarg, 0, UINT32_MAX); break;
     case O_JSON: o->json = true; break;
-    case O_EPOCHS: o->epochs = parse_uint ("--epochs", optarg, 1, 10000); break;
+    case O_EPOCHS:
+      o->epochs = strcmp (optarg, "auto") == 0 ? 0
+        : parse_uint ("--epochs", optarg, 1, 10000);
+      break;
     case O_OPT:
       if (strcmp (optarg, "adam") == 0)
         o->optimizer = PRED_LSTM_ADAM;
@@ -473,6 +476,27 @@ cmd_eval (int argc, char **argv)
 
 /* ---- train ---- */
 
+/* --epochs auto: one pass over a long trace, but repeated passes over a
+ * short one until the LSTM saw AUTO_MIN_TOKENS tokens.  One pass over
+ * the filter's 400-access recording is about 75 optimizer steps: the
+ * model then only knows how frequent each delta is, not which follows
+ * which (top-1 27%, and 62.5% coverage at 36.5% precision in eval where
+ * the n-gram has 95% at 100%); 4 passes reach 100% top-1, about 10 bring
+ * the loss under 0.01. */
+#define AUTO_MIN_TOKENS 4096
+#define AUTO_MAX_EPOCHS 100
+
+/* Whether to run epoch ep (1-based), given the tokens of the previous
+ * epoch and in all. */
+static bool
+more_epochs (unsigned want, unsigned ep, uint64_t last, uint64_t total)
+{
+  if (want)
+    return ep <= want;
+  return ep == 1 ||
+    (last > 0 && total < AUTO_MIN_TOKENS && ep <= AUTO_MAX_EPOCHS);
+}
+
 static int
 cmd_train (int argc, char **argv)
 {
@@ -535,9 +559,10 @@ cmd_train (int argc, char **argv)
     load_trace (argv[optind + i], o.fmt, &L[i]);
 
   unsigned char *ctx = malloc (m->ops->tok->ctx_size);
-  uint64_t total = 0;
-  for (unsigned ep = 1; ep <= o.epochs; ep++) {
-    uint64_t tokens = 0, hits = 0;
+  uint64_t total = 0, tokens = 0;
+  for (unsigned ep = 1; more_epochs (o.epochs, ep, tokens, total); ep++) {
+    uint64_t hits = 0;
+    tokens = 0;
     for (unsigned i = 0; i < nl; i++)
       for (unsigned di = 0; di < L[i].ndev; di++) {
         struct device *d = &L[i].dev[di];

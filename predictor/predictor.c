@@ -23,7 +23,16 @@
 #include "tokenizer.h"
 
 #define CAND_CAP 1024
+/* The public snapshot is republished after this many accesses or this
+ * long after it last was, whichever comes first, at the next call on the
+ * predictor thread: counting accesses alone left a short or slow
+ * workload (the filter's 200-access warm start) with the snapshot taken
+ * at creation, all zeros, for ever. */
 #define STATS_EVERY 256
+#define STATS_MAX_AGE_NS (100 * 1000 * 1000)
+/* recent_accuracy: the plain mean of the first ACC_WINDOW scores, then a
+ * moving average with factor 1/ACC_WINDOW. */
+#define ACC_WINDOW 64
 
 static const char *const policy_names[PRED_POLICY__COUNT] = {
   [PRED_POLICY_OFF] = "off",
@@ -102,6 +111,11 @@ struct predictor {
   int cl_owner;                 /* policy whose candidates cl holds, -1 */
 
   uint64_t accesses, predictions, candidates;
+
+  /* The published snapshot: whether anything changed since, and when
+   * and at which access it was taken (predictor thread only). */
+  bool stats_dirty;
+  uint64_t pub_accesses, pub_ns;
 
   pthread_mutex_t life_lock;    /* LSTM creation vs start/stop training */
   bool training_wanted;
@@ -368,6 +382,32 @@ predictor_new (const struct predictor_config *c, char *err, size_t errlen)
   return NULL;
 }
 
+/* One scored prediction.  The mean until ACC_WINDOW were scored: a
+ * moving average started at 0 would report a perfect model as 0.15 after
+ * 10 predictions and 0.5 after 44. */
+static void
+score (struct mstat *s, bool hit)
+{
+  s->scored++;
+  s->hits += hit;
+  s->recent += (hit - s->recent) /
+    (double) (s->scored < ACC_WINDOW ? s->scored : ACC_WINDOW);
+}
+
+/* Predictor thread, at the end of each of its calls: republish the
+ * snapshot if it lags by STATS_EVERY accesses or by STATS_MAX_AGE_NS.
+ * A refresh skipped because a reader held the lock leaves stats_dirty
+ * set, so the next call retries. */
+static void
+maybe_refresh_stats (struct predictor *p)
+{
+  if (!p->stats_dirty)
+    return;
+  if (p->accesses - p->pub_accesses >= STATS_EVERY ||
+      now_ns () - p->pub_ns >= STATS_MAX_AGE_NS)
+    predictor_refresh_stats (p);
+}
+
 void
 predictor_observe (struct predictor *p, const struct pred_access *a)
 {
@@ -375,6 +415,7 @@ predictor_observe (struct predictor *p, const struct pred_access *a)
 
   apply_requested (p);
   p->accesses++;
+  p->stats_dirty = true;
   if (!pred_tokenizer_feed (&p->tok, a, &ev)) {
     pred_analyzer_observe (p->an, a, NULL);
     goto out;
@@ -388,11 +429,7 @@ predictor_observe (struct predictor *p, const struct pred_access *a)
 
   /* Score the candidates given for this access. */
   if (p->cl_owner > 0) {
-    struct mstat *s = &p->ms[p->cl_owner];
-    bool hit = pred_candlist_contains (&p->cl, ev.block);
-    s->scored++;
-    s->hits += hit;
-    s->recent += (hit - s->recent) / 64.0;
+    score (&p->ms[p->cl_owner], pred_candlist_contains (&p->cl, ev.block));
     p->cl_owner = -1;
   }
   for (int i = 1; i < PRED_POLICY__COUNT; i++) {
@@ -406,8 +443,7 @@ predictor_observe (struct predictor *p, const struct pred_access *a)
   p->last = ev;
   p->have_last = true;
  out:
-  if (p->accesses % STATS_EVERY == 0)
-    predictor_refresh_stats (p);
+  maybe_refresh_stats (p);
 }
 
 size_t
@@ -419,8 +455,10 @@ predictor_predict (struct predictor *p, struct pred_cand *out, size_t max,
   uint64_t t0;
 
   apply_requested (p);
-  if (p->policy == PRED_POLICY_OFF || !p->have_last || max == 0)
+  if (p->policy == PRED_POLICY_OFF || !p->have_last || max == 0) {
+    maybe_refresh_stats (p);
     return 0;
+  }
   m = p->model[p->policy];
   pred_candlist_reset (&p->cl);
   t0 = now_ns ();
@@ -441,6 +479,8 @@ predictor_predict (struct predictor *p, struct pred_cand *out, size_t max,
     p->predictions++;
     p->candidates += n;
   }
+  p->stats_dirty = true;
+  maybe_refresh_stats (p);
   return n;
 }
 
@@ -535,10 +575,14 @@ predictor_refresh_stats (struct predictor *p)
   st.vocab_recycled = p->tok.vocab.recycled;
   st.memory_bytes = mem;
 
-  /* Never wait for a reader: skip this refresh if one is copying. */
+  /* Never wait for a reader: skip this refresh if one is copying (the
+   * snapshot stays dirty, maybe_refresh_stats retries). */
   if (pthread_mutex_trylock (&p->stats_lock) == 0) {
     p->pub = st;
     pthread_mutex_unlock (&p->stats_lock);
+    p->stats_dirty = false;
+    p->pub_accesses = p->accesses;
+    p->pub_ns = now_ns ();
   }
 }
 
@@ -553,6 +597,9 @@ predictor_get_stats (struct predictor *p, struct predictor_stats *st)
 size_t
 predictor_hot_regions (struct predictor *p, struct pred_region *out, size_t max)
 {
+  /* The filter calls this once a second even when no access came: the
+   * last accesses of a burst reach the snapshot here. */
+  maybe_refresh_stats (p);
   return pred_analyzer_hot (p->an, p->have_last ? p->last.time_us : 0, out, max);
 }
 

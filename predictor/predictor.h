@@ -173,7 +173,8 @@ struct predictor_model_stats {
   uint64_t observes, predicts;
   uint64_t observe_ns, predict_ns;      /* totals on the predictor thread */
   uint64_t scored, hits;
-  double recent_accuracy;       /* moving average of hits, factor 1/64 */
+  double recent_accuracy;       /* hits / scored over the first 64 scored,
+                                   then a moving average, factor 1/64 */
   size_t memory_bytes;
 };
 
@@ -194,9 +195,13 @@ struct predictor_stats {
   uint64_t snapshot_accesses;   /* `accesses` when this snapshot was taken */
 };
 
-/* Any thread: the latest snapshot.  The predictor thread refreshes it
- * every 256 accesses without ever waiting for a reader, so it may lag by
- * that much; predictor_refresh_stats (predictor thread) forces one. */
+/* Any thread: the latest snapshot.  The predictor thread refreshes it,
+ * without ever waiting for a reader, at the end of observe, predict or
+ * hot_regions once it lags by 256 accesses or by 100 ms: it may lag by
+ * that much, or by what came after the predictor thread's last call.
+ * predictor_refresh_stats (predictor thread) forces one; a caller that
+ * goes idle after a burst and wants exact figures should call it (or
+ * hot_regions) after its last predict. */
 void predictor_get_stats (struct predictor *p, struct predictor_stats *st);
 void predictor_refresh_stats (struct predictor *p);
 
