@@ -187,6 +187,7 @@ adapt (struct prefetcher *pf)
 
   pf->prev_used = used;
   pf->prev_wasted = wasted;
+  predictor_refresh_stats (pf->p);      /* status sees the last second too */
   if (du + dw > 0)
     pf->precision = 0.7 * pf->precision + 0.3 * ((double) du / (du + dw));
   target = MAX_DEPTH * fmax (pf->precision, 0.1) * (1 - 0.75 * busy);
