@@ -14,7 +14,8 @@ random_file origin.img $size
 truncate -s $size shadow.img
 start_nbdkit shadow file shadow.img
 args=(file origin.img shadow="$(uri $TESTDIR/shadow.sock)"
-      shadow-state=$TESTDIR/state shadow-control=$ctl shadow-background=off)
+      shadow-state=$TESTDIR/state shadow-control=$ctl shadow-background=off
+      shadow-prefetch=off)
 start_filter proxy "${args[@]}"
 proxy=$(uri $TESTDIR/proxy.sock)
 
