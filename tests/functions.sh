@@ -35,7 +35,14 @@ cleanup_fn ()
 
 fail ()
 {
+    local f
     echo "$0: FAIL: $*" >&2
+    # The servers' last words, for whoever reads a CI log.
+    for f in "${TESTDIR:-/nonexistent}"/*.log; do
+        [ -f "$f" ] || continue
+        echo "--- last lines of $f" >&2
+        tail -15 "$f" >&2
+    done
     exit 1
 }
 
@@ -88,15 +95,26 @@ kill_pidfile ()
 }
 
 # start_nbdkit NAME ARGS...: nbdkit serving on $TESTDIR/NAME.sock with
-# pid file NAME.pid and log NAME.log; killed at exit.
+# pid file NAME.pid and log NAME.log (appended to across restarts); killed
+# at exit.  In the foreground as a background job, so that a server that
+# dies says why in its log.
 start_nbdkit ()
 {
     local name=$1; shift
+    local pid i
     rm -f "$name.sock" "$name.pid"
-    nbdkit -U "$TESTDIR/$name.sock" -P "$TESTDIR/$name.pid" "$@" \
-        >"$name.log" 2>&1 || { cat "$name.log" >&2; fail "nbdkit $name did not start"; }
-    _wait_for_file "$name.pid" 10 || fail "nbdkit $name wrote no pid file"
+    echo "--- $(date +%T.%N) nbdkit $*" >> "$name.log"
+    nbdkit -f -U "$TESTDIR/$name.sock" -P "$TESTDIR/$name.pid" "$@" \
+        >>"$name.log" 2>&1 &
+    pid=$!
     cleanup_fn "kill_pidfile '$TESTDIR/$name.pid'"
+    for (( i=0; i<100; i++ )); do
+        [ -s "$name.pid" ] && [ -S "$name.sock" ] && return 0
+        kill -0 $pid 2>/dev/null || { cat "$name.log" >&2; fail "nbdkit $name exited at start-up"; }
+        sleep 0.1
+    done
+    cat "$name.log" >&2
+    fail "nbdkit $name did not start within 10 s"
 }
 
 # start_filter NAME ARGS...: nbdkit with the shadow filter (and the

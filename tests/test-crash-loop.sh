@@ -59,7 +59,7 @@ for (( i=1; i<=iterations; i++ )); do
         rm -f shadow.pid shadow.sock
         start_shadow
     fi
-    wait $cpid || { cat run.out; fail "iteration $i: a read went back in time while running"; }
+    wait $cpid || { cat run.out shadow.log; fail "iteration $i: a read went back in time while running"; }
     check_sanitizer_log proxy.log
 
     # Look without copying anything, so that copies stay in flight in
@@ -67,7 +67,7 @@ for (( i=1; i<=iterations; i++ )); do
     start_filter proxy "${proxy_args[@]}" -D shadow.no_copy_on_read=1 \
         shadow-background=off
     "$client" check "$(uri $TESTDIR/proxy.sock)" origin.img client.log \
-        > check.out 2>&1 || { cat run.out check.out proxy.log; fail "iteration $i: lost or corrupt data after the crash"; }
+        > check.out 2>&1 || { cat run.out check.out proxy.log shadow.log; fail "iteration $i: lost or corrupt data after the crash"; }
     echo "iteration $i: $(grep -o '[0-9]* writes, [0-9]* flushes' run.out), $(grep -o '[0-9]* newer.*' check.out); $(status proxy)"
     stop_filter proxy
 done
