@@ -33,12 +33,39 @@ start_shadow ()
     start_nbdkit shadow --filter="$volatile" file shadow.img
 }
 
+# Until the shadow has finished with the killed filter's connections (the
+# accepted sockets of shadow.sock are gone from /proc/net/unix).
+wait_shadow_idle ()
+{
+    local i
+    for (( i=0; i<600; i++ )); do
+        [ "$(grep -c " $TESTDIR/shadow.sock\$" /proc/net/unix)" -le 1 ] && return 0
+        sleep 0.05
+    done
+    fail "the shadow still serves the killed filter after 30 s"
+}
+
+# nbdkit 1.32 itself may abort (connections.c: raw_send_socket: Assertion
+# 'sock >= 0') when its client vanishes while a reply is being sent, as
+# our killed filter does.  For the data that is a power cut of the shadow
+# at the moment the filter crashed, which this test covers anyway: restart
+# it and count it as one.
+restart_shadow_if_dead ()
+{
+    if [ -s shadow.pid ] && kill -0 "$(cat shadow.pid)" 2>/dev/null; then
+        return 1
+    fi
+    rm -f shadow.pid shadow.sock
+    start_shadow
+    return 0
+}
+
 proxy_args=(file origin.img shadow="$(uri $TESTDIR/shadow.sock)"
             shadow-state=$TESTDIR/state shadow-block-size=$bs
             shadow-rate=512K)
 
 start_shadow
-commit_kills=0
+commit_kills=0 shadow_aborts=0
 for (( i=1; i<=iterations; i++ )); do
     delay=()
     power_cut=$(( i % 2 == 0 ))
@@ -58,6 +85,12 @@ for (( i=1; i<=iterations; i++ )); do
         while kill -0 "$(cat shadow.pid)" 2>/dev/null; do sleep 0.05; done
         rm -f shadow.pid shadow.sock
         start_shadow
+    else
+        wait_shadow_idle
+        if restart_shadow_if_dead; then
+            shadow_aborts=$((shadow_aborts + 1))
+            echo "iteration $i: the shadow's nbdkit aborted with its client: a power cut"
+        fi
     fi
     wait $cpid || { cat run.out shadow.log; fail "iteration $i: a read went back in time while running"; }
     check_sanitizer_log proxy.log
@@ -70,6 +103,7 @@ for (( i=1; i<=iterations; i++ )); do
         > check.out 2>&1 || { cat run.out check.out proxy.log shadow.log; fail "iteration $i: lost or corrupt data after the crash"; }
     echo "iteration $i: $(grep -o '[0-9]* writes, [0-9]* flushes' run.out), $(grep -o '[0-9]* newer.*' check.out); $(status proxy)"
     stop_filter proxy
+    wait_shadow_idle
 done
-echo "$iterations crashes ($commit_kills with commits held open and the shadow's power cut): no data lost"
+echo "$iterations crashes ($commit_kills with commits held open and the shadow's power cut, $shadow_aborts more power cuts by nbdkit aborting): no data lost"
 echo "final: $(status proxy 2>/dev/null || true)"
