@@ -108,13 +108,13 @@ start_nbdkit ()
         >>"$name.log" 2>&1 &
     pid=$!
     cleanup_fn "kill_pidfile '$TESTDIR/$name.pid'"
-    for (( i=0; i<100; i++ )); do
+    for (( i=0; i<300; i++ )); do
         [ -s "$name.pid" ] && [ -S "$name.sock" ] && return 0
         kill -0 $pid 2>/dev/null || { cat "$name.log" >&2; fail "nbdkit $name exited at start-up"; }
         sleep 0.1
     done
     cat "$name.log" >&2
-    fail "nbdkit $name did not start within 10 s"
+    fail "nbdkit $name did not start within 30 s"
 }
 
 # start_filter NAME ARGS...: nbdkit with the shadow filter (and the
@@ -134,7 +134,7 @@ start_filter ()
         --filter="$FILTER" "$@" >>"$name.log" 2>&1 &
     pid=$!
     cleanup_fn "stop_filter '$name'"
-    for (( i=0; i<300; i++ )); do
+    for (( i=0; i<600; i++ )); do
         if [ -s "$name.pid" ] && nbdinfo --size "$(uri "$TESTDIR/$name.sock")" >/dev/null 2>&1; then
             return 0
         fi
@@ -142,7 +142,7 @@ start_filter ()
         sleep 0.1
     done
     cat "$name.log" >&2
-    fail "filter $name did not start serving within 30 s"
+    fail "filter $name did not start serving within 60 s"
 }
 
 # kill9_filter NAME: crash it (no cleanup, no final commit).

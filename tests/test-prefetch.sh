@@ -157,7 +157,7 @@ echo "=== a bad model file"
 head -c 1000 /dev/urandom > bad.model
 start_nbdkit shadow memory $size
 rc=0
-LD_PRELOAD=$SANITIZER_PRELOAD timeout 20 nbdkit -f -U "$TESTDIR/bad.sock" \
+LD_PRELOAD=$SANITIZER_PRELOAD timeout 120 nbdkit -f -U "$TESTDIR/bad.sock" \
     --filter="$FILTER" memory $size shadow="$(uri $TESTDIR/shadow.sock)" \
     shadow-model=$TESTDIR/bad.model > bad.txt 2>&1 || rc=$?
 [ $rc -ne 0 ] && [ $rc -ne 124 ] || { cat bad.txt; fail "a bad model was accepted"; }

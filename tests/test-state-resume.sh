@@ -47,7 +47,7 @@ refuse ()
 {
     local want=$1; shift
     local rc=0
-    LD_PRELOAD=$SANITIZER_PRELOAD timeout 20 \
+    LD_PRELOAD=$SANITIZER_PRELOAD timeout 120 \
         nbdkit -f -U "$TESTDIR/bad.sock" --filter="$FILTER" "$@" \
         > refuse.txt 2>&1 || rc=$?
     [ $rc -ne 0 ] && [ $rc -ne 124 ] || { cat refuse.txt; fail "accepted: $*"; }
