@@ -149,6 +149,16 @@ copier_request (struct copier *c, enum copy_priority prio, uint64_t first,
   mutex_unlock (&c->lock);
 }
 
+/* A unit of work a worker picks. */
+enum job_kind { JOB_NONE, JOB_RANGE, JOB_SWEEP };
+
+struct job {
+  enum job_kind kind;
+  enum copy_kind copy_kind;
+  uint64_t first, count;
+  bool rate_limited;
+};
+
 /* ---------------------------------------------------------------------- */
 /* Bandwidth. */
 
@@ -174,15 +184,31 @@ tokens_available (struct copier *c, double *wait)
   return false;
 }
 
-/* Spend n bytes.  The bucket may go into debt: the next pick waits it
- * off, so a pause or a lower rate takes effect at the next transfer.
+/* Spend n bytes (negative: give them back).  A job pays for all its
+ * bytes when it is picked, under c->lock: paying later, when the data
+ * moves, would let every worker pick a transfer on the same positive
+ * balance and overshoot the cap by the window.  The bucket may go into
+ * debt: the next pick waits it off, so a pause or a lower rate takes
+ * effect at the next transfer.  Caller holds c->lock.
  */
 static void
-spend_tokens (struct copier *c, uint64_t n)
+spend_tokens (struct copier *c, int64_t n)
 {
-  mutex_lock (&c->lock);
   if (c->rate > 0)
     c->tokens -= n;
+}
+
+/* A picked job that moves fewer bytes than it paid for (zero ranges
+ * become write-zeroes, blocks already resident are skipped) gets the
+ * difference back.
+ */
+static void
+refund_tokens (struct copier *c, const struct job *job, uint64_t bytes)
+{
+  if (!job->rate_limited)
+    return;
+  mutex_lock (&c->lock);
+  spend_tokens (c, -(int64_t) bytes);
   mutex_unlock (&c->lock);
 }
 
@@ -199,15 +225,6 @@ copier_set_rate (struct copier *c, uint64_t rate)
 
 /* ---------------------------------------------------------------------- */
 /* Choosing work.  Caller holds c->lock. */
-
-enum job_kind { JOB_NONE, JOB_RANGE, JOB_SWEEP };
-
-struct job {
-  enum job_kind kind;
-  enum copy_kind copy_kind;
-  uint64_t first, count;
-  bool rate_limited;
-};
 
 /* The sweep's next run of absent blocks, at most a transfer long. */
 static bool
@@ -256,9 +273,13 @@ pick_job (struct copier *c, struct job *job, double *wait)
         .copy_kind = COPY_PREFETCH,     /* hot regions are predictions too */
         .rate_limited = true,
       };
-      return true;
+      goto pay;
     }
-  return c->cfg.background && claim_sweep (c, job);
+  if (!c->cfg.background || !claim_sweep (c, job))
+    return false;
+ pay:
+  spend_tokens (c, residency_block_offset (c->v->res, job->count));
+  return true;
 }
 
 /* AIMD on the window of concurrent transfers, driven by the clients'
@@ -353,11 +374,11 @@ copy_segment (struct copier *c, struct worker *w, const struct job *job,
   if (zero) {
     mutex_lock (&c->lock);
     c->stats.zero_transfers++;
+    if (job->rate_limited)
+      spend_tokens (c, -(int64_t) residency_block_offset (c->v->res, count));
     mutex_unlock (&c->lock);
     return volume_zero_blocks (c->v, first, count, job->copy_kind, err);
   }
-  if (job->rate_limited)
-    spend_tokens (c, residency_block_offset (c->v->res, count));
   r = volume_copy_blocks (c->v, w->origin, first, count, job->copy_kind,
                           true, err);
   return r == -1 ? -1 : 0;
@@ -379,8 +400,10 @@ run_job (struct copier *c, struct worker *w, const struct job *job, int *err)
   size_t i = 0;
   bool seg_zero = false;
 
-  if (!residency_any_absent (v->res, job->first, job->count))
+  if (!residency_any_absent (v->res, job->first, job->count)) {
+    refund_tokens (c, job, residency_block_offset (v->res, job->count));
     return 0;
+  }
   if (w->origin->can_extents &&
       w->origin->ops->extents (w->origin->ctx, end - start, start, false,
                                collect_extent, &ext, err) == -1)
