@@ -11,6 +11,7 @@ PACKAGES=(
     gcc make pkg-config autoconf automake libtool perl
     nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin libev-dev check
     qemu-utils fio clang libclang-rt-14-dev python3 gnuplot-nox fuse3 e2fsprogs
+    iproute2
 )
 
 say ()

@@ -156,9 +156,26 @@ kill9_filter ()
     rm -f "$TESTDIR/$1.pid" "$TESTDIR/$1.sock"
 }
 
+# wait_no_clients SOCKET: until no client connection to SOCKET is open
+# (30 s at most).  nbdkit closes a connection's contexts only if it is
+# not quitting yet: a connection still in its last steps (a client just
+# left; the filter's .finalize commits) when SIGTERM arrives never has
+# them closed, and LeakSanitizer reports them.  So wait for clients to
+# be gone before stopping a filter.
+wait_no_clients ()
+{
+    local i
+    for (( i=0; i<300; i++ )); do
+        [ -z "$(ss -xHn state connected src "$1" 2>/dev/null)" ] && return 0
+        sleep 0.1
+    done
+    echo "$0: warning: clients still connected to $1 after 30 s" >&2
+}
+
 # stop_filter NAME: stop it and fail if the sanitizers said anything.
 stop_filter ()
 {
+    wait_no_clients "$TESTDIR/$1.sock"
     kill_pidfile "$TESTDIR/$1.pid"
     check_sanitizer_log "$TESTDIR/$1.log"
 }
