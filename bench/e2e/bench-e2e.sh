@@ -44,7 +44,9 @@
 #   --out DIR    raw results (default: bench/e2e/out); plots go to
 #                bench/e2e/plots unless PLOTS=DIR
 #   --keep       keep the scratch directory (images, logs)
-# Environment: E2E_TMP (scratch parent, default /var/tmp), RDELAY (2ms),
+# Environment: E2E_TMP (scratch parent, default /var/tmp), SHADOW_TMP
+# (where the shadow image lives, default /dev/shm if it has room for two
+# volumes), RDELAY (2ms),
 # RATE (800M bits/s = 100 MB/s), TRACEDIR (default ../shared/traces).
 #
 # Needs root (loop devices, mount), /dev/fuse, nbdfuse, fio, gnuplot,
@@ -111,7 +113,24 @@ else
 fi
 SYNC_TIMEOUT=${SYNC_TIMEOUT:-300}
 
-W=$(mktemp -d "${E2E_TMP:-/var/tmp}/nbdshadow-e2e.XXXXXX")
+# Scratch: the origin images on disk (E2E_TMP): the origin is read only,
+# from the page cache.  The shadow in RAM (SHADOW_TMP, /dev/shm when it
+# has room), so that the local disk -- shared with whatever else the
+# machine runs -- adds no writeback stalls of its own: the benchmark
+# measures the filter against a slow origin, not the disk under the
+# shadow.  (Not the origin in tmpfs: the copier asks the origin for
+# extents before each transfer, and SEEK_HOLE on a dense tmpfs file
+# scans its pages -- tens of ms a call, a cost no real origin has.)
+E2E_TMP=${E2E_TMP:-/var/tmp}
+[ "$(df -Pm "$E2E_TMP" | awk 'NR == 2 {print $4}')" -gt $(( (3 * V) >> 20 )) ] ||
+    die "$E2E_TMP has less than $(( (3 * V) >> 20 )) MiB free (set E2E_TMP)"
+if [ -z "${SHADOW_TMP:-}" ]; then
+    SHADOW_TMP=$E2E_TMP
+    [ "$(df -Pm /dev/shm 2>/dev/null | awk 'NR == 2 {print $4}')" -gt $(( (2 * V) >> 20 )) ] 2>/dev/null &&
+        SHADOW_TMP=/dev/shm
+fi
+W=$(mktemp -d "$E2E_TMP/nbdshadow-e2e.XXXXXX")
+WS=$(mktemp -d "$SHADOW_TMP/nbdshadow-e2e-shadow.XXXXXX")
 mkdir -p "$out" "$plots"
 # A fresh results directory for this run.
 rm -rf "$out/runs"
@@ -129,7 +148,7 @@ cleanup ()
     fs_umount quiet
     [ -n "$poller_pid" ] && kill "$poller_pid" 2>/dev/null
     for p in proxy shadow; do kill_pidfile "$W/$p.pid"; done
-    if [ $keep = 1 ]; then echo "kept $W"; else rm -rf "$W"; fi
+    if [ $keep = 1 ]; then echo "kept $W $WS"; else rm -rf "$W" "$WS"; fi
     exit $st
 }
 trap cleanup EXIT
@@ -192,9 +211,9 @@ make_fs_image ()
 
 start_shadow ()
 {
-    rm -f "$W/shadow.img" "$W/shadow.sock"
-    truncate -s $V "$W/shadow.img"
-    nbdkit -U "$W/shadow.sock" -P "$W/shadow.pid" file "$W/shadow.img" \
+    rm -f "$WS/shadow.img" "$W/shadow.sock"
+    truncate -s $V "$WS/shadow.img"
+    nbdkit -U "$W/shadow.sock" -P "$W/shadow.pid" file "$WS/shadow.img" \
         >"$W/shadow.log" 2>&1 || { cat "$W/shadow.log"; die "shadow did not start"; }
 }
 
@@ -412,7 +431,7 @@ run_one ()
     echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "load:    $(loadavg) (1, 5, 15 min) at start"
     echo "command: $0 $([ $quick = 1 ] && echo --quick) --repeat $repeat --workloads '$workloads' --policies '$policies' $builddir"
-    echo "setup:   volume $((V >> 20)) MiB, 64 KiB blocks; origin rdelay=$RDELAY rate=$RATE bits/s burstiness=0.1; background on; workloads ~${T} s"
+    echo "setup:   volume $((V >> 20)) MiB, 64 KiB blocks; origin rdelay=$RDELAY rate=$RATE bits/s burstiness=0.1; background on; workloads ~${T} s; origin images in $E2E_TMP, shadow in $SHADOW_TMP"
     echo "build:   filter built $(date -u -r "$FILTER" '+%H:%M UTC'), tree at $(cd "$srcdir" && git rev-parse --short HEAD)$(cd "$srcdir" && git diff --quiet HEAD -- server plugin predictor || echo ' (with uncommitted changes in server/ plugin/ predictor/)')"
 } | tee "$out/header.txt"
 

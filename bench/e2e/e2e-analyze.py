@@ -150,6 +150,10 @@ def run_figures(rd):
         t = float(open(p).read()) - t0
         completion = t if completion is None else min(completion, t)
     a, b = read_window(os.path.join(rd, "main"))
+    # Share of the workload's status polls with the copier's window at 1
+    # (backing off fully for clients: prefetch and sweep one at a time).
+    polls = [js for t, js in status if a <= t <= b]
+    win1 = sum(1 for js in polls if js["copier"]["window"] <= 1) / len(polls) if polls else float("nan")
     fig = {
         "rd": rd, "t0": t0, "reads": len(lats),
         "p50": pct(lats, 0.5), "p99": pct(lats, 0.99),
@@ -161,7 +165,7 @@ def run_figures(rd):
         "pf_used": final["prefetch"]["used"],
         "pf_wasted": final["prefetch"]["wasted"],
         "bytes": final["bytes_copied"],
-        "lat": main,
+        "lat": main, "win1": win1,
     }
     for k in ("load_start", "load_end"):
         p = os.path.join(rd, k)
@@ -194,8 +198,8 @@ def one(rd):
         fmt_s(f["completion"]), f["wall"])
     if "ref_p50" in f:
         s += " | ref p50 %s ms, stall %.2f s" % (fmt_ms(f["ref_p50"]), stall(f, f["ref_p50"]))
-    s += " | prefetch issued %d used %d wasted %d | load %s" % (
-        f["issued"], f["pf_used"], f["pf_wasted"], f["load_start"])
+    s += " | prefetch issued %d used %d wasted %d | window 1 %.0f%% | load %s" % (
+        f["issued"], f["pf_used"], f["pf_wasted"], 100 * f["win1"], f["load_start"])
     print(s)
 
 
@@ -296,8 +300,8 @@ def summary(out, plots):
             fmt_ms(med(refs)), nrep, "" if nrep == 1 else "s",
             "" if nrep == 1 else ", figures are medians (stall: median [min-max])"))
         print()
-        print("| policy | reads | p50 ms | p99 ms | shadow share | stall s | completion s | workload s | prefetched blocks used / copied | load at start |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| policy | reads | p50 ms | p99 ms | shadow share | stall s | completion s | workload s | prefetched blocks used / copied | copier at window 1 | load at start |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         res = {}
         for policy in POLICIES + [p for p in rows if p not in POLICIES]:
             fs = rows.get(policy)
@@ -315,14 +319,16 @@ def summary(out, plots):
                 "reads": med([f["reads"] for f in fs]),
                 "used": med([f["pf_used"] for f in fs]),
                 "copied": med([f["pf_copied"] for f in fs]),
+                "win1": med([f["win1"] for f in fs]),
             }
             res[policy] = r
             stall_txt = "%.2f" % r["stall"] if nrep == 1 else "%.2f [%.2f-%.2f]" % (
                 r["stall"], r["stall_min"], r["stall_max"])
             comp_txt = fmt_s(r["completion"]) + ("" if not notsync else " (%d not synced)" % notsync)
-            print("| %s | %d | %s | %s | %.1f%% | %s | %s | %.1f | %d / %d | %s |" % (
+            print("| %s | %d | %s | %s | %.1f%% | %s | %s | %.1f | %d / %d | %.0f%% | %s |" % (
                 LABEL.get(policy, policy), r["reads"], fmt_ms(r["p50"]), fmt_ms(r["p99"]),
                 100 * r["share"], stall_txt, comp_txt, r["wall"], r["used"], r["copied"],
+                100 * r["win1"],
                 ", ".join(f["load_start"].split()[0] for f in fs)))
         print()
         result[wl] = res
