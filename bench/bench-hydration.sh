@@ -67,17 +67,8 @@ srcdir=$(cd "$(dirname "$0")/.." && pwd)
 builddir=${BUILDDIR:-$srcdir/_build-bench}
 FILTER=$builddir/plugin/.libs/nbdkit-shadow-filter.so
 NBDSHADOW=$builddir/server/nbdshadow
-
-to_bytes ()
-{
-    local s=$1
-    case "$s" in
-        *[kK]) echo $(( ${s%?} * 1024 )) ;;
-        *[mM]) echo $(( ${s%?} * 1024 * 1024 )) ;;
-        *[gG]) echo $(( ${s%?} * 1024 * 1024 * 1024 )) ;;
-        *) echo $(( s )) ;;
-    esac
-}
+# shellcheck source=bench-lib.sh
+source "$srcdir/bench/bench-lib.sh"
 
 size=$(to_bytes "${SIZE:-4G}")
 reps=${REPS:-3}
@@ -93,12 +84,6 @@ shadow_post=${SHADOW_POST:-}
 verify=${VERIFY:-1}
 warmup=${WARMUP:-1}
 timeout=${TIMEOUT:-900}
-
-die ()
-{
-    echo "$0: error: $*" >&2
-    exit 1
-}
 
 [ -f "$FILTER" ] || die "$FILTER not built (see bench/results-migrate.md)"
 candidate=${CANDIDATE:-}
@@ -126,84 +111,12 @@ case "$shadow_mode" in nbdkit|qemu-nbd) ;; null) verify=0 ;;
 case "$cache" in cold|warm) ;; *) die "CACHE must be cold or warm" ;; esac
 [ $(( size % (2 * 1024 * 1024) )) = 0 ] || die "SIZE must be a multiple of 2 MiB"
 
-# Room for the origin and the shadow of one volume at a time, plus slack.
-dir=$(mktemp -d "${TMPDIR:-/tmp}/nbdshadow-bench.XXXXXX")
-avail=$(df -B1 --output=avail "$dir" | tail -1)
-[ "$avail" -gt $(( 2 * size + 1024 * 1024 * 1024 )) ] || {
-    rm -rf "$dir"
-    die "not enough room in $dir: $avail bytes free, need $(( 2 * size )) + 1 GiB"
-}
-
-# Every server we start is recorded here and stopped at exit.
-pids=()
-cleanup ()
-{
-    local status=$? p
-    set +e
-    for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null
-    done
-    for p in "${pids[@]}"; do
-        for (( i=0; i<100; i++ )); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$p" 2>/dev/null
-    done
-    rm -rf "$dir"
-    exit $status
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-cd "$dir"
+bench_scratch "$size"
 if [ "$cache" = cold ] || [ "$cache" = warm ]; then
     sync
     echo 3 2>/dev/null > /proc/sys/vm/drop_caches ||
         die "cannot drop the page cache (echo 3 > /proc/sys/vm/drop_caches needs root)"
 fi
-
-uri () { echo "nbd+unix:///?socket=$dir/$1.sock"; }
-
-# stop PID: stop one of our servers and wait for it.
-stop ()
-{
-    local p=$1 i q
-    kill "$p" 2>/dev/null || true
-    for (( i=0; i<200; i++ )); do
-        kill -0 "$p" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-    local keep=()
-    for q in "${pids[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
-    pids=("${keep[@]}")
-}
-
-# wait_serving NAME PID: until NAME.sock answers, or die if PID exits.
-wait_serving ()
-{
-    local i
-    for (( i=0; i<300; i++ )); do
-        nbdinfo --size "$(uri $1)" >/dev/null 2>&1 && return 0
-        kill -0 "$2" 2>/dev/null || { cat "$1.log" >&2; die "$1 exited at start-up"; }
-        sleep 0.1
-    done
-    cat "$1.log" >&2
-    die "$1 did not serve within 30 s"
-}
-
-# start_nbdkit NAME ARGS...: sets $last_pid.
-start_nbdkit ()
-{
-    local name=$1; shift
-    rm -f "$name.sock"
-    nbdkit -f -U "$dir/$name.sock" "$@" >"$name.log" 2>&1 &
-    last_pid=$!
-    pids+=("$last_pid")
-    wait_serving "$name" "$last_pid"
-}
 
 start_shadow ()
 {
@@ -235,8 +148,6 @@ prepare_cache ()
         cat origin.img > /dev/null
     fi
 }
-
-loadavg () { cut -d' ' -f1-3 /proc/loadavg; }
 
 # cpu_s PID: user+system CPU seconds of a live process.
 cpu_s ()
@@ -375,8 +286,7 @@ echo "# bench-hydration: $(( size / 1048576 )) MiB volumes, $reps repetitions," 
 for (( k=1; k<${#candidate_envs[@]}; k++ )); do
     echo "#   candidate$k: env '${candidate_envs[$k]}'"
 done
-echo "# $(nproc) CPUs ($(grep -m1 '^model name' /proc/cpuinfo | sed 's/.*: //')), $(uname -r)," \
-     "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(cd "$srcdir" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+machine_line
 echo "# nbdkit $(nbdkit --version | cut -d' ' -f2), $(nbdcopy --version | head -1)," \
      "load at start $(loadavg)"
 

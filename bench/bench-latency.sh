@@ -43,17 +43,8 @@ srcdir=$(cd "$(dirname "$0")/.." && pwd)
 builddir=${BUILDDIR:-$srcdir/_build-bench}
 FILTER=$builddir/plugin/.libs/nbdkit-shadow-filter.so
 NBDSHADOW=$builddir/server/nbdshadow
-
-to_bytes ()
-{
-    local s=$1
-    case "$s" in
-        *[kK]) echo $(( ${s%?} * 1024 )) ;;
-        *[mM]) echo $(( ${s%?} * 1024 * 1024 )) ;;
-        *[gG]) echo $(( ${s%?} * 1024 * 1024 * 1024 )) ;;
-        *) echo $(( s )) ;;
-    esac
-}
+# shellcheck source=bench-lib.sh
+source "$srcdir/bench/bench-lib.sh"
 
 size=$(to_bytes "${SIZE:-4G}")
 reps=${REPS:-3}
@@ -64,12 +55,6 @@ rate=${RATE:-800M}
 burst=${BURST:-0.1}
 filter_args=${FILTER_ARGS:-}
 
-die ()
-{
-    echo "$0: error: $*" >&2
-    exit 1
-}
-
 [ -f "$FILTER" ] || die "$FILTER not built"
 [ -x "$NBDSHADOW" ] || die "$NBDSHADOW not built"
 for t in nbdkit nbdinfo fio python3 openssl; do
@@ -77,81 +62,12 @@ for t in nbdkit nbdinfo fio python3 openssl; do
 done
 fio --enghelp=nbd >/dev/null 2>&1 || die "fio has no nbd engine"
 
-dir=$(mktemp -d "${TMPDIR:-/tmp}/nbdshadow-bench.XXXXXX")
-avail=$(df -B1 --output=avail "$dir" | tail -1)
-[ "$avail" -gt $(( 2 * size + 1024 * 1024 * 1024 )) ] || {
-    rm -rf "$dir"
-    die "not enough room in $dir: $avail bytes free, need $(( 2 * size )) + 1 GiB"
-}
-
-pids=()
-cleanup ()
-{
-    local status=$? p i
-    set +e
-    for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null
-    done
-    for p in "${pids[@]}"; do
-        for (( i=0; i<100; i++ )); do
-            kill -0 "$p" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$p" 2>/dev/null
-    done
-    rm -rf "$dir"
-    exit $status
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-cd "$dir"
-
-uri () { echo "nbd+unix:///?socket=$dir/$1.sock"; }
-loadavg () { cut -d' ' -f1-3 /proc/loadavg; }
-
-stop ()
-{
-    local p=$1 i q
-    kill "$p" 2>/dev/null || true
-    for (( i=0; i<200; i++ )); do
-        kill -0 "$p" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-    local keep=()
-    for q in "${pids[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
-    pids=("${keep[@]}")
-}
-
-wait_serving ()
-{
-    local i
-    for (( i=0; i<300; i++ )); do
-        nbdinfo --size "$(uri $1)" >/dev/null 2>&1 && return 0
-        kill -0 "$2" 2>/dev/null || { cat "$1.log" >&2; die "$1 exited at start-up"; }
-        sleep 0.1
-    done
-    cat "$1.log" >&2
-    die "$1 did not serve within 30 s"
-}
-
-start_nbdkit ()
-{
-    local name=$1; shift
-    rm -f "$name.sock"
-    nbdkit -f -U "$dir/$name.sock" "$@" >"$name.log" 2>&1 &
-    last_pid=$!
-    pids+=("$last_pid")
-    wait_serving "$name" "$last_pid"
-}
+bench_scratch "$size"
 
 echo "# bench-latency: $(( size / 1048576 )) MiB volume, origin rdelay=$rdelay" \
      "rate=$rate (bits/s) burstiness=$burst, fio 4k randread ${runtime} s," \
      "iodepths $iodepths, $reps runs per mode${filter_args:+, filter args '$filter_args'}"
-echo "# $(nproc) CPUs ($(grep -m1 '^model name' /proc/cpuinfo | sed 's/.*: //')), $(uname -r)," \
-     "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(cd "$srcdir" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+machine_line
 echo "# nbdkit $(nbdkit --version | cut -d' ' -f2), $(fio --version), load at start $(loadavg)"
 
 echo "== creating the origin (random data)"
