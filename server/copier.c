@@ -374,9 +374,8 @@ copy_segment (struct copier *c, struct worker *w, const struct job *job,
   if (zero) {
     mutex_lock (&c->lock);
     c->stats.zero_transfers++;
-    if (job->rate_limited)
-      spend_tokens (c, -(int64_t) residency_block_offset (c->v->res, count));
     mutex_unlock (&c->lock);
+    refund_tokens (c, job, residency_block_offset (c->v->res, count));
     return volume_zero_blocks (c->v, first, count, job->copy_kind, err);
   }
   r = volume_copy_blocks (c->v, w->origin, first, count, job->copy_kind,
