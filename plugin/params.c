@@ -15,6 +15,7 @@
 
 #define MIN_BLOCK_SIZE (4 * 1024)
 #define MAX_BLOCK_SIZE (64 * 1024 * 1024)
+#define MAX_CONNECTIONS 16
 
 static const char *const prefetch_names[] = {
   [PREFETCH_OFF] = "off",
@@ -27,7 +28,7 @@ static const char *const prefetch_names[] = {
 /* Keys given once at most. */
 static bool seen_block_size, seen_state, seen_writes, seen_background,
   seen_rate, seen_prefetch, seen_model, seen_control, seen_cutover,
-  seen_trace;
+  seen_trace, seen_connections;
 
 void
 params_init (struct shadow_params *p)
@@ -36,6 +37,7 @@ params_init (struct shadow_params *p)
   p->block_size = 64 * 1024;
   p->background = true;
   p->prefetch = PREFETCH_HYBRID;
+  p->connections = 1;
 }
 
 const char *
@@ -194,6 +196,26 @@ config_choice (const char *key, const char *value, const char *a,
   return 0;
 }
 
+/* A whole number in [min, max], nothing else. */
+static int
+parse_uint_range (const char *key, const char *value, unsigned min,
+                  unsigned max, unsigned *out)
+{
+  char *end;
+  unsigned long v;
+
+  errno = 0;
+  v = strtoul (value, &end, 10);
+  if (*value < '0' || *value > '9' || *end != '\0' || errno != 0 ||
+      v < min || v > max) {
+    nbdkit_error ("%s=%s: must be a whole number from %u to %u",
+                  key, value, min, max);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
 static int
 config_readable_file (const char *key, const char *value)
 {
@@ -236,6 +258,9 @@ params_config (struct shadow_params *p, const char *key, const char *value)
       r = -1;
     }
   }
+  else if (strcmp (key, "shadow-connections") == 0)
+    r = once (&seen_connections, key) ?:
+      parse_uint_range (key, value, 1, MAX_CONNECTIONS, &p->connections);
   else if (strcmp (key, "shadow-prefetch") == 0) {
     r = once (&seen_prefetch, key);
     if (r == 0 && prefetch_parse (value, &p->prefetch) == -1) {

@@ -29,6 +29,7 @@ struct shadow_params {
   bool writes_both;
   bool background;
   uint64_t rate;                /* bytes/s, 0 = unlimited */
+  unsigned connections;         /* per shadow that allows multi-conn */
   enum prefetch_policy prefetch;
   const char *model;
   const char *control;
@@ -43,6 +44,7 @@ struct shadow_params {
   "shadow-writes=shadow|both  where client writes go (default shadow)\n" \
   "shadow-background=on|off   background hydration (default on)\n" \
   "shadow-rate=BYTES          background+prefetch copy ceiling per second\n" \
+  "shadow-connections=N       connections per multi-conn shadow, 1..16 (default 1)\n" \
   "shadow-prefetch=off|readahead|ngram|lstm|hybrid  predictor (default hybrid)\n" \
   "shadow-model=PATH          warm-start model file\n" \
   "shadow-control=PATH        control socket (default STATE/control.sock)\n" \

@@ -233,6 +233,8 @@ engine_config_of (int64_t expected_size)
     .nr_shadows = params.nr_shadows,
     .expected_size = expected_size,
     .reconnect_timeout = 60,
+    .connections = params.connections,
+    .probed = probed,
   };
 }
 

@@ -246,12 +246,21 @@ summary_errors (FILE *fp, const struct json *st)
   for (i = 0; i < shadows->n; ++i) {
     const struct json *sh = &shadows->items[i];
     bool connected = false;
-    double lat;
+    double lat, conns, up;
+    char state[64] = "";
 
     snprintf (label, sizeof label, "shadow %zu:", i);
-    fprintf (fp, LABEL "%s %s\n", label, str_at (sh, "uri"),
-             !json_get_bool (sh, "connected", &connected) ? "" :
-             connected ? "(connected)" : "(DISCONNECTED)");
+    if (json_get_bool (sh, "connected", &connected)) {
+      /* "2 of 4 connections" only when there are several. */
+      if (json_get_double (sh, "connections", &conns) && conns > 1 &&
+          json_get_double (sh, "connections_up", &up))
+        snprintf (state, sizeof state, "(%s, %.0f of %.0f connections up)",
+                  connected ? "connected" : "DISCONNECTED", up, conns);
+      else
+        snprintf (state, sizeof state, "(%s)",
+                  connected ? "connected" : "DISCONNECTED");
+    }
+    fprintf (fp, LABEL "%s %s\n", label, str_at (sh, "uri"), state);
     if (json_get_double (sh, "latency_us", &lat))
       snprintf (d, sizeof d, "%.0f us", lat);
     else

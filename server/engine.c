@@ -30,10 +30,18 @@
  * and are issued again after the reconnect: every command we send
  * (read, write, zero, trim, flush, block status) is idempotent.
  *
+ * A shadow that advertises multi-conn may have several connections
+ * (engine_config.connections).  Its commands wait in the shadow's queue,
+ * not a connection's, and go to whichever ready connection has the
+ * fewest in flight; a connection that dies puts its commands back at the
+ * front of the shadow's queue, where the others pick them up.  A flush
+ * goes to any one connection: multi-conn means it covers the writes
+ * completed on all of them.
+ *
  * Locking: e->lock guards e->incoming and e->stopping (written by any
- * thread).  Everything else in struct engine and struct shadow_conn
- * belongs to the engine thread, except the counters, which are relaxed
- * atomics read by status.
+ * thread).  Everything else in struct engine, struct shadow and struct
+ * shadow_conn belongs to the engine thread, except the counters, which
+ * are relaxed atomics read by status.
  */
 
 #include <config.h>
@@ -64,7 +72,8 @@
 struct sub {
   struct sub *next;
   struct shadow_io *io;
-  struct shadow_conn *conn;
+  struct shadow *sh;            /* the shadow it is for */
+  struct shadow_conn *conn;     /* the connection it was issued on */
   uint64_t offset, count;
   char *buf;                    /* into io->buf, for READ and WRITE */
   bool any;                     /* io->target was SHADOW_ANY */
@@ -83,17 +92,38 @@ enum conn_state {
   CONN_DOWN,                    /* waiting for the retry timer */
 };
 
-struct conn_counters {
+struct shadow_counters {
   _Atomic uint64_t commands, bytes_read, bytes_written;
   _Atomic uint64_t errors, reconnects, retries;
   _Atomic double latency_ewma_us;
-  _Atomic bool connected;
+  _Atomic unsigned connected;   /* connections ready */
 };
 
-struct shadow_conn {
+/* One shadow export.  Its commands wait in its queues until one of its
+ * connections has room; the in-flight caps are per shadow, whatever the
+ * number of connections.
+ */
+struct shadow {
   struct engine *e;
   size_t index;
   struct shadow_info info;
+  struct subq queue[2];         /* by priority, not yet issued */
+  unsigned in_flight, copy_in_flight;
+  double down_since;            /* ev_now when its last connection went
+                                   down, or 0 while one is ready */
+  size_t nr_conns;
+  struct shadow_conn *conns;    /* into engine->conns */
+  struct shadow_counters counters;
+};
+
+/* One connection to a shadow.  A shadow has several only when it
+ * advertises multi-conn: then a flush on any of them covers the writes
+ * completed on all of them (NBD protocol, NBD_FLAG_CAN_MULTI_CONN), which
+ * is what the commit's durability order relies on.
+ */
+struct shadow_conn {
+  struct shadow *sh;
+  size_t index;                 /* within the shadow */
   struct nbd_handle *nbd;       /* NULL while down */
   enum conn_state state;
   bool ever_ready;
@@ -101,10 +131,8 @@ struct shadow_conn {
   ev_timer retry;
   double backoff;
   double down_since;            /* ev_now when it went down, or 0 */
-  struct subq queue[2];         /* by priority, not yet issued */
   struct subq completed;        /* filled by libnbd completion callbacks */
-  unsigned in_flight, copy_in_flight;
-  struct conn_counters counters;
+  unsigned in_flight;
 };
 
 struct engine_waiter {
@@ -133,18 +161,20 @@ struct engine {
 
   pthread_mutex_t start_lock;   /* guards the start-up fields below */
   pthread_cond_t start_cond;
-  size_t nr_ready;
+  size_t nr_ready;              /* connections that came up */
   bool start_failed;
 
   char *zero_buf;               /* ZERO_BUF_SIZE zero bytes */
   size_t nr_shadows;
+  struct shadow shadows[ENGINE_MAX_SHADOWS];
+  size_t nr_conns;              /* over all shadows */
   struct shadow_conn conns[];
 };
 
 static void conn_connect (struct shadow_conn *c);
 static void conn_down (struct shadow_conn *c, const char *why);
 static void finish_sub (struct sub *s, int err);
-static struct shadow_conn *pick_any (struct engine *e);
+static struct shadow *pick_any (struct engine *e);
 
 /* ---------------------------------------------------------------------- */
 /* Small helpers. */
@@ -303,13 +333,13 @@ static void
 conn_connect (struct shadow_conn *c)
 {
   assert (c->nbd == NULL);
-  c->nbd = new_handle (c->info.uri);
+  c->nbd = new_handle (c->sh->info.uri);
   if (c->nbd == NULL) {
     conn_down (c, "cannot create handle");
     return;
   }
   c->state = CONN_CONNECTING;
-  if (nbd_aio_connect_uri (c->nbd, c->info.uri) == -1) {
+  if (nbd_aio_connect_uri (c->nbd, c->sh->info.uri) == -1) {
     conn_down (c, nbd_get_error ());
     return;
   }
@@ -328,12 +358,28 @@ startup_report (struct engine *e, bool ok)
   mutex_unlock (&e->start_lock);
 }
 
+/* A connection that can never work (the export is not the one we
+ * probed) at start-up: fail the start instead of retrying.
+ */
+static void
+conn_refuse_at_start (struct shadow_conn *c)
+{
+  struct engine *e = c->sh->e;
+
+  ev_io_stop (e->loop, &c->io);
+  nbd_close (c->nbd);
+  c->nbd = NULL;
+  c->state = CONN_DOWN;
+  startup_report (e, false);
+}
+
 /* The handshake finished: check the export is still the one we probed. */
 static void
 conn_became_ready (struct shadow_conn *c)
 {
-  struct shadow_info info = { .uri = c->info.uri };
-  struct engine *e = c->e;
+  struct shadow *sh = c->sh;
+  struct shadow_info info = { .uri = sh->info.uri };
+  struct engine *e = sh->e;
 
   if (read_info (c->nbd, &info) == -1) {
     conn_down (c, "bad export");
@@ -341,27 +387,37 @@ conn_became_ready (struct shadow_conn *c)
   }
   if (e->cfg.expected_size >= 0 && info.size != e->cfg.expected_size) {
     shadow_error ("shadow %s: size %" PRIi64 " differs from the origin's "
-                  "%" PRIi64, c->info.uri, info.size, e->cfg.expected_size);
-    if (!c->ever_ready) {       /* permanent: do not retry */
-      ev_io_stop (e->loop, &c->io);
-      nbd_close (c->nbd);
-      c->nbd = NULL;
-      c->state = CONN_DOWN;
-      startup_report (e, false);
-      return;
-    }
-    conn_down (c, "size changed");
+                  "%" PRIi64, sh->info.uri, info.size, e->cfg.expected_size);
+    if (!c->ever_ready)         /* permanent: do not retry */
+      conn_refuse_at_start (c);
+    else
+      conn_down (c, "size changed");
     return;
   }
-  c->info = info;
+  /* Several connections are safe only under multi-conn's promise that a
+   * flush on one covers writes completed on the others.
+   */
+  if (sh->nr_conns > 1 && !info.can_multi_conn) {
+    shadow_error ("shadow %s: the export no longer advertises multi-conn, "
+                  "but %zu connections are open to it", sh->info.uri,
+                  sh->nr_conns);
+    if (!c->ever_ready)
+      conn_refuse_at_start (c);
+    else
+      conn_down (c, "multi-conn withdrawn");
+    return;
+  }
+  sh->info = info;
   c->state = CONN_READY;
   c->backoff = BACKOFF_MIN;
   c->down_since = 0;
-  atomic_store_explicit (&c->counters.connected, true, memory_order_relaxed);
+  sh->down_since = 0;
+  atomic_fetch_add_explicit (&sh->counters.connected, 1,
+                             memory_order_relaxed);
   if (c->ever_ready) {
-    atomic_fetch_add_explicit (&c->counters.reconnects, 1,
+    atomic_fetch_add_explicit (&sh->counters.reconnects, 1,
                                memory_order_relaxed);
-    shadow_notice ("shadow %s: reconnected", c->info.uri);
+    shadow_notice ("shadow %s: reconnected", sh->info.uri);
   }
   else {
     c->ever_ready = true;
@@ -369,15 +425,30 @@ conn_became_ready (struct shadow_conn *c)
   }
 }
 
-/* Fail every queued sub of c with err (the shadow stayed away too long). */
+static bool
+shadow_ready (const struct shadow *sh)
+{
+  return atomic_load_explicit (&sh->counters.connected,
+                               memory_order_relaxed) > 0;
+}
+
+/* Has the shadow had no ready connection for longer than allowed? */
+static bool
+shadow_gone (const struct shadow *sh)
+{
+  return !shadow_ready (sh) && sh->down_since > 0 &&
+    ev_now (sh->e->loop) - sh->down_since > sh->e->cfg.reconnect_timeout;
+}
+
+/* Fail every queued sub of sh with err (the shadow stayed away too long). */
 static void
-fail_queued (struct shadow_conn *c, int err)
+fail_queued (struct shadow *sh, int err)
 {
   struct sub *s;
   int p;
 
   for (p = 0; p < 2; ++p)
-    while ((s = subq_pop (&c->queue[p])) != NULL)
+    while ((s = subq_pop (&sh->queue[p])) != NULL)
       finish_sub (s, err);
 }
 
@@ -385,26 +456,26 @@ static void
 retry_cb (struct ev_loop *loop, ev_timer *w, int revents)
 {
   struct shadow_conn *c = w->data;
-  struct engine *e = c->e;
 
-  if (c->down_since > 0 &&
-      ev_now (loop) - c->down_since > e->cfg.reconnect_timeout)
-    fail_queued (c, EIO);
+  if (shadow_gone (c->sh))
+    fail_queued (c->sh, EIO);
   conn_connect (c);
 }
 
-/* Requeue a sub that failed because its connection died: reads that
- * any shadow can serve move to a healthy one.
+/* Requeue a sub that failed because its connection died: another
+ * connection of the shadow issues it again; reads that any shadow can
+ * serve move to the best one.
  */
 static void
 requeue_sub (struct sub *s)
 {
-  atomic_fetch_add_explicit (&s->conn->counters.retries, 1,
+  atomic_fetch_add_explicit (&s->sh->counters.retries, 1,
                              memory_order_relaxed);
   if (s->any)
-    s->conn = pick_any (s->conn->e);
+    s->sh = pick_any (s->sh->e);
+  s->conn = NULL;
   s->err = 0;
-  subq_push_front (&s->conn->queue[s->io->priority], s);
+  subq_push_front (&s->sh->queue[s->io->priority], s);
 }
 
 /* Drain the completed list.  dead: failures are caused by the lost
@@ -418,8 +489,9 @@ process_completed (struct shadow_conn *c, bool dead)
 
   while ((s = subq_pop (&c->completed)) != NULL) {
     c->in_flight--;
+    c->sh->in_flight--;
     if (s->io->priority == SHADOW_PRIO_COPY)
-      c->copy_in_flight--;
+      c->sh->copy_in_flight--;
     if (s->err != 0 && (dead || s->err == ESHUTDOWN))
       requeue_sub (s);
     else
@@ -433,15 +505,20 @@ process_completed (struct shadow_conn *c, bool dead)
 static void
 conn_down (struct shadow_conn *c, const char *why)
 {
-  struct engine *e = c->e;
+  struct shadow *sh = c->sh;
+  struct engine *e = sh->e;
   double now = ev_now (e->loop);
 
   if (c->state == CONN_READY || !c->ever_ready)
-    shadow_error ("shadow %s: connection lost: %s", c->info.uri,
+    shadow_error ("shadow %s: connection lost: %s", sh->info.uri,
                   why ? why : "unknown error");
-  atomic_store_explicit (&c->counters.connected, false, memory_order_relaxed);
+  if (c->state == CONN_READY)
+    atomic_fetch_sub_explicit (&sh->counters.connected, 1,
+                               memory_order_relaxed);
   ev_io_stop (e->loop, &c->io);
   c->state = CONN_DOWN;         /* before requeueing: pick_any skips it */
+  if (!shadow_ready (sh) && sh->down_since == 0)
+    sh->down_since = now;
   if (c->nbd) {
     nbd_close (c->nbd);         /* fires the remaining completions */
     c->nbd = NULL;
@@ -479,10 +556,10 @@ finish_sub (struct sub *s, int err)
   struct shadow_io *io = s->io;
 
   if (err != 0) {
-    atomic_fetch_add_explicit (&s->conn->counters.errors, 1,
+    atomic_fetch_add_explicit (&s->sh->counters.errors, 1,
                                memory_order_relaxed);
     shadow_error ("shadow %s: %s of %" PRIu64 " bytes at %" PRIu64
-                  " failed: %s", s->conn->info.uri, op_name (io->op),
+                  " failed: %s", s->sh->info.uri, op_name (io->op),
                   s->count, s->offset, strerror (err));
     if (io->err == 0)
       io->err = err;
@@ -501,17 +578,17 @@ static int
 completion_cb (void *opaque, int *error)
 {
   struct sub *s = opaque;
-  struct shadow_conn *c = s->conn;
+  struct shadow_counters *k = &s->sh->counters;
   double lat = elapsed_us (&s->started);
-  double old = atomic_load_explicit (&c->counters.latency_ewma_us,
+  double old = atomic_load_explicit (&k->latency_ewma_us,
                                      memory_order_relaxed);
 
   /* Only record: we are inside libnbd's handle lock (see the top). */
   s->err = *error;
-  atomic_store_explicit (&c->counters.latency_ewma_us,
+  atomic_store_explicit (&k->latency_ewma_us,
                          old == 0 ? lat : old * 0.9 + lat * 0.1,
                          memory_order_relaxed);
-  subq_push (&c->completed, s);
+  subq_push (&s->conn->completed, s);
   return 1;
 }
 
@@ -541,17 +618,18 @@ extent_cb (void *opaque, const char *metacontext, uint64_t offset,
 /* ---------------------------------------------------------------------- */
 /* Issuing. */
 
-/* Issue one sub on its (ready) connection.  Returns 0 if it is in
- * flight or already finished, -1 if the connection is dead.
+/* Issue one sub on connection c (ready).  Returns 0 if it is in flight
+ * or already finished, -1 if the connection is dead.
  */
 static int
-issue_sub (struct sub *s)
+issue_sub (struct sub *s, struct shadow_conn *c)
 {
-  struct shadow_conn *c = s->conn;
+  struct shadow *sh = s->sh;
   struct shadow_io *io = s->io;
   nbd_completion_callback cb = { .callback = completion_cb, .user_data = s };
   int64_t cookie;
 
+  s->conn = c;
   switch (io->op) {
   case SHADOW_READ:
     cookie = nbd_aio_pread (c->nbd, s->buf, s->count, s->offset, cb, 0);
@@ -560,30 +638,30 @@ issue_sub (struct sub *s)
     cookie = nbd_aio_pwrite (c->nbd, s->buf, s->count, s->offset, cb, 0);
     break;
   case SHADOW_ZERO:
-    if (c->info.can_zero)
+    if (sh->info.can_zero)
       cookie = nbd_aio_zero (c->nbd, s->count, s->offset, cb,
                              io->flags & SHADOW_FLAG_MAY_TRIM ?
                              0 : LIBNBD_CMD_FLAG_NO_HOLE);
     else
-      cookie = nbd_aio_pwrite (c->nbd, c->e->zero_buf, s->count, s->offset,
+      cookie = nbd_aio_pwrite (c->nbd, sh->e->zero_buf, s->count, s->offset,
                                cb, 0);
     break;
   case SHADOW_TRIM:
-    if (!c->info.can_trim) {       /* trim is advisory */
+    if (!sh->info.can_trim) {      /* trim is advisory */
       finish_sub (s, 0);
       return 0;
     }
     cookie = nbd_aio_trim (c->nbd, s->count, s->offset, cb, 0);
     break;
   case SHADOW_FLUSH:
-    if (!c->info.can_flush) {      /* said at start-up (see the filter) */
+    if (!sh->info.can_flush) {     /* said at start-up (see the filter) */
       finish_sub (s, 0);
       return 0;
     }
     cookie = nbd_aio_flush (c->nbd, cb, 0);
     break;
   case SHADOW_BLOCK_STATUS:
-    if (!c->info.can_block_status) {
+    if (!sh->info.can_block_status) {
       io->extent_fn (io->opaque, s->offset, s->count, 0);
       finish_sub (s, 0);
       return 0;
@@ -602,82 +680,103 @@ issue_sub (struct sub *s)
 
     if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd))
       return -1;
-    shadow_error ("shadow %s: %s: %s", c->info.uri, op_name (io->op),
+    shadow_error ("shadow %s: %s: %s", sh->info.uri, op_name (io->op),
                   nbd_get_error ());
     finish_sub (s, err ? err : EIO);
     return 0;
   }
   c->in_flight++;
+  sh->in_flight++;
   if (io->priority == SHADOW_PRIO_COPY)
-    c->copy_in_flight++;
-  atomic_fetch_add_explicit (&c->counters.commands, 1, memory_order_relaxed);
+    sh->copy_in_flight++;
+  atomic_fetch_add_explicit (&sh->counters.commands, 1, memory_order_relaxed);
   if (io->op == SHADOW_READ)
-    atomic_fetch_add_explicit (&c->counters.bytes_read, s->count,
+    atomic_fetch_add_explicit (&sh->counters.bytes_read, s->count,
                                memory_order_relaxed);
   else if (io->op == SHADOW_WRITE)
-    atomic_fetch_add_explicit (&c->counters.bytes_written, s->count,
+    atomic_fetch_add_explicit (&sh->counters.bytes_written, s->count,
                                memory_order_relaxed);
   return 0;
 }
 
-/* Issue queued subs of c, client traffic first, within the caps. */
-static void
-issue_queued (struct shadow_conn *c)
+/* The ready connection of sh with the fewest commands in flight: the
+ * server then receives as many streams as there are connections.
+ */
+static struct shadow_conn *
+least_busy_conn (struct shadow *sh)
 {
-  struct engine *e = c->e;
+  struct shadow_conn *best = NULL;
+  size_t i;
 
-  while (c->state == CONN_READY && c->in_flight < e->cfg.max_in_flight) {
-    struct subq *q = &c->queue[SHADOW_PRIO_CLIENT];
+  for (i = 0; i < sh->nr_conns; ++i) {
+    struct shadow_conn *c = &sh->conns[i];
+
+    if (c->state == CONN_READY &&
+        (best == NULL || c->in_flight < best->in_flight))
+      best = c;
+  }
+  return best;
+}
+
+/* Issue queued subs of sh, client traffic first, within the caps. */
+static void
+issue_queued (struct shadow *sh)
+{
+  struct engine *e = sh->e;
+
+  while (sh->in_flight < e->cfg.max_in_flight) {
+    struct subq *q = &sh->queue[SHADOW_PRIO_CLIENT];
+    struct shadow_conn *c;
     struct sub *s;
 
     if (q->len == 0) {
-      if (c->copy_in_flight >= e->cfg.max_copy_in_flight)
+      if (sh->copy_in_flight >= e->cfg.max_copy_in_flight)
         break;
-      q = &c->queue[SHADOW_PRIO_COPY];
+      q = &sh->queue[SHADOW_PRIO_COPY];
     }
-    s = subq_pop (q);
-    if (s == NULL)
+    if (q->len == 0 || (c = least_busy_conn (sh)) == NULL)
       break;
+    s = subq_pop (q);
     clock_gettime (CLOCK_MONOTONIC, &s->started);
-    if (issue_sub (s) == -1) {
+    if (issue_sub (s, c) == -1) {
+      s->conn = NULL;
       subq_push_front (q, s);
       conn_down (c, nbd_get_error ());
-      break;
     }
   }
 }
 
 /* The ready shadow with the lowest smoothed latency, or the first one. */
-static struct shadow_conn *
+static struct shadow *
 pick_any (struct engine *e)
 {
-  struct shadow_conn *best = NULL;
+  struct shadow *best = NULL;
   double best_lat = 0;
   size_t i;
 
   for (i = 0; i < e->nr_shadows; ++i) {
-    struct shadow_conn *c = &e->conns[i];
-    double lat = atomic_load_explicit (&c->counters.latency_ewma_us,
+    struct shadow *sh = &e->shadows[i];
+    double lat = atomic_load_explicit (&sh->counters.latency_ewma_us,
                                        memory_order_relaxed);
 
-    lat += c->in_flight * 10.0;   /* a little weight for queue depth */
-    if (c->state == CONN_READY && (best == NULL || lat < best_lat)) {
-      best = c;
+    lat += sh->in_flight * 10.0;  /* a little weight for queue depth */
+    if (shadow_ready (sh) && (best == NULL || lat < best_lat)) {
+      best = sh;
       best_lat = lat;
     }
   }
-  return best ? best : &e->conns[0];
+  return best ? best : &e->shadows[0];
 }
 
 static size_t
-chunk_limit (const struct shadow_conn *c, enum shadow_op op)
+chunk_limit (const struct shadow *sh, enum shadow_op op)
 {
   switch (op) {
   case SHADOW_READ:
   case SHADOW_WRITE:
-    return c->info.max_request;
+    return sh->info.max_request;
   case SHADOW_ZERO:
-    return c->info.can_zero ? NODATA_CHUNK_MAX : ZERO_BUF_SIZE;
+    return sh->info.can_zero ? NODATA_CHUNK_MAX : ZERO_BUF_SIZE;
   case SHADOW_FLUSH:
     return UINT32_MAX;
   default:
@@ -685,14 +784,14 @@ chunk_limit (const struct shadow_conn *c, enum shadow_op op)
   }
 }
 
-/* Split io into subs on connection c.  Returns the number queued, or
- * -1 if out of memory (after queueing some: the caller fails the rest).
+/* Split io into subs for shadow sh.  Returns the number queued, or -1 if
+ * out of memory (after queueing some: the caller fails the rest).
  */
 static int
-split_onto (struct shadow_io *io, struct shadow_conn *c, bool any,
+split_onto (struct shadow_io *io, struct shadow *sh, bool any,
             struct subq *out)
 {
-  uint64_t limit = chunk_limit (c, io->op);
+  uint64_t limit = chunk_limit (sh, io->op);
   uint64_t off = 0;
   int n = 0;
 
@@ -706,7 +805,7 @@ split_onto (struct shadow_io *io, struct shadow_conn *c, bool any,
     if (s == NULL)
       return -1;
     s->io = io;
-    s->conn = c;
+    s->sh = sh;
     s->offset = io->offset + off;
     s->count = len;
     s->any = any;
@@ -721,7 +820,7 @@ split_onto (struct shadow_io *io, struct shadow_conn *c, bool any,
   return n;
 }
 
-/* Turn one incoming io into subs on the connections' queues. */
+/* Turn one incoming io into subs on the shadows' queues. */
 static void
 expand_io (struct engine *e, struct shadow_io *io)
 {
@@ -734,13 +833,13 @@ expand_io (struct engine *e, struct shadow_io *io)
   io->err = 0;
   if (io->target == SHADOW_ALL) {
     for (i = 0; i < e->nr_shadows && !oom; ++i)
-      oom = split_onto (io, &e->conns[i], false, &subs) == -1;
+      oom = split_onto (io, &e->shadows[i], false, &subs) == -1;
   }
   else if (io->target == SHADOW_ANY)
     oom = split_onto (io, pick_any (e), true, &subs) == -1;
   else {
     assert (io->target >= 0 && (size_t) io->target < e->nr_shadows);
-    oom = split_onto (io, &e->conns[io->target], false, &subs) == -1;
+    oom = split_onto (io, &e->shadows[io->target], false, &subs) == -1;
   }
 
   if (oom) {
@@ -759,15 +858,12 @@ expand_io (struct engine *e, struct shadow_io *io)
 
   io->pending = subs.len;
   while ((s = subq_pop (&subs)) != NULL) {
-    struct shadow_conn *c = s->conn;
-
     /* A shadow that has been away too long fails at once. */
-    if (c->state != CONN_READY && c->down_since > 0 &&
-        ev_now (e->loop) - c->down_since > e->cfg.reconnect_timeout) {
+    if (shadow_gone (s->sh)) {
       finish_sub (s, EIO);
       continue;
     }
-    subq_push (&c->queue[io->priority], s);
+    subq_push (&s->sh->queue[io->priority], s);
   }
 }
 
@@ -819,7 +915,7 @@ drain_incoming (struct engine *e)
 static void
 rearm_io (struct shadow_conn *c)
 {
-  struct engine *e = c->e;
+  struct engine *e = c->sh->e;
   int fd, dir, events = 0;
 
   if (c->nbd == NULL)
@@ -878,12 +974,10 @@ prepare_cb (struct ev_loop *loop, ev_prepare *w, int revents)
   size_t i;
 
   drain_incoming (e);
-  for (i = 0; i < e->nr_shadows; ++i) {
-    struct shadow_conn *c = &e->conns[i];
-
-    issue_queued (c);
-    rearm_io (c);
-  }
+  for (i = 0; i < e->nr_shadows; ++i)
+    issue_queued (&e->shadows[i]);
+  for (i = 0; i < e->nr_conns; ++i)
+    rearm_io (&e->conns[i]);
 }
 
 static void
@@ -912,17 +1006,31 @@ engine_thread (void *arg)
 /* ---------------------------------------------------------------------- */
 /* Public API. */
 
+/* Connections for shadow i: several only if it advertised multi-conn. */
+static size_t
+conns_for (const struct engine_config *cfg, size_t i)
+{
+  if (cfg->connections <= 1 || cfg->probed == NULL ||
+      !cfg->probed[i].can_multi_conn)
+    return 1;
+  return cfg->connections;
+}
+
 static struct engine *
 engine_alloc (const struct engine_config *cfg)
 {
   struct engine *e;
-  size_t i;
+  size_t i, j, nr_conns = 0;
 
-  e = calloc (1, sizeof *e + cfg->nr_shadows * sizeof e->conns[0]);
+  for (i = 0; i < cfg->nr_shadows; ++i)
+    nr_conns += conns_for (cfg, i);
+  e = calloc (1, sizeof *e + nr_conns * sizeof e->conns[0]);
   if (e == NULL)
     return NULL;
   e->cfg = *cfg;
+  e->cfg.probed = NULL;         /* the caller's: do not keep it */
   e->nr_shadows = cfg->nr_shadows;
+  e->nr_conns = nr_conns;
   if (e->cfg.max_in_flight == 0)
     e->cfg.max_in_flight = 64;
   if (e->cfg.max_copy_in_flight == 0 ||
@@ -933,17 +1041,27 @@ engine_alloc (const struct engine_config *cfg)
   pthread_mutex_init (&e->lock, NULL);
   pthread_mutex_init (&e->start_lock, NULL);
   pthread_cond_init (&e->start_cond, NULL);
+  nr_conns = 0;
   for (i = 0; i < e->nr_shadows; ++i) {
-    struct shadow_conn *c = &e->conns[i];
+    struct shadow *sh = &e->shadows[i];
 
-    c->e = e;
-    c->index = i;
-    c->info.uri = cfg->uris[i];
-    c->backoff = BACKOFF_MIN;
-    c->state = CONN_DOWN;
-    subq_init (&c->queue[0]);
-    subq_init (&c->queue[1]);
-    subq_init (&c->completed);
+    sh->e = e;
+    sh->index = i;
+    sh->info.uri = cfg->uris[i];
+    subq_init (&sh->queue[0]);
+    subq_init (&sh->queue[1]);
+    sh->nr_conns = conns_for (cfg, i);
+    sh->conns = &e->conns[nr_conns];
+    nr_conns += sh->nr_conns;
+    for (j = 0; j < sh->nr_conns; ++j) {
+      struct shadow_conn *c = &sh->conns[j];
+
+      c->sh = sh;
+      c->index = j;
+      c->backoff = BACKOFF_MIN;
+      c->state = CONN_DOWN;
+      subq_init (&c->completed);
+    }
   }
   return e;
 }
@@ -961,14 +1079,14 @@ engine_free (struct engine *e)
   free (e);
 }
 
-/* Wait until every shadow is connected or one failed. */
+/* Wait until every connection is up or one failed. */
 static bool
 wait_started (struct engine *e)
 {
   bool ok;
 
   mutex_lock (&e->start_lock);
-  while (!e->start_failed && e->nr_ready < e->nr_shadows)
+  while (!e->start_failed && e->nr_ready < e->nr_conns)
     cond_wait (&e->start_cond, &e->start_lock);
   ok = !e->start_failed;
   mutex_unlock (&e->start_lock);
@@ -1004,7 +1122,7 @@ engine_start (const struct engine_config *cfg)
   ev_prepare_init (&e->prepare, prepare_cb);
   e->prepare.data = e;
   ev_prepare_start (e->loop, &e->prepare);
-  for (i = 0; i < e->nr_shadows; ++i) {
+  for (i = 0; i < e->nr_conns; ++i) {
     struct shadow_conn *c = &e->conns[i];
 
     ev_init (&c->io, io_cb);
@@ -1017,7 +1135,7 @@ engine_start (const struct engine_config *cfg)
   r = pthread_create (&e->thread, NULL, engine_thread, e);
   if (r != 0) {
     shadow_error ("engine: cannot start thread: %s", strerror (r));
-    for (i = 0; i < e->nr_shadows; ++i)
+    for (i = 0; i < e->nr_conns; ++i)
       if (e->conns[i].nbd)
         nbd_close (e->conns[i].nbd);
     engine_free (e);
@@ -1052,7 +1170,7 @@ engine_stop (struct engine *e)
 
   /* The thread is gone: finish everything here. */
   drain_incoming (e);
-  for (i = 0; i < e->nr_shadows; ++i) {
+  for (i = 0; i < e->nr_conns; ++i) {
     struct shadow_conn *c = &e->conns[i];
 
     ev_timer_stop (e->loop, &c->retry);
@@ -1064,8 +1182,9 @@ engine_stop (struct engine *e)
       c->nbd = NULL;
     }
     process_completed (c, false);
-    fail_queued (c, ESHUTDOWN);
   }
+  for (i = 0; i < e->nr_shadows; ++i)
+    fail_queued (&e->shadows[i], ESHUTDOWN);
   engine_free (e);
 }
 
@@ -1079,15 +1198,16 @@ const struct shadow_info *
 engine_shadow_info (const struct engine *e, size_t i)
 {
   assert (i < e->nr_shadows);
-  return &e->conns[i].info;
+  return &e->shadows[i].info;
 }
 
 void
 engine_shadow_stats (struct engine *e, size_t i, struct shadow_stats *out)
 {
-  struct conn_counters *k = &e->conns[i].counters;
+  struct shadow_counters *k = &e->shadows[i].counters;
 
   assert (i < e->nr_shadows);
+  out->connections = e->shadows[i].nr_conns;
   out->commands = atomic_load_explicit (&k->commands, memory_order_relaxed);
   out->bytes_read = atomic_load_explicit (&k->bytes_read,
                                           memory_order_relaxed);
@@ -1099,7 +1219,9 @@ engine_shadow_stats (struct engine *e, size_t i, struct shadow_stats *out)
   out->retries = atomic_load_explicit (&k->retries, memory_order_relaxed);
   out->latency_ewma_us = atomic_load_explicit (&k->latency_ewma_us,
                                                memory_order_relaxed);
-  out->connected = atomic_load_explicit (&k->connected, memory_order_relaxed);
+  out->connections_up = atomic_load_explicit (&k->connected,
+                                              memory_order_relaxed);
+  out->connected = out->connections_up > 0;
 }
 
 bool
@@ -1108,7 +1230,7 @@ engine_all_can_zero (const struct engine *e)
   size_t i;
 
   for (i = 0; i < e->nr_shadows; ++i)
-    if (!e->conns[i].info.can_zero)
+    if (!e->shadows[i].info.can_zero)
       return false;
   return true;
 }
@@ -1119,7 +1241,7 @@ engine_all_can_trim (const struct engine *e)
   size_t i;
 
   for (i = 0; i < e->nr_shadows; ++i)
-    if (!e->conns[i].info.can_trim)
+    if (!e->shadows[i].info.can_trim)
       return false;
   return true;
 }

@@ -1,9 +1,13 @@
 /* nbdshadow: the shadow connections and the engine thread that drives them.
  *
- * Every shadow export gets ONE libnbd handle (qemu-nbd accepts a single
- * client by default), and that one handle must carry many concurrent
- * requests from nbdkit's worker threads and from the copier.  So one
- * engine thread runs a libev loop over all the handles' sockets
+ * A shadow export gets ONE libnbd handle unless it advertises multi-conn
+ * (qemu-nbd accepts a single client by default), and that one handle must
+ * carry many concurrent requests from nbdkit's worker threads and from
+ * the copier.  A shadow that advertises multi-conn (nbdkit's file plugin
+ * does) gets cfg.connections handles instead, so that the server
+ * receives several streams at once (one stream is what limited hydration
+ * to 0.76 of nbdcopy, bench/results-migrate.md).  One engine thread runs
+ * a libev loop over all the handles' sockets
  * (nbd_aio_get_fd / nbd_aio_get_direction / nbd_aio_notify_*), and other
  * threads only hand it work through a mutex-protected queue and
  * ev_async_send, the one libev call that is safe from another thread.
@@ -98,7 +102,9 @@ struct shadow_stats {
   uint64_t commands, bytes_read, bytes_written;
   uint64_t errors, reconnects, retries;
   double latency_ewma_us;       /* smoothed command latency */
-  bool connected;
+  bool connected;               /* at least one connection is up */
+  unsigned connections;         /* open to it (1, or more with multi-conn) */
+  unsigned connections_up;
 };
 
 struct engine_config {
@@ -108,6 +114,11 @@ struct engine_config {
   double reconnect_timeout;     /* seconds a shadow may stay away */
   unsigned max_in_flight;       /* commands per shadow */
   unsigned max_copy_in_flight;  /* of which copy traffic */
+  /* Connections per shadow that advertised multi-conn in probed[] (0 or
+   * 1: one each; without probed, one each).  Read during engine_start.
+   */
+  unsigned connections;
+  const struct shadow_info *probed;
 };
 
 struct engine;

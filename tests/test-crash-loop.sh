@@ -12,6 +12,7 @@
 # state directory, and every stripe must hold at least the write its last
 # completed flush covered, and never anything but one of its versions: a
 # block recorded resident before its copy was durable reads as garbage.
+# Half the iterations use four connections to the shadow (multi-conn).
 #
 #   CRASH_ITERATIONS=N (default 30)   CRASH_BLOCK_SIZE (default 4K)
 source "${abs_top_srcdir}/tests/functions.sh"
@@ -73,7 +74,10 @@ for (( i=1; i<=iterations; i++ )); do
         delay=(-D shadow.commit_delay_ms=20)
         commit_kills=$((commit_kills + 1))
     fi
-    start_filter proxy "${delay[@]}" "${proxy_args[@]}"
+    # Iterations alternate between one connection to the shadow and four
+    # (multi-conn: each flush must cover writes done on the others).
+    start_filter proxy "${delay[@]}" "${proxy_args[@]}" \
+        shadow-connections=$(( i % 4 < 2 ? 1 : 4 ))
 
     "$client" run "$(uri $TESTDIR/proxy.sock)" origin.img client.log 30 \
         > run.out 2>&1 &
