@@ -57,7 +57,11 @@
 #                 against the current build and nbdcopy in one run)
 #   CANDIDATE_ENV VAR=VALUE words put in the candidate filter's environment;
 #                 several variants separated by ";" run as candidate1,
-#                 candidate2, ... (the same build, each with its variables)
+#                 candidate2, ... (the same build, each with its variables);
+#                 words shadow-KEY=VALUE are filter parameters instead, and
+#                 words -DFLAG=N nbdkit debug flags, e.g.
+#                 CANDIDATE_ENV='shadow-connections=1;-Dshadow.copier_workers=8'
+#                 (bash >= 4.4, as Debian 12 has: empty arrays under set -u)
 #   VERIFY        1 (default): cmp the first repetition of each; 0: never
 #   TIMEOUT       seconds a filter run may take to sync (default 900)
 set -eu
@@ -204,6 +208,15 @@ run_filter ()
             # shellcheck disable=SC2206
             envs=(${candidate_envs[${who#candidate}]}) ;;
     esac
+    # shadow-KEY=VALUE words are the candidate's filter parameters.
+    local w params=() opts=() env_words=()
+    for w in "${envs[@]}"; do
+        case "$w" in
+            shadow-*=*) params+=("$w") ;;
+            -D*) opts+=("$w") ;;
+            *) env_words+=("$w") ;;
+        esac
+    done
     start_shadow
     rm -rf state proxy.sock proxy.log
     mkdir state
@@ -216,9 +229,9 @@ run_filter ()
     la=$(loadavg)
     t0=$EPOCHREALTIME
     # shellcheck disable=SC2086
-    env "${envs[@]}" nbdkit -f -U "$dir/proxy.sock" --filter="$so" "${plugin[@]}" \
+    env "${env_words[@]}" nbdkit -f "${opts[@]}" -U "$dir/proxy.sock" --filter="$so" "${plugin[@]}" \
         shadow="$(uri shadow)" shadow-state="$dir/state" \
-        shadow-control="$ctl" $filter_args \
+        shadow-control="$ctl" $filter_args "${params[@]}" \
         2> >(while IFS= read -r l; do
                  printf '%s %s\n' "$EPOCHREALTIME" "$l"
              done > proxy.log) &
@@ -284,7 +297,7 @@ echo "# bench-hydration: $(( size / 1048576 )) MiB volumes, $reps repetitions," 
      "${shadow_pre:+shadow pre='$shadow_pre'} ${shadow_post:+shadow post='$shadow_post'}" \
      "${candidate:+candidates from $candidate}"
 for (( k=1; k<${#candidate_envs[@]}; k++ )); do
-    echo "#   candidate$k: env '${candidate_envs[$k]}'"
+    echo "#   candidate$k: env and parameters '${candidate_envs[$k]}'"
 done
 machine_line
 echo "# nbdkit $(nbdkit --version | cut -d' ' -f2), $(nbdcopy --version | head -1)," \

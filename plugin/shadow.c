@@ -47,6 +47,12 @@ NBDKIT_DLL_PUBLIC int shadow_debug_commit_delay_ms;
  * origin without copying them, to look at a state without changing it.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_no_copy_on_read;
+/* -D shadow.max_transfer_kib=N: benchmarks only: the largest background
+ * transfer, instead of MAX_TRANSFER.
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_max_transfer_kib;
+/* -D shadow.copier_workers=N: benchmarks only: instead of COPIER_WORKERS. */
+NBDKIT_DLL_PUBLIC int shadow_debug_copier_workers;
 
 #define TICK_INTERVAL 0.5       /* seconds between rate samples and adaptation */
 #define COPIER_WORKERS 4        /* sharing one origin context */
@@ -370,6 +376,16 @@ start_control (void)
   return control ? 0 : -1;
 }
 
+static uint32_t
+max_transfer (void)
+{
+  uint32_t max = MAX_TRANSFER;
+
+  if (shadow_debug_max_transfer_kib > 0)
+    max = (uint32_t) shadow_debug_max_transfer_kib * 1024;
+  return max > params.block_size ? max : params.block_size;
+}
+
 static void
 tick (void *opaque, double now)
 {
@@ -416,11 +432,11 @@ shadow_after_fork (nbdkit_backend *backend)
 
   mcfg = (struct migration_config) {
     .volume = volume, .engine = engine,
-    .worker_origin = &origin, .nr_workers = COPIER_WORKERS,
+    .worker_origin = &origin, .nr_workers = shadow_debug_copier_workers > 0 ?
+      (unsigned) shadow_debug_copier_workers : COPIER_WORKERS,
     .verify_origin = &origin,
     .background = params.background, .rate = params.rate,
-    .max_transfer = MAX_TRANSFER > params.block_size ?
-      MAX_TRANSFER : params.block_size,
+    .max_transfer = max_transfer (),
     .cutover_auto = params.cutover_auto,
     .prefetcher = prefetcher,
     .set_phase = state ? persist_phase : NULL,
