@@ -381,8 +381,9 @@ max_transfer (void)
 {
   uint32_t max = MAX_TRANSFER;
 
-  if (shadow_debug_max_transfer_kib > 0)
-    max = (uint32_t) shadow_debug_max_transfer_kib * 1024;
+  if (shadow_debug_max_transfer_kib > 0)   /* at most 64M, as a block */
+    max = (uint32_t) (shadow_debug_max_transfer_kib < 65536 ?
+                      shadow_debug_max_transfer_kib : 65536) * 1024;
   return max > params.block_size ? max : params.block_size;
 }
 
