@@ -4,11 +4,13 @@
  * LSTM sees further but learns slowly and costs more.  The hybrid's next
  * token distribution is
  *     P(x) = wf * Pfast(x) + ws * Pslow(x)
- * with weights from each model's recent accuracy on this access stream:
- * acc = exponential moving average (factor `ema`) of the probability the
- * model gave to the token that actually came next (read from the top 8
- * it predicted for that stream), and w proportional to acc^gamma.
- * The accuracies are kept per bucket of the fast model's confidence (its
+ * with weights from each model's recent record on this access stream:
+ * ll = exponential moving average (factor `ema`) of the log of the
+ * probability the model gave to the token that actually came next (read
+ * from the top 8 it predicted for that stream, floored at 1e-3), and
+ * wf = 1 / (1 + exp (-sharpness * (ll_fast - ll_slow))): the posterior
+ * weight of a Bayesian mixture over about `sharpness` recent accesses.
+ * The records are kept per bucket of the fast model's confidence (its
  * top-1 probability: < 0.5, < 0.8, < 0.95, above), and the weights of
  * the bucket the current prediction falls in are used: where the n-gram
  * is sure and right it leads, where its short context is ambiguous the
@@ -28,11 +30,14 @@
 
 #include "model.h"
 
+/* Recent accesses' worth of evidence behind the weights (see above). */
+#define PRED_HYBRID_SHARPNESS 16.0
+
 struct pred_hybrid_config {
   unsigned nstreams;
   unsigned slow_depth;          /* rollout steps that consult the slow model */
-  double ema;                   /* accuracy smoothing, e.g. 0.02 */
-  double gamma;                 /* weight sharpness, e.g. 2 */
+  double ema;                   /* record smoothing, e.g. 0.02 */
+  double sharpness;             /* e.g. PRED_HYBRID_SHARPNESS */
   struct pred_rollout_cfg rollout;
 };
 

@@ -261,7 +261,8 @@ START_TEST (test_lstm_learns_long_context)
   struct pred_vocab v;
   struct pred_model *lstm, *ng, *hy;
   struct pred_hybrid_config hc = {
-    .nstreams = 8, .slow_depth = 2, .ema = 0.02, .gamma = 2,
+    .nstreams = 8, .slow_depth = 2, .ema = 0.02,
+    .sharpness = PRED_HYBRID_SHARPNESS,
     .rollout = { .depth = 2, .alts = 2, .min_p = 0.01, .max_len = 4 },
   };
   unsigned n = 9000, window = 1200;

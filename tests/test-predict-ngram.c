@@ -251,7 +251,8 @@ mix (const char *name, gen_fn gen, unsigned n, unsigned judge_from)
   struct pred_vocab v;
   struct pred_rng rng;
   struct pred_hybrid_config hc = {
-    .nstreams = 8, .slow_depth = 2, .ema = 0.02, .gamma = 2,
+    .nstreams = 8, .slow_depth = 2, .ema = 0.02,
+    .sharpness = PRED_HYBRID_SHARPNESS,
     .rollout = { .depth = 2, .alts = 2, .min_p = 0.01, .max_len = 4 },
   };
   struct pred_model *ng, *ls, *hy;
@@ -298,6 +299,71 @@ START_TEST (test_hybrid_mixes)
 }
 END_TEST
 
+/* Top-1 token and its probability. */
+static double
+top1_p (struct pred_model *m, unsigned s, uint32_t *tok)
+{
+  unsigned char ctx[8192];
+  struct pred_tokdist d;
+  m->ops->tok->ctx_init (m, s, ctx);
+  m->ops->tok->dist (m, ctx, 1, &d);
+  *tok = d.n ? d.tok[0] : 0;
+  return d.n ? d.p[0] : 0;
+}
+
+/* Next to a clearly worse model the hybrid passes the better one's
+ * confidence on undiluted: every lookahead path multiplies it, and the
+ * prefetch threshold compares the product.  The slow model here is a
+ * Markov-1 fed the same stream with 40% noise (it gives the right token
+ * about 0.6); weights proportional to squared accuracy would have left
+ * it 28% of the mixture and the top-1 probability near 0.85.
+ */
+START_TEST (test_hybrid_undiluted)
+{
+  struct pred_vocab v;
+  struct pred_rng rng;
+  struct pred_hybrid_config hc = {
+    .nstreams = 8, .slow_depth = 2, .ema = 0.02,
+    .sharpness = PRED_HYBRID_SHARPNESS,
+    .rollout = { .depth = 2, .alts = 2, .min_p = 0.01, .max_len = 4 },
+  };
+  struct pred_model *fast, *slow, *hy;
+  uint32_t tf, th, ts;
+  double pf, ph, ps;
+
+  make_vocab (&v, 16, 15);
+  fast = new_ngram (&v, 4, true, 4096);
+  slow = new_ngram (&v, 1, true, 4096);
+  hy = pred_hybrid_new (&hc, fast, slow);
+  ck_assert_ptr_nonnull (hy);
+  pred_rng_seed (&rng, 7);
+  for (unsigned i = 0; i < 600; i++) {
+    uint32_t noisy = pred_rng_uniform (&rng) < 0.4 ? 1 + pred_rng_below (&rng, 14) : 4;
+    struct pred_event ev = tok_event (i, 4, 0, i == 0);
+    struct pred_event evn = tok_event (i, noisy, 0, i == 0);
+
+    (void) top1_p (hy, 0, &th);         /* lets the hybrid score */
+    fast->ops->observe (fast, &ev);
+    slow->ops->observe (slow, &evn);
+    hy->ops->observe (hy, &ev);
+  }
+  pf = top1_p (fast, 0, &tf);
+  ps = top1_p (slow, 0, &ts);
+  ph = top1_p (hy, 0, &th);
+  fprintf (stderr, "undiluted: fast p %.3f, slow p %.3f, hybrid p %.3f\n",
+           pf, ps, ph);
+  ck_assert_uint_eq (tf, 4);
+  ck_assert_uint_eq (th, 4);
+  ck_assert_msg (ps < 0.8, "the slow model should be mediocre: %.3f", ps);
+  ck_assert_msg (ph >= 0.98 * pf, "hybrid %.3f diluted against the fast %.3f",
+                 ph, pf);
+  pred_model_destroy (hy);
+  pred_model_destroy (fast);
+  pred_model_destroy (slow);
+  pred_vocab_free (&v);
+}
+END_TEST
+
 static Suite *
 ngram_suite (void)
 {
@@ -308,6 +374,7 @@ ngram_suite (void)
   tcase_add_test (tc, test_rollout_blocks);
   tcase_add_test (tc, test_bounded);
   tcase_add_test (tc, test_hybrid_mixes);
+  tcase_add_test (tc, test_hybrid_undiluted);
   suite_add_tcase (s, tc);
   return s;
 }
