@@ -228,6 +228,12 @@ hy_predict (struct pred_model *m, const struct pred_event *ev,
 {
   struct hybrid *h = (struct hybrid *) m;
   pred_rollout (m, ev, &h->cfg.rollout, out, &h->ctx);
+  /* And the fast model's own path: where the mixture's first tokens
+   * differ from the n-gram's, the two rollouts follow different paths,
+   * and the n-gram's would be lost.  A block on both keeps the higher
+   * probability.
+   */
+  pred_rollout (h->fast, ev, &h->cfg.rollout, out, h->scratch_f);
 }
 
 static size_t

@@ -16,7 +16,12 @@
  * is sure and right it leads, where its short context is ambiguous the
  * LSTM can take over.
  * Lookahead steps beyond `slow_depth` use the fast model alone, which
- * bounds the per-access cost.
+ * bounds the per-access cost.  The candidates are those of the mixture's
+ * rollout and of the fast model's own (a block on both keeps the higher
+ * probability): when the mixture's first token differs from the
+ * n-gram's, the two paths part, and on find + md5sum through ext4 the
+ * hybrid used to prefetch fewer useful blocks than the n-gram alone
+ * (bench/e2e: 1398 against 1446-1479; with the union 1480-1500).
  *
  * The hybrid does not own or observe its two models: whoever owns them
  * (the facade) observes each once per access, and calls the hybrid's

@@ -15,6 +15,7 @@
 
 #define QCAP 65536              /* feed queue, power of two */
 #define NREPLAY 64
+#define BUDGET_CAP_NS 50e6       /* credit or debt: 50 ms of training */
 
 struct feed_ev {
   uint32_t tok;
@@ -65,8 +66,12 @@ struct pred_lstm_trainer {
   /* Training serialisation (thread vs snapshot). */
   pthread_mutex_t train_lock;
 
+  /* CPU budget (cpu_share > 0): credit in ns, refilled with wall time. */
+  double credit_ns;
+  uint64_t credit_at;
+
   /* Stats. */
-  _Atomic uint64_t fed, dropped, chunks, replays, train_ns;
+  _Atomic uint64_t fed, dropped, chunks, replays, skipped, train_ns;
   _Atomic uint64_t loss_bits;
   double loss_avg;
 };
@@ -218,6 +223,18 @@ train_one (struct pred_lstm_trainer *t, const uint32_t *tok, double *h0,
 }
 
 /* Apply one event to the training state (trainer side). */
+/* Add the credit earned since the last refill (budget mode). */
+static void
+refill (struct pred_lstm_trainer *t, uint64_t now)
+{
+  if (t->credit_at == 0)
+    t->credit_at = now;
+  t->credit_ns += (double) (now - t->credit_at) * t->cfg.cpu_share;
+  if (t->credit_ns > BUDGET_CAP_NS)
+    t->credit_ns = BUDGET_CAP_NS;
+  t->credit_at = now;
+}
+
 static void
 process (struct pred_lstm_trainer *t, const struct feed_ev *e)
 {
@@ -257,6 +274,17 @@ process (struct pred_lstm_trainer *t, const struct feed_ev *e)
     return;
 
   uint64_t t0 = now_ns ();
+  bool budget = t->cfg.threaded && t->cfg.cpu_share > 0;
+
+  if (budget) {
+    refill (t, t0);
+    if (t->credit_ns < -BUDGET_CAP_NS) {
+      atomic_fetch_add (&t->skipped, 1);
+      s->tok[0] = s->tok[B - 1];
+      s->n = 1;
+      return;
+    }
+  }
   struct replay_slot *r = &t->rp[t->rp_next];
   memcpy (r->tok, s->tok, B * sizeof *r->tok);
   memcpy (r->h0, s->h0, H * sizeof *r->h0);
@@ -271,13 +299,18 @@ process (struct pred_lstm_trainer *t, const struct feed_ev *e)
 
   for (unsigned i = 0; i < t->cfg.replay; i++) {
     unsigned j = pred_rng_below (&t->core.rng, NREPLAY);
+    if (budget && t->credit_ns - (double) (now_ns () - t0) <= 0)
+      break;
     if (!t->rp[j].used)
       continue;
     train_one (t, t->rp[j].tok, t->rp[j].h0, t->rp[j].c0, false);
     atomic_fetch_add (&t->replays, 1);
   }
   publish (t);
-  atomic_fetch_add (&t->train_ns, now_ns () - t0);
+  uint64_t spent = now_ns () - t0;
+  atomic_fetch_add (&t->train_ns, spent);
+  if (budget)
+    t->credit_ns -= spent;
 }
 
 void
@@ -396,6 +429,7 @@ pred_lstm_trainer_stats (struct pred_lstm_trainer *t,
   st->dropped = atomic_load (&t->dropped);
   st->chunks = atomic_load (&t->chunks);
   st->replays = atomic_load (&t->replays);
+  st->skipped = atomic_load (&t->skipped);
   st->train_ns = atomic_load (&t->train_ns);
   st->loss = loss;
   pthread_mutex_lock (&t->thr_lock);

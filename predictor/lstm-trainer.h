@@ -17,6 +17,16 @@
  * (experience replay: online data is seen once, replay speeds learning).
  * Weights are published after every chunk.
  *
+ * CPU budget (threaded mode, cpu_share > 0): training may use that share
+ * of one core, measured as a credit of nanoseconds that refills with
+ * wall time (at most BUDGET_CAP ahead).  Replays run only while there is
+ * credit; a new chunk is skipped (counted) when the debt passes the cap,
+ * so that a token flood costs at most about cpu_share of a core.  Why:
+ * at 2,000 tokens/s (a find + md5sum through ext4) training with replay
+ * took about a tenth of a core, and on the 2-CPU benchmark machine that
+ * slowed the very clients the prefetcher serves (bench/e2e: the hybrid
+ * stalled 2.02 s against the n-gram's 1.86 s; without replay 1.90 s).
+ *
  * Modes:
  *  - synchronous (threaded = false): feed trains inline when a chunk is
  *    complete.  Deterministic for a given seed and token sequence; used
@@ -47,6 +57,7 @@ struct pred_lstm_trainer_config {
   unsigned nstreams;            /* stream slots, 1 .. 256 */
   unsigned replay;              /* replayed chunks per new chunk, 0 .. 8 */
   bool threaded;
+  double cpu_share;             /* threaded: of one core, 0 = unlimited */
 };
 
 /* init: starting weights (same shape as cfg->lstm) or NULL. */
@@ -82,6 +93,7 @@ struct pred_lstm_trainer_stats {
   uint64_t dropped;             /* tokens lost because the queue was full */
   uint64_t chunks;              /* new chunks trained */
   uint64_t replays;             /* replayed chunks trained */
+  uint64_t skipped;             /* new chunks not trained: over budget */
   uint64_t train_ns;            /* time spent training */
   double loss;                  /* moving average of the chunk loss */
   bool running;                 /* background thread alive */

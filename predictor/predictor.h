@@ -120,6 +120,8 @@ struct predictor_config {
   unsigned lstm_bptt;           /* 16 */
   unsigned lstm_replay;         /* 2 */
   double lstm_lr;               /* 0.005 (Adam) */
+  double lstm_cpu_share;        /* threaded training, of one core: 0.05
+                                   (0 = unlimited; lstm-trainer.h) */
 };
 
 void predictor_config_default (struct predictor_config *c);

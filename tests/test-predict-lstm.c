@@ -6,10 +6,13 @@
  */
 #include <config.h>
 
+#include <inttypes.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <check.h>
@@ -497,6 +500,63 @@ START_TEST (test_threaded_trainer)
 }
 END_TEST
 
+/* A token flood with a CPU budget: training takes about its share of
+ * the wall time (plus the 50 ms of credit it may run ahead), skips
+ * chunks rather than fall behind, and without a budget skips none.
+ */
+static void
+flood (double share, double seconds, struct pred_lstm_trainer_stats *st,
+       double *wall_ns)
+{
+  struct pred_lstm_trainer_config tc;
+  struct pred_lstm_trainer *t;
+  struct timespec a, b;
+
+  memset (&tc, 0, sizeof tc);
+  pred_lstm_config_default (&tc.lstm);
+  tc.lstm.vocab = 16;
+  tc.nstreams = 4;
+  tc.replay = 2;
+  tc.threaded = true;
+  tc.cpu_share = share;
+  t = pred_lstm_trainer_new (&tc, NULL);
+  ck_assert_ptr_nonnull (t);
+  ck_assert_int_eq (pred_lstm_trainer_start (t), 0);
+  clock_gettime (CLOCK_MONOTONIC, &a);
+  do {
+    /* 20,000 tokens a second, far more than 1% of a core can train. */
+    for (unsigned i = 0; i < 200; i++)
+      pred_lstm_trainer_feed (t, 0, false, -1, long_pattern[i % LP], -1);
+    usleep (10000);
+    clock_gettime (CLOCK_MONOTONIC, &b);
+  } while ((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9 < seconds);
+  pred_lstm_trainer_stop (t);
+  pred_lstm_trainer_stats (t, st);
+  *wall_ns = (b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec);
+  pred_lstm_trainer_free (t);
+}
+
+START_TEST (test_trainer_cpu_budget)
+{
+  struct pred_lstm_trainer_stats st;
+  double wall;
+
+  flood (0.01, 1.5, &st, &wall);
+  fprintf (stderr, "budget 1%%: %.1f ms trained in %.0f ms, %" PRIu64
+           " chunks, %" PRIu64 " replays, %" PRIu64 " skipped\n",
+           st.train_ns / 1e6, wall / 1e6, st.chunks, st.replays, st.skipped);
+  ck_assert_uint_gt (st.skipped, 0);
+  ck_assert_uint_gt (st.chunks, 0);
+  /* Share of the wall time, the cap ahead and one chunk's overshoot. */
+  ck_assert_msg (st.train_ns <= 0.01 * wall + 50e6 + 20e6,
+                 "trained %.1f ms in %.0f ms at a 1%% budget",
+                 st.train_ns / 1e6, wall / 1e6);
+
+  flood (0, 0.3, &st, &wall);
+  ck_assert_uint_eq (st.skipped, 0);
+}
+END_TEST
+
 static Suite *
 lstm_suite (void)
 {
@@ -509,6 +569,7 @@ lstm_suite (void)
   tcase_add_test (tc, test_fixed_seed);
   tcase_add_test (tc, test_save_load_identical);
   tcase_add_test (tc, test_threaded_trainer);
+  tcase_add_test (tc, test_trainer_cpu_budget);
   tcase_add_test (tc, test_lstm_learns_long_context);
   suite_add_tcase (s, tc);
   return s;
