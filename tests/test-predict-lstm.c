@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -484,6 +485,9 @@ START_TEST (test_threaded_trainer)
   }
   ck_assert_uint_ge (st.chunks, 1000 / 17);
   ck_assert (st.running);
+#ifdef SCHED_IDLE
+  ck_assert_msg (st.idle_priority, "the trainer should run under SCHED_IDLE");
+#endif
   const struct pred_lstm_infer *f = pred_lstm_trainer_fetch (t);
   ck_assert_ptr_nonnull (f);
   ck_assert_uint_gt (f->version, 1);
