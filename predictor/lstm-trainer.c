@@ -4,11 +4,13 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "lstm-infer.h"
 #include "lstm-trainer.h"
@@ -342,21 +344,22 @@ pred_lstm_trainer_feed (struct pred_lstm_trainer *t, unsigned stream,
   atomic_store_explicit (&t->q_tail, tail + 1, memory_order_release);
 }
 
-/* Run only on a CPU nothing else wants: a training chunk takes a few
+/* Yield the CPU to everything else: a training chunk takes a few
  * hundred microseconds, and on the 2-CPU benchmark machine four fio
  * readers waited behind those bursts (bench/e2e inter: the LSTM policy's
- * median read 0.39 ms against the n-gram's 0.26 ms).  SCHED_IDLE is
- * Linux's; elsewhere, or if refused, training keeps its normal priority
- * (stats: idle_priority).
+ * median read 0.39 ms against the n-gram's 0.26 ms).  Nice 19 (Linux
+ * threads have their own) lets any other thread preempt it at once, yet
+ * unlike SCHED_IDLE, which starved training for seconds while the test
+ * suite kept both CPUs busy, it still gets a little CPU under full load.
+ * If refused, training keeps its priority (stats: idle_priority).
  */
 static void
 lower_priority (struct pred_lstm_trainer *t)
 {
-#ifdef SCHED_IDLE
-  struct sched_param sp = { .sched_priority = 0 };
-
+#ifdef __linux__
   atomic_store (&t->idle_priority,
-                pthread_setschedparam (pthread_self (), SCHED_IDLE, &sp) == 0);
+                setpriority (PRIO_PROCESS, (id_t) syscall (SYS_gettid),
+                             19) == 0);
 #else
   atomic_store (&t->idle_priority, false);
 #endif

@@ -97,7 +97,7 @@ struct pred_lstm_trainer_stats {
   uint64_t train_ns;            /* time spent training */
   double loss;                  /* moving average of the chunk loss */
   bool running;                 /* background thread alive */
-  bool idle_priority;           /* it runs under SCHED_IDLE */
+  bool idle_priority;           /* it runs at nice 19 */
 };
 void pred_lstm_trainer_stats (struct pred_lstm_trainer *t,
                               struct pred_lstm_trainer_stats *st);
