@@ -105,7 +105,6 @@ struct shadow_counters {
  */
 struct shadow {
   struct engine *e;
-  size_t index;
   struct shadow_info info;
   struct subq queue[2];         /* by priority, not yet issued */
   unsigned in_flight, copy_in_flight;
@@ -123,7 +122,6 @@ struct shadow {
  */
 struct shadow_conn {
   struct shadow *sh;
-  size_t index;                 /* within the shadow */
   struct nbd_handle *nbd;       /* NULL while down */
   enum conn_state state;
   bool ever_ready;
@@ -1046,7 +1044,6 @@ engine_alloc (const struct engine_config *cfg)
     struct shadow *sh = &e->shadows[i];
 
     sh->e = e;
-    sh->index = i;
     sh->info.uri = cfg->uris[i];
     subq_init (&sh->queue[0]);
     subq_init (&sh->queue[1]);
@@ -1057,7 +1054,6 @@ engine_alloc (const struct engine_config *cfg)
       struct shadow_conn *c = &sh->conns[j];
 
       c->sh = sh;
-      c->index = j;
       c->backoff = BACKOFF_MIN;
       c->state = CONN_DOWN;
       subq_init (&c->completed);
