@@ -226,7 +226,6 @@ train_one (struct pred_lstm_trainer *t, const uint32_t *tok, double *h0,
   atomic_store (&t->loss_bits, bits);
 }
 
-/* Apply one event to the training state (trainer side). */
 /* Add the credit earned since the last refill (budget mode). */
 static void
 refill (struct pred_lstm_trainer *t, uint64_t now)
@@ -239,6 +238,52 @@ refill (struct pred_lstm_trainer *t, uint64_t now)
   t->credit_at = now;
 }
 
+/* Train one full chunk of stream buffer s, then replays, within the CPU
+ * budget.  A skipped chunk leaves the stream's start state where it was:
+ * the next chunk then starts from an older state, an approximation that
+ * costs nothing.
+ */
+static void
+train_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
+{
+  unsigned H = t->cfg.lstm.hidden, B = t->cfg.lstm.bptt + 1;
+  uint64_t t0 = now_ns ();
+  bool budget = t->cfg.threaded && t->cfg.cpu_share > 0;
+
+  if (budget) {
+    refill (t, t0);
+    if (t->credit_ns < -BUDGET_CAP_NS) {
+      atomic_fetch_add (&t->skipped, 1);
+      return;
+    }
+  }
+  struct replay_slot *r = &t->rp[t->rp_next];
+  memcpy (r->tok, s->tok, B * sizeof *r->tok);
+  memcpy (r->h0, s->h0, H * sizeof *r->h0);
+  memcpy (r->c0, s->c0, H * sizeof *r->c0);
+  r->used = true;
+  t->rp_next = (t->rp_next + 1) % NREPLAY;
+
+  train_one (t, s->tok, s->h0, s->c0, true);
+  atomic_fetch_add (&t->chunks, 1);
+
+  for (unsigned i = 0; i < t->cfg.replay; i++) {
+    unsigned j = pred_rng_below (&t->core.rng, NREPLAY);
+    if (budget && t->credit_ns - (double) (now_ns () - t0) <= 0)
+      break;
+    if (!t->rp[j].used)
+      continue;
+    train_one (t, t->rp[j].tok, t->rp[j].h0, t->rp[j].c0, false);
+    atomic_fetch_add (&t->replays, 1);
+  }
+  publish (t);
+  uint64_t spent = now_ns () - t0;
+  atomic_fetch_add (&t->train_ns, spent);
+  if (budget)
+    t->credit_ns -= spent;
+}
+
+/* Apply one event to the training state (trainer side). */
 static void
 process (struct pred_lstm_trainer *t, const struct feed_ev *e)
 {
@@ -276,45 +321,10 @@ process (struct pred_lstm_trainer *t, const struct feed_ev *e)
   s->tok[s->n++] = e->tok;
   if (s->n < B)
     return;
-
-  uint64_t t0 = now_ns ();
-  bool budget = t->cfg.threaded && t->cfg.cpu_share > 0;
-
-  if (budget) {
-    refill (t, t0);
-    if (t->credit_ns < -BUDGET_CAP_NS) {
-      atomic_fetch_add (&t->skipped, 1);
-      s->tok[0] = s->tok[B - 1];
-      s->n = 1;
-      return;
-    }
-  }
-  struct replay_slot *r = &t->rp[t->rp_next];
-  memcpy (r->tok, s->tok, B * sizeof *r->tok);
-  memcpy (r->h0, s->h0, H * sizeof *r->h0);
-  memcpy (r->c0, s->c0, H * sizeof *r->c0);
-  r->used = true;
-  t->rp_next = (t->rp_next + 1) % NREPLAY;
-
-  train_one (t, s->tok, s->h0, s->c0, true);
-  atomic_fetch_add (&t->chunks, 1);
+  train_chunk (t, s);
+  /* The chunk's last token is the first input of the next. */
   s->tok[0] = s->tok[B - 1];
   s->n = 1;
-
-  for (unsigned i = 0; i < t->cfg.replay; i++) {
-    unsigned j = pred_rng_below (&t->core.rng, NREPLAY);
-    if (budget && t->credit_ns - (double) (now_ns () - t0) <= 0)
-      break;
-    if (!t->rp[j].used)
-      continue;
-    train_one (t, t->rp[j].tok, t->rp[j].h0, t->rp[j].c0, false);
-    atomic_fetch_add (&t->replays, 1);
-  }
-  publish (t);
-  uint64_t spent = now_ns () - t0;
-  atomic_fetch_add (&t->train_ns, spent);
-  if (budget)
-    t->credit_ns -= spent;
 }
 
 void
