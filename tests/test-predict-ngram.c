@@ -245,23 +245,25 @@ gen_random (uint64_t i, struct pred_rng *rng)
   return 1 + pred_rng_below (rng, 15);
 }
 
+/* The hybrid as the hybrid tests build it. */
+static const struct pred_hybrid_config hybrid_cfg = {
+  .nstreams = 8, .slow_depth = 2, .ema = 0.02,
+  .sharpness = PRED_HYBRID_SHARPNESS,
+  .rollout = { .depth = 2, .alts = 2, .min_p = 0.01, .max_len = 4 },
+};
+
 static void
 mix (const char *name, gen_fn gen, unsigned n, unsigned judge_from)
 {
   struct pred_vocab v;
   struct pred_rng rng;
-  struct pred_hybrid_config hc = {
-    .nstreams = 8, .slow_depth = 2, .ema = 0.02,
-    .sharpness = PRED_HYBRID_SHARPNESS,
-    .rollout = { .depth = 2, .alts = 2, .min_p = 0.01, .max_len = 4 },
-  };
   struct pred_model *ng, *ls, *hy;
   unsigned hn = 0, hl = 0, hh = 0, judged = 0;
 
   make_vocab (&v, 16, 15);
   ng = new_ngram (&v, 4, true, 4096);
   ls = new_lstm (&v, 11);
-  hy = pred_hybrid_new (&hc, ng, ls);
+  hy = pred_hybrid_new (&hybrid_cfg, ng, ls);
   ck_assert_ptr_nonnull (hy);
   pred_rng_seed (&rng, 99);
   for (unsigned i = 0; i < n; i++) {
@@ -322,11 +324,6 @@ START_TEST (test_hybrid_undiluted)
 {
   struct pred_vocab v;
   struct pred_rng rng;
-  struct pred_hybrid_config hc = {
-    .nstreams = 8, .slow_depth = 2, .ema = 0.02,
-    .sharpness = PRED_HYBRID_SHARPNESS,
-    .rollout = { .depth = 2, .alts = 2, .min_p = 0.01, .max_len = 4 },
-  };
   struct pred_model *fast, *slow, *hy;
   uint32_t tf, th, ts;
   double pf, ph, ps;
@@ -334,7 +331,7 @@ START_TEST (test_hybrid_undiluted)
   make_vocab (&v, 16, 15);
   fast = new_ngram (&v, 4, true, 4096);
   slow = new_ngram (&v, 1, true, 4096);
-  hy = pred_hybrid_new (&hc, fast, slow);
+  hy = pred_hybrid_new (&hybrid_cfg, fast, slow);
   ck_assert_ptr_nonnull (hy);
   pred_rng_seed (&rng, 7);
   for (unsigned i = 0; i < 600; i++) {
