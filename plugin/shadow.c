@@ -51,7 +51,9 @@ NBDKIT_DLL_PUBLIC int shadow_debug_no_copy_on_read;
  * transfer, instead of MAX_TRANSFER.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_max_transfer_kib;
-/* -D shadow.copier_workers=N: benchmarks only: instead of COPIER_WORKERS. */
+/* -D shadow.copier_workers=N: benchmarks only: instead of COPIER_WORKERS
+ * (at most 64).
+ */
 NBDKIT_DLL_PUBLIC int shadow_debug_copier_workers;
 
 #define TICK_INTERVAL 0.5       /* seconds between rate samples and adaptation */
@@ -387,6 +389,15 @@ max_transfer (void)
   return max > params.block_size ? max : params.block_size;
 }
 
+static unsigned
+copier_workers (void)
+{
+  if (shadow_debug_copier_workers <= 0)
+    return COPIER_WORKERS;
+  return shadow_debug_copier_workers < 64 ?
+    (unsigned) shadow_debug_copier_workers : 64;
+}
+
 static void
 tick (void *opaque, double now)
 {
@@ -433,8 +444,7 @@ shadow_after_fork (nbdkit_backend *backend)
 
   mcfg = (struct migration_config) {
     .volume = volume, .engine = engine,
-    .worker_origin = &origin, .nr_workers = shadow_debug_copier_workers > 0 ?
-      (unsigned) shadow_debug_copier_workers : COPIER_WORKERS,
+    .worker_origin = &origin, .nr_workers = copier_workers (),
     .verify_origin = &origin,
     .background = params.background, .rate = params.rate,
     .max_transfer = max_transfer (),
