@@ -16,6 +16,8 @@
 #define MIN_BLOCK_SIZE (4 * 1024)
 #define MAX_BLOCK_SIZE (64 * 1024 * 1024)
 #define MAX_CONNECTIONS 16
+#define MAX_RETRY_HOLD 3600.0
+#define DEFAULT_RETRY_HOLD 5.0
 
 static const char *const prefetch_names[] = {
   [PREFETCH_OFF] = "off",
@@ -28,7 +30,7 @@ static const char *const prefetch_names[] = {
 /* Keys given once at most. */
 static bool seen_block_size, seen_state, seen_writes, seen_background,
   seen_rate, seen_prefetch, seen_model, seen_control, seen_cutover,
-  seen_trace, seen_connections;
+  seen_trace, seen_connections, seen_retry_hold;
 
 void
 params_init (struct shadow_params *p)
@@ -38,6 +40,7 @@ params_init (struct shadow_params *p)
   p->background = true;
   p->prefetch = PREFETCH_HYBRID;
   p->connections = 1;
+  p->retry_hold = DEFAULT_RETRY_HOLD;
 }
 
 const char *
@@ -216,6 +219,25 @@ parse_uint_range (const char *key, const char *value, unsigned min,
   return 0;
 }
 
+/* Seconds, a decimal number in [0, max]. */
+static int
+parse_seconds (const char *key, const char *value, double max, double *out)
+{
+  char *end;
+  double v;
+
+  errno = 0;
+  v = strtod (value, &end);
+  if (*value < '0' || *value > '9' || *end != '\0' || errno != 0 ||
+      !(v >= 0 && v <= max)) {
+    nbdkit_error ("%s=%s: must be a number of seconds from 0 to %g",
+                  key, value, max);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
 static int
 config_readable_file (const char *key, const char *value)
 {
@@ -261,6 +283,9 @@ params_config (struct shadow_params *p, const char *key, const char *value)
   else if (strcmp (key, "shadow-connections") == 0)
     r = once (&seen_connections, key) ?:
       parse_uint_range (key, value, 1, MAX_CONNECTIONS, &p->connections);
+  else if (strcmp (key, "shadow-retry-hold") == 0)
+    r = once (&seen_retry_hold, key) ?:
+      parse_seconds (key, value, MAX_RETRY_HOLD, &p->retry_hold);
   else if (strcmp (key, "shadow-prefetch") == 0) {
     r = once (&seen_prefetch, key);
     if (r == 0 && prefetch_parse (value, &p->prefetch) == -1) {

@@ -242,6 +242,7 @@ engine_config_of (int64_t expected_size)
     .expected_size = expected_size,
     .reconnect_timeout = 60,
     .connections = params.connections,
+    .retry_hold = params.retry_hold,
     .probed = probed,
   };
 }

@@ -30,6 +30,21 @@
  * and are issued again after the reconnect: every command we send
  * (read, write, zero, trim, flush, block status) is idempotent.
  *
+ * Issuing a write again is safe only once the lost copy can no longer
+ * land: a server whose connection broke may still be executing a write
+ * it received on it (a stalled disk, a retrying storage client), and if
+ * the retry completed, our caller released its range lock and a newer
+ * write to the same blocks completed too, the old copy landing last
+ * would silently bring back old data.  So a write that was in flight on
+ * a lost connection is "held": its io completes no sooner than
+ * cfg.retry_hold seconds after the loss, and until then the caller's
+ * range lock (or the client waiting for its reply) keeps anything newer
+ * from reaching those blocks.  The lost copy, if it lands meanwhile,
+ * carries the same data as the retry.  No protocol message tells when a
+ * server is done with a dead connection's requests, so the hold is a
+ * bound the operator chooses (shadow-retry-hold); reads, flushes and
+ * requests the server refused with ESHUTDOWN are not held.
+ *
  * A shadow that advertises multi-conn may have several connections
  * (engine_config.connections).  Its commands wait in the shadow's queue,
  * not a connection's, and go to whichever ready connection has the
@@ -51,6 +66,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -161,6 +177,9 @@ struct engine {
   pthread_cond_t start_cond;
   size_t nr_ready;              /* connections that came up */
   bool start_failed;
+
+  struct shadow_io *held;       /* completed, waiting for hold_until */
+  ev_timer hold_timer;          /* fires at the earliest hold_until */
 
   char *zero_buf;               /* ZERO_BUF_SIZE zero bytes */
   size_t nr_shadows;
@@ -476,25 +495,54 @@ requeue_sub (struct sub *s)
   subq_push_front (&s->sh->queue[s->io->priority], s);
 }
 
-/* Drain the completed list.  dead: failures are caused by the lost
- * connection and are retried.  ESHUTDOWN is what a server says to the
- * requests in flight when it is stopping: retried as well.
+static bool
+op_updates (enum shadow_op op)
+{
+  return op == SHADOW_WRITE || op == SHADOW_ZERO || op == SHADOW_TRIM;
+}
+
+/* s was in flight on a connection that was lost: the server may still
+ * execute it, so its io must not complete before the hold (see the top).
  */
-static void
+static bool
+hold_after_loss (struct sub *s)
+{
+  struct engine *e = s->sh->e;
+  double until = ev_now (e->loop) + e->cfg.retry_hold;
+
+  if (!op_updates (s->io->op) || e->cfg.retry_hold <= 0)
+    return false;
+  if (until > s->io->hold_until)
+    s->io->hold_until = until;
+  return true;
+}
+
+/* Drain the completed list.  dead: failures are caused by the lost
+ * connection and are retried (and held, if they update the shadow).
+ * ESHUTDOWN is what a server says to the requests in flight when it is
+ * stopping, meaning it will not run them: retried, not held.
+ */
+static size_t
 process_completed (struct shadow_conn *c, bool dead)
 {
   struct sub *s;
+  size_t held = 0;
 
   while ((s = subq_pop (&c->completed)) != NULL) {
     c->in_flight--;
     c->sh->in_flight--;
     if (s->io->priority == SHADOW_PRIO_COPY)
       c->sh->copy_in_flight--;
-    if (s->err != 0 && (dead || s->err == ESHUTDOWN))
+    if (s->err != 0 && dead) {
+      held += hold_after_loss (s);
+      requeue_sub (s);
+    }
+    else if (s->err != 0 && s->err == ESHUTDOWN)
       requeue_sub (s);
     else
       finish_sub (s, s->err);
   }
+  return held;
 }
 
 /* The connection is gone (or never came up): close the handle, retry its
@@ -506,6 +554,7 @@ conn_down (struct shadow_conn *c, const char *why)
   struct shadow *sh = c->sh;
   struct engine *e = sh->e;
   double now = ev_now (e->loop);
+  size_t held;
 
   if (c->state == CONN_READY || !c->ever_ready)
     shadow_error ("shadow %s: connection lost: %s", sh->info.uri,
@@ -521,8 +570,13 @@ conn_down (struct shadow_conn *c, const char *why)
     nbd_close (c->nbd);         /* fires the remaining completions */
     c->nbd = NULL;
   }
-  process_completed (c, true);
+  held = process_completed (c, true);
   assert (c->in_flight == 0);
+  if (held > 0)
+    shadow_notice ("shadow %s: %zu write%s in flight on the lost "
+                   "connection will be retried and complete no sooner "
+                   "than %g s from now (shadow-retry-hold)", sh->info.uri,
+                   held, held == 1 ? "" : "s", e->cfg.retry_hold);
 
   if (!c->ever_ready && now - c->down_since > CONNECT_TIMEOUT &&
       c->down_since > 0) {
@@ -549,9 +603,82 @@ wake_waiter (struct engine_waiter *w)
 }
 
 static void
+deliver_io (struct shadow_io *io)
+{
+  if (io->done)
+    io->done (io);
+  else
+    wake_waiter (io->waiter);
+}
+
+/* Arm the hold timer for the earliest held io, or stop it. */
+static void
+rearm_hold_timer (struct engine *e)
+{
+  struct shadow_io *io;
+  double first = 0;
+
+  ev_timer_stop (e->loop, &e->hold_timer);
+  for (io = e->held; io; io = io->held_next)
+    if (first == 0 || io->hold_until < first)
+      first = io->hold_until;
+  if (first > 0) {
+    double wait = first - ev_now (e->loop);
+
+    ev_timer_set (&e->hold_timer, wait > 0 ? wait : 0, 0);
+    ev_timer_start (e->loop, &e->hold_timer);
+  }
+}
+
+/* Complete the held ios whose hold is over (all of them if all). */
+static void
+release_held (struct engine *e, bool all)
+{
+  struct shadow_io **pp = &e->held, *io, *due = NULL;
+  double now = ev_now (e->loop);
+
+  while ((io = *pp) != NULL) {
+    if (all || io->hold_until <= now) {
+      *pp = io->held_next;
+      io->held_next = due;
+      due = io;
+    }
+    else
+      pp = &io->held_next;
+  }
+  rearm_hold_timer (e);
+  /* After unlinking: a done callback may submit (and hold) more. */
+  while ((io = due) != NULL) {
+    due = io->held_next;
+    io->held_next = NULL;
+    deliver_io (io);
+  }
+}
+
+static void
+hold_cb (struct ev_loop *loop, ev_timer *w, int revents)
+{
+  release_held (w->data, false);
+}
+
+/* The io's last command finished: complete it, or hold it (see top). */
+static void
+complete_io (struct engine *e, struct shadow_io *io)
+{
+  if (io->hold_until > ev_now (e->loop)) {
+    io->held_next = e->held;
+    e->held = io;
+    rearm_hold_timer (e);
+    return;
+  }
+  deliver_io (io);
+}
+
+static void
 finish_sub (struct sub *s, int err)
 {
   struct shadow_io *io = s->io;
+  struct engine *e = s->sh->e;
 
   if (err != 0) {
     atomic_fetch_add_explicit (&s->sh->counters.errors, 1,
@@ -566,10 +693,7 @@ finish_sub (struct sub *s, int err)
   assert (io->pending > 0);
   if (--io->pending > 0)
     return;
-  if (io->done)
-    io->done (io);
-  else
-    wake_waiter (io->waiter);
+  complete_io (e, io);
 }
 
 static int
@@ -847,10 +971,7 @@ expand_io (struct engine *e, struct shadow_io *io)
       free (s);
     io->err = ENOMEM;
     io->pending = 1;
-    if (io->done)
-      io->done (io);
-    else
-      wake_waiter (io->waiter);
+    deliver_io (io);
     return;
   }
 
@@ -936,12 +1057,17 @@ rearm_io (struct shadow_conn *c)
   }
 }
 
-/* After libnbd ran: notice state changes, finish completed subs. */
+/* After libnbd ran: notice state changes, finish completed subs.  why:
+ * what the failing notify said, if one failed.
+ */
 static void
-after_notify (struct shadow_conn *c)
+after_notify (struct shadow_conn *c, const char *why)
 {
   if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd)) {
-    conn_down (c, nbd_get_error ());
+    if (why == NULL || *why == '\0')
+      why = nbd_aio_is_closed (c->nbd) ?
+        "the server closed the connection" : nbd_get_error ();
+    conn_down (c, why);
     return;
   }
   if (c->state == CONN_CONNECTING && nbd_aio_is_ready (c->nbd))
@@ -954,15 +1080,20 @@ io_cb (struct ev_loop *loop, ev_io *w, int revents)
 {
   struct shadow_conn *c = w->data;
 
+  char why[256] = "";
+
   if (c->nbd == NULL)
     return;
-  /* Errors surface as a dead handle, which after_notify handles. */
-  if (revents & EV_READ)
-    (void) nbd_aio_notify_read (c->nbd);
-  if (c->nbd && (revents & EV_WRITE) &&
-      !nbd_aio_is_dead (c->nbd) && !nbd_aio_is_closed (c->nbd))
-    (void) nbd_aio_notify_write (c->nbd);
-  after_notify (c);
+  /* Errors surface as a dead handle, which after_notify handles; keep
+   * libnbd's message before other calls replace it.
+   */
+  if ((revents & EV_READ) && nbd_aio_notify_read (c->nbd) == -1)
+    snprintf (why, sizeof why, "%s", nbd_get_error () ?: "");
+  if ((revents & EV_WRITE) &&
+      !nbd_aio_is_dead (c->nbd) && !nbd_aio_is_closed (c->nbd) &&
+      nbd_aio_notify_write (c->nbd) == -1)
+    snprintf (why, sizeof why, "%s", nbd_get_error () ?: "");
+  after_notify (c, why);
 }
 
 static void
@@ -1115,6 +1246,8 @@ engine_start (const struct engine_config *cfg)
   ev_async_start (e->loop, &e->wake);
   ev_init (&e->tick, tick_cb);
   e->tick.data = e;
+  ev_init (&e->hold_timer, hold_cb);
+  e->hold_timer.data = e;
   ev_prepare_init (&e->prepare, prepare_cb);
   e->prepare.data = e;
   ev_prepare_start (e->loop, &e->prepare);
@@ -1181,6 +1314,8 @@ engine_stop (struct engine *e)
   }
   for (i = 0; i < e->nr_shadows; ++i)
     fail_queued (&e->shadows[i], ESHUTDOWN);
+  /* Their commands succeeded; nothing newer can be sent any more. */
+  release_held (e, true);
   engine_free (e);
 }
 
@@ -1247,6 +1382,8 @@ engine_submit (struct engine *e, struct shadow_io *io)
 {
   bool stopping;
 
+  io->hold_until = 0;
+  io->held_next = NULL;
   mutex_lock (&e->lock);
   stopping = e->stopping;
   if (!stopping && e->incoming_len == e->incoming_cap) {
@@ -1274,10 +1411,7 @@ engine_submit (struct engine *e, struct shadow_io *io)
   io->err = ESHUTDOWN;
  complete_now:
   io->pending = 0;
-  if (io->done)
-    io->done (io);
-  else
-    wake_waiter (io->waiter);
+  deliver_io (io);
 }
 
 int

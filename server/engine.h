@@ -18,7 +18,9 @@
  * client I/O ahead of copy traffic, and completes the io once all its
  * commands have.  A lost connection is reconnected with backoff and its
  * commands are issued again, so callers see a delay, not an error,
- * unless the shadow stays away longer than reconnect_timeout.
+ * unless the shadow stays away longer than reconnect_timeout.  A write
+ * that was in flight when its connection was lost completes no sooner
+ * than retry_hold seconds after the loss.
  *
  * Completion (the done callback) runs on the engine thread, outside
  * libnbd's handle lock: it may submit more work but must not block.
@@ -84,6 +86,8 @@ struct shadow_io {
   /* Engine private. */
   unsigned pending;
   struct engine_waiter *waiter;
+  double hold_until;            /* ev_now: complete no earlier (0: none) */
+  struct shadow_io *held_next;  /* on engine->held */
 };
 
 /* What a shadow told us when it connected. */
@@ -112,6 +116,12 @@ struct engine_config {
   size_t nr_shadows;
   int64_t expected_size;        /* -1: do not check */
   double reconnect_timeout;     /* seconds a shadow may stay away */
+  /* Seconds a write (write, zero, trim) that was in flight on a lost
+   * connection keeps its io open after the loss, retry included, so that
+   * a server still executing the lost copy finishes it before anything
+   * newer can be sent to the same range (engine.c says why).  0: none.
+   */
+  double retry_hold;
   unsigned max_in_flight;       /* commands per shadow */
   unsigned max_copy_in_flight;  /* of which copy traffic */
   /* Connections per shadow that advertised multi-conn in probed[] (0 or

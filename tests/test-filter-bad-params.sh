@@ -114,6 +114,16 @@ expect_fail "shadow-connections=4x: must be a whole number from 1 to 16" \
     memory 64M "$s64" shadow-connections=4x
 expect_fail "shadow-connections=-1: must be a whole number from 1 to 16" \
     memory 64M "$s64" shadow-connections=-1
+expect_fail "shadow-retry-hold=-1: must be a number of seconds from 0 to 3600" \
+    memory 64M "$s64" shadow-retry-hold=-1
+expect_fail "shadow-retry-hold=3601: must be a number of seconds from 0 to 3600" \
+    memory 64M "$s64" shadow-retry-hold=3601
+expect_fail "shadow-retry-hold=5s: must be a number of seconds from 0 to 3600" \
+    memory 64M "$s64" shadow-retry-hold=5s
+expect_fail "shadow-retry-hold=nan: must be a number of seconds from 0 to 3600" \
+    memory 64M "$s64" shadow-retry-hold=nan
+expect_fail "shadow-retry-hold: given more than once" \
+    memory 64M "$s64" shadow-retry-hold=1 shadow-retry-hold=2
 expect_fail "shadow-prefetch=magic: must be off, readahead, ngram, lstm or hybrid" \
     memory 64M "$s64" shadow-prefetch=magic
 expect_fail "shadow-model=$TESTDIR/none.model: No such file or directory" \
