@@ -43,6 +43,15 @@ NBDKIT_DLL_PUBLIC int shadow_debug_verbose;
  * that a kill -9 lands there.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_commit_delay_ms;
+/* -D shadow.commit_interval_ms=N: tests only: commit this seldom (while
+ * no client asks), so that a test can cut the shadow's power with
+ * unflushed updates in its cache.
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_commit_interval_ms;
+/* -D shadow.write_log_kib=N: tests only: the cap of the unflushed write
+ * log per shadow (engine_config.log_cap), instead of 64 MiB.
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_write_log_kib;
 /* -D shadow.no_copy_on_read=1: tests only: read absent blocks from the
  * origin without copying them, to look at a state without changing it.
  */
@@ -243,6 +252,8 @@ engine_config_of (int64_t expected_size)
     .reconnect_timeout = 60,
     .connections = params.connections,
     .retry_hold = params.retry_hold,
+    .log_cap = shadow_debug_write_log_kib > 0 ?
+      (uint64_t) shadow_debug_write_log_kib * 1024 : 0,
     .probed = probed,
   };
 }
@@ -425,7 +436,8 @@ shadow_after_fork (nbdkit_backend *backend)
     .size = size,
     .block_size = params.block_size,
     .writes_both = params.writes_both,
-    .commit_interval = 1.0,
+    .commit_interval = shadow_debug_commit_interval_ms > 0 ?
+      shadow_debug_commit_interval_ms / 1000.0 : 1.0,
     .res = loaded,
     .persist = state ? persist_marks : NULL,
     /* In shadow-writes=both mode verify compares every block anyway. */

@@ -236,7 +236,7 @@ static void
 summary_errors (FILE *fp, const struct json *st)
 {
   const struct json *shadows = json_path (st, "errors.shadows");
-  char a[32], b[32], c[32], d[32], label[32];
+  char a[32], b[32], c[32], d[32], r[32], label[32];
   size_t i;
 
   fprintf (fp, LABEL "origin %s\n", "errors:",
@@ -265,10 +265,12 @@ summary_errors (FILE *fp, const struct json *st)
       snprintf (d, sizeof d, "%.0f us", lat);
     else
       snprintf (d, sizeof d, "?");
-    fprintf (fp, LABEL "%s errors, %s reconnects, %s retries, latency %s\n",
+    fprintf (fp, LABEL "%s errors, %s reconnects, %s retries, "
+             "%s replays, latency %s\n",
              "", u64_at (sh, "errors", a, sizeof a),
              u64_at (sh, "reconnects", b, sizeof b),
-             u64_at (sh, "retries", c, sizeof c), d);
+             u64_at (sh, "retries", c, sizeof c),
+             u64_at (sh, "replays", r, sizeof r), d);
   }
 }
 

@@ -77,6 +77,7 @@
 #include "engine.h"
 #include "lockutil.h"
 #include "log.h"
+#include "wlog.h"
 
 #define DATA_CHUNK_MAX (32 * 1024 * 1024) /* common server payload limit */
 #define NODATA_CHUNK_MAX (1024 * 1024 * 1024) /* zero/trim/block status */
@@ -84,6 +85,8 @@
 #define BACKOFF_MIN 0.05
 #define BACKOFF_MAX 2.0
 #define CONNECT_TIMEOUT 60.0
+#define LOG_CAP_DEFAULT (64 * 1024 * 1024)
+#define LOG_RETRY 1.0             /* s after a failed flush or replay */
 
 struct sub {
   struct sub *next;
@@ -95,6 +98,8 @@ struct sub {
   bool any;                     /* io->target was SHADOW_ANY */
   int err;
   struct timespec started;
+  uint64_t covers;              /* FLUSH: the log entries it covers */
+  struct wlog_entry *replay;    /* a replay of this entry (io is internal) */
 };
 
 struct subq {
@@ -110,7 +115,7 @@ enum conn_state {
 
 struct shadow_counters {
   _Atomic uint64_t commands, bytes_read, bytes_written;
-  _Atomic uint64_t errors, reconnects, retries;
+  _Atomic uint64_t errors, reconnects, retries, replays, replayed;
   _Atomic double latency_ewma_us;
   _Atomic unsigned connected;   /* connections ready */
 };
@@ -129,6 +134,24 @@ struct shadow {
   size_t nr_conns;
   struct shadow_conn *conns;    /* into engine->conns */
   struct shadow_counters counters;
+
+  /* What it acknowledged since its last flush, written again after a
+   * lost connection (wlog.h).  While replaying nothing else is issued;
+   * one entry is in flight at a time, in log order.
+   */
+  struct wlog log;
+  uint64_t log_gap;             /* an append failed at this seq (0: none) */
+  bool poison_flush;            /* the next flush must fail: a gap was lost */
+  bool replaying;
+  struct wlog_entry *replay_next;
+  bool replay_in_flight;
+  double replay_hold_until;     /* monotonic: a lost replay may still land */
+  double replay_retry_at;       /* monotonic: after a failed replay write */
+  struct shadow_io replay_io;   /* carries the entry being replayed */
+  ev_timer replay_timer;
+  struct sub *log_flush;        /* our own flush to trim the log, queued
+                                   or in flight (conn set), or NULL */
+  double log_flush_retry_at;    /* monotonic */
 };
 
 /* One connection to a shadow.  A shadow has several only when it
@@ -189,6 +212,10 @@ struct engine {
 };
 
 static void conn_connect (struct shadow_conn *c);
+static int issue_sub (struct sub *s, struct shadow_conn *c);
+static struct shadow_conn *least_busy_conn (struct shadow *sh);
+static int split_onto (struct shadow_io *io, struct shadow *sh, bool any,
+                       struct subq *out);
 static void conn_down (struct shadow_conn *c, const char *why);
 static void finish_sub (struct sub *s, int err);
 static struct shadow *pick_any (struct engine *e);
@@ -236,6 +263,37 @@ subq_pop (struct subq *q)
     s->next = NULL;
   }
   return s;
+}
+
+/* Take s out of q, wherever it is.  Returns whether it was there. */
+static bool
+subq_remove (struct subq *q, struct sub *s)
+{
+  struct sub **pp;
+
+  for (pp = &q->head; *pp; pp = &(*pp)->next)
+    if (*pp == s) {
+      *pp = s->next;
+      if (q->tail == &s->next)
+        q->tail = pp;
+      q->len--;
+      s->next = NULL;
+      return true;
+    }
+  return false;
+}
+
+/* Seconds on CLOCK_MONOTONIC.  Holds use it, not ev_now (the wall
+ * clock, as of the loop iteration's start): a clock step must not end a
+ * hold early.
+ */
+static double
+monotonic_now (void)
+{
+  struct timespec now;
+
+  clock_gettime (CLOCK_MONOTONIC, &now);
+  return now.tv_sec + now.tv_nsec / 1e9;
 }
 
 static double
@@ -508,13 +566,264 @@ static bool
 hold_after_loss (struct sub *s)
 {
   struct engine *e = s->sh->e;
-  double until = ev_now (e->loop) + e->cfg.retry_hold;
+  double until = monotonic_now () + e->cfg.retry_hold;
 
   if (!op_updates (s->io->op) || e->cfg.retry_hold <= 0)
     return false;
   if (until > s->io->hold_until)
     s->io->hold_until = until;
   return true;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The unflushed write log (wlog.h) and its replay. */
+
+static uint64_t
+log_cap (const struct engine *e)
+{
+  return e->cfg.log_cap ? e->cfg.log_cap : LOG_CAP_DEFAULT;
+}
+
+/* s completed successfully.  Updates enter the log; a flush drops what
+ * it covers.  Returns the error the sub ends with (a flush fails if
+ * writes it should cover were lost beyond repair).
+ */
+static int
+note_success (struct sub *s)
+{
+  struct shadow *sh = s->sh;
+  struct shadow_io *io = s->io;
+
+  /* A shadow that cannot flush is durable on each write (the filter
+   * warned at start-up otherwise): nothing to log.
+   */
+  if (!sh->info.can_flush)
+    return 0;
+  if (op_updates (io->op)) {
+    if (wlog_append (&sh->log, io->op, io->flags, s->offset, s->count,
+                     io->op == SHADOW_WRITE ? s->buf : NULL) == -1) {
+      shadow_error ("shadow %s: out of memory logging the %s of %" PRIu64
+                    " bytes at %" PRIu64 ": it cannot be written again if "
+                    "the shadow loses it before the next flush",
+                    sh->info.uri, op_name (io->op), s->count, s->offset);
+      if (sh->log_gap == 0)
+        sh->log_gap = sh->log.last_seq;
+    }
+    return 0;
+  }
+  if (io->op != SHADOW_FLUSH)
+    return 0;
+  if (!sh->replaying)           /* the replay walks the log */
+    wlog_trim (&sh->log, s->covers);
+  if (sh->log_gap != 0 && s->covers >= sh->log_gap)
+    sh->log_gap = 0;
+  if (sh->poison_flush && s != sh->log_flush) { /* a caller's flush */
+    sh->poison_flush = false;
+    shadow_error ("shadow %s: flush reported as failed: writes the shadow "
+                  "acknowledged were lost with a connection and could not "
+                  "be written again", sh->info.uri);
+    return EIO;
+  }
+  return 0;
+}
+
+/* The shadow's wake-up timer: a replay or a log flush waits for a time. */
+static void
+replay_timer_cb (struct ev_loop *loop, ev_timer *w, int revents)
+{
+  /* Nothing: prepare_cb, which runs next, calls replay_step and
+   * maybe_flush_log.
+   */
+}
+
+static void
+arm_replay_timer (struct shadow *sh, double at)
+{
+  double wait = at - monotonic_now ();
+
+  ev_timer_stop (sh->e->loop, &sh->replay_timer);
+  ev_timer_set (&sh->replay_timer, wait > 0 ? wait : 0, 0);
+  ev_timer_start (sh->e->loop, &sh->replay_timer);
+}
+
+static void
+log_flush_done (struct shadow_io *io)
+{
+  struct shadow *sh = io->opaque;
+
+  sh->log_flush = NULL;         /* freed by finish_sub */
+  if (io->err != 0)
+    sh->log_flush_retry_at = monotonic_now () + LOG_RETRY;
+  free (io);
+}
+
+/* The log holds more than its cap: flush early to trim it. */
+static void
+maybe_flush_log (struct shadow *sh)
+{
+  struct engine *e = sh->e;
+  struct shadow_io *io;
+  struct subq q;
+
+  if (!sh->info.can_flush || sh->log.bytes < log_cap (e) ||
+      sh->log_flush != NULL)
+    return;
+  if (monotonic_now () < sh->log_flush_retry_at) {
+    arm_replay_timer (sh, sh->log_flush_retry_at);  /* wakes the loop */
+    return;
+  }
+  io = calloc (1, sizeof *io);
+  if (io == NULL)
+    return;                     /* writes wait (log_full); tried again */
+  *io = (struct shadow_io) {
+    .op = SHADOW_FLUSH, .target = (int) (sh - e->shadows),
+    .priority = SHADOW_PRIO_CLIENT, .done = log_flush_done, .opaque = sh,
+  };
+  subq_init (&q);
+  if (split_onto (io, sh, false, &q) != 1) {
+    free (io);
+    return;
+  }
+  shadow_debug ("shadow %s: %" PRIu64 " bytes of unflushed updates: "
+                "flushing early", sh->info.uri, sh->log.bytes);
+  io->pending = 1;
+  sh->log_flush = subq_pop (&q);
+  subq_push_front (&sh->queue[SHADOW_PRIO_CLIENT], sh->log_flush);
+}
+
+/* The log is full and an update waits at the head of q: put our flush
+ * first if it is queued behind.  Returns whether it moved.
+ */
+static bool
+log_flush_first (struct shadow *sh, struct subq *q)
+{
+  struct sub *f = sh->log_flush;
+
+  if (f == NULL || f->conn != NULL || q->head == f ||
+      !subq_remove (&sh->queue[SHADOW_PRIO_CLIENT], f))
+    return false;
+  subq_push_front (q, f);
+  return true;
+}
+
+/* New updates wait while the log is twice its cap (a flush is due). */
+static bool
+log_full (const struct shadow *sh)
+{
+  return sh->log.bytes >= 2 * log_cap (sh->e);
+}
+
+/* The connection was lost: write the log again before anything else. */
+static void
+start_replay (struct shadow *sh)
+{
+  if (sh->log_gap != 0) {
+    shadow_error ("shadow %s: writes acknowledged before the connection was "
+                  "lost were not all logged (out of memory): if the shadow "
+                  "lost them they are gone; the next flush fails",
+                  sh->info.uri);
+    sh->poison_flush = true;
+    sh->log_gap = 0;
+  }
+  if (sh->log.head == NULL)
+    return;
+  if (!sh->replaying) {
+    shadow_notice ("shadow %s: writing again %" PRIu64 " update%s (%" PRIu64
+                   " bytes) it acknowledged but had not flushed when the "
+                   "connection was lost", sh->info.uri, sh->log.entries,
+                   sh->log.entries == 1 ? "" : "s", sh->log.bytes);
+    atomic_fetch_add_explicit (&sh->counters.replays, 1,
+                               memory_order_relaxed);
+  }
+  sh->replaying = true;
+  sh->replay_next = sh->log.head;
+}
+
+
+
+/* Move the replay on by one entry if it can.  Returns true once it is
+ * over (then normal issuing resumes).
+ */
+static bool
+replay_step (struct shadow *sh)
+{
+  struct wlog_entry *en;
+  struct shadow_conn *c;
+  struct sub *s;
+  double now = monotonic_now ();
+
+  if (sh->replay_in_flight)
+    return false;
+  while ((en = sh->replay_next) != NULL &&
+         en->op == SHADOW_TRIM && !sh->info.can_trim)
+    sh->replay_next = en->next;          /* advisory: nothing to redo */
+  if (en == NULL) {
+    /* A replay write lost in flight may still land: wait it out. */
+    if (now < sh->replay_hold_until) {
+      arm_replay_timer (sh, sh->replay_hold_until);
+      return false;
+    }
+    sh->replaying = false;
+    shadow_notice ("shadow %s: acknowledged updates written again",
+                   sh->info.uri);
+    return true;
+  }
+  if (now < sh->replay_retry_at) {
+    arm_replay_timer (sh, sh->replay_retry_at);
+    return false;
+  }
+  if ((c = least_busy_conn (sh)) == NULL || (s = calloc (1, sizeof *s)) == NULL)
+    return false;
+  sh->replay_io = (struct shadow_io) {
+    .op = en->op, .flags = en->flags, .offset = en->offset,
+    .count = en->count, .priority = SHADOW_PRIO_CLIENT,
+  };
+  s->io = &sh->replay_io;
+  s->sh = sh;
+  s->offset = en->offset;
+  s->count = en->count;
+  s->buf = en->op == SHADOW_WRITE ? en->data : NULL;
+  s->replay = en;
+  clock_gettime (CLOCK_MONOTONIC, &s->started);
+  if (issue_sub (s, c) == -1) {
+    free (s);
+    conn_down (c, nbd_get_error ());
+    return false;
+  }
+  sh->replay_in_flight = true;
+  if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd))
+    conn_down (c, nbd_get_error ());
+  return false;
+}
+
+/* A replay command completed (dead: its connection was lost). */
+static void
+replay_completed (struct sub *s, bool dead)
+{
+  struct shadow *sh = s->sh;
+  double now = monotonic_now ();
+
+  sh->replay_in_flight = false;
+  if (dead) {
+    /* The restarted replay sends it again; its lost copy may land late. */
+    if (now + sh->e->cfg.retry_hold > sh->replay_hold_until)
+      sh->replay_hold_until = now + sh->e->cfg.retry_hold;
+  }
+  else if (s->err != 0) {
+    atomic_fetch_add_explicit (&sh->counters.errors, 1, memory_order_relaxed);
+    shadow_error ("shadow %s: writing again the %s of %" PRIu64 " bytes at %"
+                  PRIu64 " failed: %s (tried again in %g s)", sh->info.uri,
+                  op_name (s->io->op), s->count, s->offset,
+                  strerror (s->err), LOG_RETRY);
+    sh->replay_retry_at = now + LOG_RETRY;
+  }
+  else {
+    atomic_fetch_add_explicit (&sh->counters.replayed, 1,
+                               memory_order_relaxed);
+    if (sh->replay_next == s->replay)  /* not restarted meanwhile */
+      sh->replay_next = s->replay->next;
+  }
+  free (s);
 }
 
 /* Drain the completed list.  dead: failures are caused by the lost
@@ -533,14 +842,16 @@ process_completed (struct shadow_conn *c, bool dead)
     c->sh->in_flight--;
     if (s->io->priority == SHADOW_PRIO_COPY)
       c->sh->copy_in_flight--;
-    if (s->err != 0 && dead) {
+    if (s->replay)
+      replay_completed (s, dead && s->err != 0);
+    else if (s->err == ESHUTDOWN)    /* refused, so never executed */
+      requeue_sub (s);
+    else if (s->err != 0 && dead) {
       held += hold_after_loss (s);
       requeue_sub (s);
     }
-    else if (s->err != 0 && s->err == ESHUTDOWN)
-      requeue_sub (s);
     else
-      finish_sub (s, s->err);
+      finish_sub (s, s->err == 0 ? note_success (s) : s->err);
   }
   return held;
 }
@@ -572,8 +883,9 @@ conn_down (struct shadow_conn *c, const char *why)
   }
   held = process_completed (c, true);
   assert (c->in_flight == 0);
+  start_replay (sh);
   if (held > 0)
-    shadow_notice ("shadow %s: %zu write%s in flight on the lost "
+    shadow_notice ("shadow %s: %zu write command%s in flight on the lost "
                    "connection will be retried and complete no sooner "
                    "than %g s from now (shadow-retry-hold)", sh->info.uri,
                    held, held == 1 ? "" : "s", e->cfg.retry_hold);
@@ -623,7 +935,7 @@ rearm_hold_timer (struct engine *e)
     if (first == 0 || io->hold_until < first)
       first = io->hold_until;
   if (first > 0) {
-    double wait = first - ev_now (e->loop);
+    double wait = first - monotonic_now ();
 
     ev_timer_set (&e->hold_timer, wait > 0 ? wait : 0, 0);
     ev_timer_start (e->loop, &e->hold_timer);
@@ -635,7 +947,7 @@ static void
 release_held (struct engine *e, bool all)
 {
   struct shadow_io **pp = &e->held, *io, *due = NULL;
-  double now = ev_now (e->loop);
+  double now = monotonic_now ();
 
   while ((io = *pp) != NULL) {
     if (all || io->hold_until <= now) {
@@ -665,7 +977,7 @@ hold_cb (struct ev_loop *loop, ev_timer *w, int revents)
 static void
 complete_io (struct engine *e, struct shadow_io *io)
 {
-  if (io->hold_until > ev_now (e->loop)) {
+  if (io->hold_until > monotonic_now ()) {
     io->held_next = e->held;
     e->held = io;
     rearm_hold_timer (e);
@@ -780,6 +1092,7 @@ issue_sub (struct sub *s, struct shadow_conn *c)
       finish_sub (s, 0);
       return 0;
     }
+    s->covers = sh->log.last_seq;
     cookie = nbd_aio_flush (c->nbd, cb, 0);
     break;
   case SHADOW_BLOCK_STATUS:
@@ -846,6 +1159,9 @@ issue_queued (struct shadow *sh)
 {
   struct engine *e = sh->e;
 
+  if (sh->replaying && !replay_step (sh))
+    return;
+  maybe_flush_log (sh);
   while (sh->in_flight < e->cfg.max_in_flight) {
     struct subq *q = &sh->queue[SHADOW_PRIO_CLIENT];
     struct shadow_conn *c;
@@ -858,6 +1174,13 @@ issue_queued (struct shadow *sh)
     }
     if (q->len == 0 || (c = least_busy_conn (sh)) == NULL)
       break;
+    if (sh->replaying)          /* a connection was lost meanwhile */
+      break;
+    if (op_updates (q->head->io->op) && log_full (sh)) {
+      if (log_flush_first (sh, q))
+        continue;
+      break;                    /* until the log's flush trims it */
+    }
     s = subq_pop (q);
     clock_gettime (CLOCK_MONOTONIC, &s->started);
     if (issue_sub (s, c) == -1) {
@@ -865,6 +1188,12 @@ issue_queued (struct shadow *sh)
       subq_push_front (q, s);
       conn_down (c, nbd_get_error ());
     }
+    /* libnbd may queue a command and only then find the connection
+     * dead (the completion with an error is then already recorded):
+     * nothing would wake us for this handle again.
+     */
+    else if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd))
+      conn_down (c, nbd_get_error ());
   }
 }
 
@@ -1178,6 +1507,7 @@ engine_alloc (const struct engine_config *cfg)
     sh->info.uri = cfg->uris[i];
     subq_init (&sh->queue[0]);
     subq_init (&sh->queue[1]);
+    wlog_init (&sh->log);
     sh->nr_conns = conns_for (cfg, i);
     sh->conns = &e->conns[nr_conns];
     nr_conns += sh->nr_conns;
@@ -1196,6 +1526,10 @@ engine_alloc (const struct engine_config *cfg)
 static void
 engine_free (struct engine *e)
 {
+  size_t i;
+
+  for (i = 0; i < e->nr_shadows; ++i)
+    wlog_free (&e->shadows[i].log);
   if (e->loop)
     ev_loop_destroy (e->loop);
   free (e->zero_buf);
@@ -1248,6 +1582,8 @@ engine_start (const struct engine_config *cfg)
   e->tick.data = e;
   ev_init (&e->hold_timer, hold_cb);
   e->hold_timer.data = e;
+  for (i = 0; i < e->nr_shadows; ++i)
+    ev_init (&e->shadows[i].replay_timer, replay_timer_cb);
   ev_prepare_init (&e->prepare, prepare_cb);
   e->prepare.data = e;
   ev_prepare_start (e->loop, &e->prepare);
@@ -1312,8 +1648,10 @@ engine_stop (struct engine *e)
     }
     process_completed (c, false);
   }
-  for (i = 0; i < e->nr_shadows; ++i)
+  for (i = 0; i < e->nr_shadows; ++i) {
+    ev_timer_stop (e->loop, &e->shadows[i].replay_timer);
     fail_queued (&e->shadows[i], ESHUTDOWN);
+  }
   /* Their commands succeeded; nothing newer can be sent any more. */
   release_held (e, true);
   engine_free (e);
@@ -1348,6 +1686,8 @@ engine_shadow_stats (struct engine *e, size_t i, struct shadow_stats *out)
   out->reconnects = atomic_load_explicit (&k->reconnects,
                                           memory_order_relaxed);
   out->retries = atomic_load_explicit (&k->retries, memory_order_relaxed);
+  out->replays = atomic_load_explicit (&k->replays, memory_order_relaxed);
+  out->replayed = atomic_load_explicit (&k->replayed, memory_order_relaxed);
   out->latency_ewma_us = atomic_load_explicit (&k->latency_ewma_us,
                                                memory_order_relaxed);
   out->connections_up = atomic_load_explicit (&k->connected,

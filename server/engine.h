@@ -20,7 +20,11 @@
  * commands are issued again, so callers see a delay, not an error,
  * unless the shadow stays away longer than reconnect_timeout.  A write
  * that was in flight when its connection was lost completes no sooner
- * than retry_hold seconds after the loss.
+ * than retry_hold seconds after the loss.  Updates the shadow
+ * acknowledged but had not flushed when a connection was lost are
+ * written again before anything else (wlog.h): a server that crashed
+ * may have lost them, and a flush on the new connection would not bring
+ * them back.
  *
  * Completion (the done callback) runs on the engine thread, outside
  * libnbd's handle lock: it may submit more work but must not block.
@@ -86,7 +90,7 @@ struct shadow_io {
   /* Engine private. */
   unsigned pending;
   struct engine_waiter *waiter;
-  double hold_until;            /* ev_now: complete no earlier (0: none) */
+  double hold_until;            /* CLOCK_MONOTONIC s: complete no earlier */
   struct shadow_io *held_next;  /* on engine->held */
 };
 
@@ -105,6 +109,8 @@ struct shadow_info {
 struct shadow_stats {
   uint64_t commands, bytes_read, bytes_written;
   uint64_t errors, reconnects, retries;
+  uint64_t replays;             /* times unflushed updates were redone */
+  uint64_t replayed;            /* updates written again */
   double latency_ewma_us;       /* smoothed command latency */
   bool connected;               /* at least one connection is up */
   unsigned connections;         /* open to it (1, or more with multi-conn) */
@@ -122,6 +128,11 @@ struct engine_config {
    * newer can be sent to the same range (engine.c says why).  0: none.
    */
   double retry_hold;
+  /* Bytes of acknowledged, unflushed updates kept per shadow to write
+   * them again after a lost connection (wlog.h); above it the engine
+   * flushes early, above twice it new updates wait.  0: 64 MiB.
+   */
+  uint64_t log_cap;
   unsigned max_in_flight;       /* commands per shadow */
   unsigned max_copy_in_flight;  /* of which copy traffic */
   /* Connections per shadow that advertised multi-conn in probed[] (0 or

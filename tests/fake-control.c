@@ -102,10 +102,10 @@ emit_status (struct fake *f, FILE *fp)
   fprintf (fp, "\"errors\": {\"origin\": 0, \"shadows\": [{\"uri\": "
            "\"nbd+unix:///vol?socket=/tmp/sh\\\"adow\\\\1.sock\", "
            "\"connected\": true, \"errors\": 0, \"reconnects\": 1, "
-           "\"retries\": 2, \"latency_us\": 850.5, \"bytes_read\": 4096, "
+           "\"retries\": 2, \"replays\": 0, \"latency_us\": 850.5, \"bytes_read\": 4096, "
            "\"bytes_written\": %" PRIu64 "}, {\"uri\": \"nbd://new-host/vol\","
            " \"connected\": false, \"errors\": 3, \"reconnects\": 4, "
-           "\"retries\": 5, \"latency_us\": null, \"bytes_read\": 0, "
+           "\"retries\": 5, \"replays\": 6, \"latency_us\": null, \"bytes_read\": 0, "
            "\"bytes_written\": 0}]}, ", res * BLOCK);
   fprintf (fp, "\"verify\": {\"state\": \"%s\", \"verified\": %s, "
            "\"blocks_checked\": %" PRIu64 ", \"blocks_total\": %" PRIu64

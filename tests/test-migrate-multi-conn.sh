@@ -23,8 +23,11 @@ start_nbdkit b --filter=multi-conn file b.img multi-conn-mode=disable
     fail "shadow a should advertise multi-conn"
 [ "$(nbdinfo --json "$(uri $TESTDIR/b.sock)" | json_get exports.0.can_multi_conn)" = false ] ||
     fail "shadow b should not advertise multi-conn"
-start_filter proxy file origin.img shadow="$(uri $TESTDIR/a.sock)" \
-    shadow="$(uri $TESTDIR/b.sock)" shadow-state=$TESTDIR/state \
+# A small write log (256 KiB instead of 64 MiB): early flushes, and
+# writes waiting for them, happen all the time.
+start_filter proxy -D shadow.write_log_kib=256 file origin.img \
+    shadow="$(uri $TESTDIR/a.sock)" shadow="$(uri $TESTDIR/b.sock)" \
+    shadow-state=$TESTDIR/state \
     shadow-control=$ctl shadow-rate=8M shadow-connections=4
 
 # check_connections WANT_A: the filter's connections to each shadow, as

@@ -105,7 +105,7 @@ has out '^accuracy: +ngram 61\.0%, lstm 54\.2%, hybrid 63\.0%'
 has out '^errors: +origin 0'
 has out 'shadow 0: +nbd\+unix:///vol\?socket=/tmp/sh"adow\\1\.sock \(connected\)'
 has out 'shadow 1: +nbd://new-host/vol \(DISCONNECTED\)'
-has out '3 errors, 4 reconnects, 5 retries, latency \?'
+has out '3 errors, 4 reconnects, 5 retries, 6 replays, latency \?'
 has out '^verify: +idle'
 has out '^state: +/var/lib/nbdshadow/vol \(journal 12 KiB, snapshot 4\.0 KiB\)'
 [ "$(last_request a)" = status ] || fail "status sent '$(last_request a)'"

@@ -1,0 +1,57 @@
+/* nbdshadow: the writes a shadow acknowledged but has not flushed yet.
+ *
+ * A shadow server may lose acknowledged writes it had not flushed when
+ * it crashes or its machine loses power: that is what a flush is for.
+ * The filter hides such a crash from its clients (it reconnects and goes
+ * on), so it must also undo the loss: after a lost connection the engine
+ * writes again, in their order, every write the shadow acknowledged
+ * since its last flush, before anything else is sent to it.  Without
+ * this, a block copied (or written by a client) just before the crash
+ * would read back old data, and the next commit's flush, on the new
+ * connection, would make the journal call it durable.
+ *
+ * The log keeps each acknowledged write, zero and trim of one shadow,
+ * with a copy of the data, in the order the shadow completed them.  A
+ * flush that succeeds drops the entries completed before it was sent.
+ * The engine bounds its size by flushing early (engine.c).
+ *
+ * Locking: none; it belongs to the engine thread.
+ */
+
+#ifndef NBDSHADOW_WLOG_H
+#define NBDSHADOW_WLOG_H
+
+#include <stdint.h>
+
+#include "engine.h"
+
+struct wlog_entry {
+  struct wlog_entry *next;
+  uint64_t seq;                 /* completion order, from 1 */
+  enum shadow_op op;            /* SHADOW_WRITE, SHADOW_ZERO or SHADOW_TRIM */
+  uint32_t flags;               /* shadow_io.flags */
+  uint64_t offset, count;
+  char data[];                  /* count bytes for SHADOW_WRITE */
+};
+
+struct wlog {
+  struct wlog_entry *head, **tail;
+  uint64_t last_seq;            /* of the newest entry ever appended */
+  uint64_t bytes;               /* data held, plus entry overheads */
+  uint64_t entries;
+};
+
+extern void wlog_init (struct wlog *l);
+
+/* Append a completed update (data: count bytes for SHADOW_WRITE, else
+ * NULL).  Returns 0, or -1 with errno = ENOMEM.
+ */
+extern int wlog_append (struct wlog *l, enum shadow_op op, uint32_t flags,
+                        uint64_t offset, uint64_t count, const void *data);
+
+/* A flush sent when last_seq was upto succeeded: drop what it covers. */
+extern void wlog_trim (struct wlog *l, uint64_t upto);
+
+extern void wlog_free (struct wlog *l);
+
+#endif /* NBDSHADOW_WLOG_H */

@@ -1,0 +1,132 @@
+/* nbdshadow: unit tests for server/wlog.c, the log of updates a shadow
+ * acknowledged but has not flushed.
+ *
+ * What the engine relies on: entries come back in the order they were
+ * appended, with their data; a flush drops exactly the entries appended
+ * before it was sent (seq <= its mark) and nothing newer; the byte count
+ * that bounds the log's memory goes back to zero when it empties; and a
+ * log emptied by a trim takes new entries again (its tail is reset).
+ */
+
+#include <config.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <check.h>
+
+#include "wlog.h"
+
+static size_t
+count_entries (const struct wlog *l)
+{
+  const struct wlog_entry *en;
+  size_t n = 0;
+
+  for (en = l->head; en; en = en->next)
+    n++;
+  return n;
+}
+
+START_TEST (test_order_and_data)
+{
+  struct wlog l;
+  char a[100], b[7];
+  const struct wlog_entry *en;
+
+  memset (a, 'a', sizeof a);
+  memset (b, 'b', sizeof b);
+  wlog_init (&l);
+  ck_assert_int_eq (wlog_append (&l, SHADOW_WRITE, 0, 4096, sizeof a, a), 0);
+  ck_assert_int_eq (wlog_append (&l, SHADOW_ZERO, SHADOW_FLAG_MAY_TRIM,
+                                 0, 1 << 20, NULL), 0);
+  ck_assert_int_eq (wlog_append (&l, SHADOW_TRIM, 0, 8192, 512, NULL), 0);
+  ck_assert_int_eq (wlog_append (&l, SHADOW_WRITE, 0, 1, sizeof b, b), 0);
+  ck_assert_uint_eq (l.entries, 4);
+  ck_assert_uint_eq (count_entries (&l), 4);
+  ck_assert_uint_eq (l.last_seq, 4);
+
+  en = l.head;
+  ck_assert_int_eq (en->op, SHADOW_WRITE);
+  ck_assert_uint_eq (en->seq, 1);
+  ck_assert_uint_eq (en->offset, 4096);
+  ck_assert_uint_eq (en->count, sizeof a);
+  ck_assert_int_eq (memcmp (en->data, a, sizeof a), 0);
+  en = en->next;
+  ck_assert_int_eq (en->op, SHADOW_ZERO);
+  ck_assert_uint_eq (en->flags, SHADOW_FLAG_MAY_TRIM);
+  ck_assert_uint_eq (en->count, 1 << 20);
+  en = en->next;
+  ck_assert_int_eq (en->op, SHADOW_TRIM);
+  en = en->next;
+  ck_assert_uint_eq (en->seq, 4);
+  ck_assert_int_eq (memcmp (en->data, b, sizeof b), 0);
+  ck_assert_ptr_null (en->next);
+
+  /* Data bytes count; zero and trim only their entry. */
+  ck_assert_uint_ge (l.bytes, sizeof a + sizeof b);
+  ck_assert_uint_lt (l.bytes, sizeof a + sizeof b + 4 * 256);
+  wlog_free (&l);
+  ck_assert_uint_eq (l.bytes, 0);
+  ck_assert_uint_eq (l.entries, 0);
+}
+END_TEST
+
+START_TEST (test_trim_exactly_what_a_flush_covers)
+{
+  struct wlog l;
+  char d[16] = "0123456789abcde";
+  uint64_t mark;
+  int i;
+
+  wlog_init (&l);
+  for (i = 0; i < 10; ++i)
+    ck_assert_int_eq (wlog_append (&l, SHADOW_WRITE, 0, i * 16, 16, d), 0);
+  mark = l.last_seq;            /* a flush sent now */
+  for (i = 10; i < 15; ++i)
+    ck_assert_int_eq (wlog_append (&l, SHADOW_WRITE, 0, i * 16, 16, d), 0);
+
+  wlog_trim (&l, 0);            /* covers nothing */
+  ck_assert_uint_eq (count_entries (&l), 15);
+  wlog_trim (&l, mark);
+  ck_assert_uint_eq (count_entries (&l), 5);
+  ck_assert_uint_eq (l.entries, 5);
+  ck_assert_uint_eq (l.head->seq, mark + 1);
+  ck_assert_uint_eq (l.head->offset, 10 * 16);
+
+  /* Trimmed to empty, then appended to: the tail was reset. */
+  wlog_trim (&l, l.last_seq);
+  ck_assert_ptr_null (l.head);
+  ck_assert_uint_eq (l.bytes, 0);
+  ck_assert_int_eq (wlog_append (&l, SHADOW_TRIM, 0, 0, 4096, NULL), 0);
+  ck_assert_ptr_nonnull (l.head);
+  ck_assert_uint_eq (l.head->seq, 16);
+  ck_assert_uint_eq (count_entries (&l), 1);
+  wlog_free (&l);
+}
+END_TEST
+
+static Suite *
+wlog_suite (void)
+{
+  Suite *s = suite_create ("wlog");
+  TCase *tc = tcase_create ("wlog");
+
+  tcase_add_test (tc, test_order_and_data);
+  tcase_add_test (tc, test_trim_exactly_what_a_flush_covers);
+  suite_add_tcase (s, tc);
+  return s;
+}
+
+int
+main (void)
+{
+  SRunner *sr = srunner_create (wlog_suite ());
+  int failed;
+
+  srunner_run_all (sr, CK_NORMAL);
+  failed = srunner_ntests_failed (sr);
+  srunner_free (sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
