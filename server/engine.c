@@ -127,6 +127,8 @@ struct shadow_counters {
 struct shadow {
   struct engine *e;
   struct shadow_info info;
+  bool info_known;              /* info is from a handshake */
+  bool refusal_said;            /* logged that info shrank (this outage) */
   struct subq queue[2];         /* by priority, not yet issued */
   unsigned in_flight, copy_in_flight;
   double down_since;            /* ev_now when its last connection went
@@ -141,12 +143,13 @@ struct shadow {
    */
   struct wlog log;
   uint64_t log_gap;             /* an append failed at this seq (0: none) */
-  bool poison_flush;            /* the next flush must fail: a gap was lost */
+  bool poisoned;                /* acknowledged updates may be lost for
+                                   good: every caller's flush fails */
   bool replaying;
   struct wlog_entry *replay_next;
   bool replay_in_flight;
-  double replay_hold_until;     /* monotonic: a lost replay may still land */
-  double replay_retry_at;       /* monotonic: after a failed replay write */
+  double replay_retry_at;       /* monotonic: not before (failure, loss) */
+  double failing_since;         /* monotonic: replay or log flush failing */
   struct shadow_io replay_io;   /* carries the entry being replayed */
   ev_timer replay_timer;
   struct sub *log_flush;        /* our own flush to trim the log, queued
@@ -205,6 +208,7 @@ struct engine {
   ev_timer hold_timer;          /* fires at the earliest hold_until */
 
   char *zero_buf;               /* ZERO_BUF_SIZE zero bytes */
+  bool closing;                 /* engine_stop, after the thread ended */
   size_t nr_shadows;
   struct shadow shadows[ENGINE_MAX_SHADOWS];
   size_t nr_conns;              /* over all shadows */
@@ -448,6 +452,23 @@ conn_refuse_at_start (struct shadow_conn *c)
   startup_report (e, false);
 }
 
+/* What queued and logged commands were split for (zero chunks, request
+ * sizes) and what the log's durability needs (flush) must still hold on
+ * a new connection.  Returns what shrank, or NULL.
+ */
+static const char *
+capabilities_shrank (const struct shadow_info *was,
+                     const struct shadow_info *now)
+{
+  if (was->can_flush && !now->can_flush)
+    return "flush";
+  if (was->can_zero && !now->can_zero)
+    return "write zeroes";
+  if (now->max_request < was->max_request)
+    return "maximum request size";
+  return NULL;
+}
+
 /* The handshake finished: check the export is still the one we probed. */
 static void
 conn_became_ready (struct shadow_conn *c)
@@ -455,6 +476,7 @@ conn_became_ready (struct shadow_conn *c)
   struct shadow *sh = c->sh;
   struct shadow_info info = { .uri = sh->info.uri };
   struct engine *e = sh->e;
+  const char *shrank;
 
   if (read_info (c->nbd, &info) == -1) {
     conn_down (c, "bad export");
@@ -482,7 +504,18 @@ conn_became_ready (struct shadow_conn *c)
       conn_down (c, "multi-conn withdrawn");
     return;
   }
+  if (sh->info_known && (shrank = capabilities_shrank (&sh->info, &info))) {
+    if (!sh->refusal_said)      /* once per outage, not per attempt */
+      shadow_error ("shadow %s: came back without the %s it had: not "
+                    "using it (requests wait, and fail after %g s)",
+                    sh->info.uri, shrank, e->cfg.reconnect_timeout);
+    sh->refusal_said = true;
+    conn_down (c, "capabilities changed");
+    return;
+  }
+  sh->refusal_said = false;
   sh->info = info;
+  sh->info_known = true;
   c->state = CONN_READY;
   c->backoff = BACKOFF_MIN;
   c->down_since = 0;
@@ -607,7 +640,7 @@ note_success (struct sub *s)
                     "the shadow loses it before the next flush",
                     sh->info.uri, op_name (io->op), s->count, s->offset);
       if (sh->log_gap == 0)
-        sh->log_gap = sh->log.last_seq;
+        sh->log_gap = sh->log.last_seq;  /* the seq it consumed */
     }
     return 0;
   }
@@ -617,11 +650,11 @@ note_success (struct sub *s)
     wlog_trim (&sh->log, s->covers);
   if (sh->log_gap != 0 && s->covers >= sh->log_gap)
     sh->log_gap = 0;
-  if (sh->poison_flush && s != sh->log_flush) { /* a caller's flush */
-    sh->poison_flush = false;
-    shadow_error ("shadow %s: flush reported as failed: writes the shadow "
-                  "acknowledged were lost with a connection and could not "
-                  "be written again", sh->info.uri);
+  if (sh->poisoned && s != sh->log_flush) { /* a caller's flush */
+    shadow_error ("shadow %s: flush reported as failed: updates the shadow "
+                  "acknowledged may have been lost with a connection and "
+                  "could not be written again; restart the filter (what "
+                  "was not committed is copied again)", sh->info.uri);
     return EIO;
   }
   return 0;
@@ -646,14 +679,49 @@ arm_replay_timer (struct shadow *sh, double at)
   ev_timer_start (sh->e->loop, &sh->replay_timer);
 }
 
+/* The shadow keeps failing to take the log back (a replay write or our
+ * flush fails for longer than a lost connection may last): stop holding
+ * everything else back.  What the log held may be lost, so every
+ * caller's flush fails from now on, and the commit never records it.
+ */
+static void
+give_up_log (struct shadow *sh, const char *what)
+{
+  shadow_error ("shadow %s: %s kept failing for %g s: giving up on %" PRIu64
+                " acknowledged updates; from now on every flush fails",
+                sh->info.uri, what, sh->e->cfg.reconnect_timeout,
+                sh->log.entries);
+  sh->poisoned = true;
+  sh->replaying = false;
+  sh->replay_next = NULL;
+  sh->failing_since = 0;
+  wlog_free (&sh->log);
+}
+
+/* Has the shadow been failing since before the allowed time?  Starts
+ * the clock on a first failure.
+ */
+static bool
+failing_too_long (struct shadow *sh, double now)
+{
+  if (sh->failing_since == 0)
+    sh->failing_since = now;
+  return now - sh->failing_since > sh->e->cfg.reconnect_timeout;
+}
+
 static void
 log_flush_done (struct shadow_io *io)
 {
   struct shadow *sh = io->opaque;
+  double now = monotonic_now ();
 
   sh->log_flush = NULL;         /* freed by finish_sub */
-  if (io->err != 0)
-    sh->log_flush_retry_at = monotonic_now () + LOG_RETRY;
+  if (io->err == 0)
+    sh->failing_since = 0;
+  else if (!sh->replaying && failing_too_long (sh, now))
+    give_up_log (sh, "flushing");
+  else
+    sh->log_flush_retry_at = now + LOG_RETRY;
   free (io);
 }
 
@@ -722,7 +790,7 @@ start_replay (struct shadow *sh)
                   "lost were not all logged (out of memory): if the shadow "
                   "lost them they are gone; the next flush fails",
                   sh->info.uri);
-    sh->poison_flush = true;
+    sh->poisoned = true;
     sh->log_gap = 0;
   }
   if (sh->log.head == NULL)
@@ -752,18 +820,17 @@ replay_step (struct shadow *sh)
   struct sub *s;
   double now = monotonic_now ();
 
-  if (sh->replay_in_flight)
+  /* Nothing else in flight: a command still running on a surviving
+   * connection completes (and enters the log) before the replay goes on.
+   */
+  if (sh->replay_in_flight || sh->in_flight > 0)
     return false;
   while ((en = sh->replay_next) != NULL &&
          en->op == SHADOW_TRIM && !sh->info.can_trim)
     sh->replay_next = en->next;          /* advisory: nothing to redo */
   if (en == NULL) {
-    /* A replay write lost in flight may still land: wait it out. */
-    if (now < sh->replay_hold_until) {
-      arm_replay_timer (sh, sh->replay_hold_until);
-      return false;
-    }
     sh->replaying = false;
+    sh->failing_since = 0;
     shadow_notice ("shadow %s: acknowledged updates written again",
                    sh->info.uri);
     return true;
@@ -785,13 +852,14 @@ replay_step (struct shadow *sh)
   s->buf = en->op == SHADOW_WRITE ? en->data : NULL;
   s->replay = en;
   clock_gettime (CLOCK_MONOTONIC, &s->started);
+  sh->replay_in_flight = true;  /* issue_sub may complete it at once */
   if (issue_sub (s, c) == -1) {
+    sh->replay_in_flight = false;
     free (s);
     conn_down (c, nbd_get_error ());
     return false;
   }
-  sh->replay_in_flight = true;
-  if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd))
+  if (c->nbd && (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd)))
     conn_down (c, nbd_get_error ());
   return false;
 }
@@ -805,19 +873,26 @@ replay_completed (struct sub *s, bool dead)
 
   sh->replay_in_flight = false;
   if (dead) {
-    /* The restarted replay sends it again; its lost copy may land late. */
-    if (now + sh->e->cfg.retry_hold > sh->replay_hold_until)
-      sh->replay_hold_until = now + sh->e->cfg.retry_hold;
+    /* Its lost copy may still land: the restarted replay must not begin
+     * (and rewrite later entries) before that can no longer happen.
+     */
+    if (now + sh->e->cfg.retry_hold > sh->replay_retry_at)
+      sh->replay_retry_at = now + sh->e->cfg.retry_hold;
   }
+  else if (sh->e->closing)
+    ;                           /* cut short by engine_stop */
   else if (s->err != 0) {
     atomic_fetch_add_explicit (&sh->counters.errors, 1, memory_order_relaxed);
     shadow_error ("shadow %s: writing again the %s of %" PRIu64 " bytes at %"
-                  PRIu64 " failed: %s (tried again in %g s)", sh->info.uri,
-                  op_name (s->io->op), s->count, s->offset,
-                  strerror (s->err), LOG_RETRY);
-    sh->replay_retry_at = now + LOG_RETRY;
+                  PRIu64 " failed: %s", sh->info.uri, op_name (s->io->op),
+                  s->count, s->offset, strerror (s->err));
+    if (failing_too_long (sh, now))
+      give_up_log (sh, "writing the log again");
+    else
+      sh->replay_retry_at = now + LOG_RETRY;
   }
   else {
+    sh->failing_since = 0;
     atomic_fetch_add_explicit (&sh->counters.replayed, 1,
                                memory_order_relaxed);
     if (sh->replay_next == s->replay)  /* not restarted meanwhile */
@@ -992,6 +1067,11 @@ finish_sub (struct sub *s, int err)
   struct shadow_io *io = s->io;
   struct engine *e = s->sh->e;
 
+  if (s->replay) {              /* not a caller's io (issue_sub errors) */
+    s->err = err;
+    replay_completed (s, false);
+    return;
+  }
   if (err != 0) {
     atomic_fetch_add_explicit (&s->sh->counters.errors, 1,
                                memory_order_relaxed);
@@ -1634,6 +1714,7 @@ engine_stop (struct engine *e)
   }
 
   /* The thread is gone: finish everything here. */
+  e->closing = true;
   drain_incoming (e);
   for (i = 0; i < e->nr_conns; ++i) {
     struct shadow_conn *c = &e->conns[i];

@@ -34,13 +34,14 @@ wlog_append (struct wlog *l, enum shadow_op op, uint32_t flags,
 
   assert (op == SHADOW_WRITE || op == SHADOW_ZERO || op == SHADOW_TRIM);
   assert (op != SHADOW_WRITE || data != NULL);
+  ++l->last_seq;                /* consumed even on failure (wlog.h) */
   en = malloc (sizeof *en + extra);
   if (en == NULL) {
     errno = ENOMEM;
     return -1;
   }
   en->next = NULL;
-  en->seq = ++l->last_seq;
+  en->seq = l->last_seq;
   en->op = op;
   en->flags = flags;
   en->offset = offset;

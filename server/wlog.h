@@ -44,7 +44,9 @@ struct wlog {
 extern void wlog_init (struct wlog *l);
 
 /* Append a completed update (data: count bytes for SHADOW_WRITE, else
- * NULL).  Returns 0, or -1 with errno = ENOMEM.
+ * NULL).  Returns 0, or -1 with errno = ENOMEM; a failed append still
+ * takes its seq (last_seq), so that the caller can tell which flushes
+ * were sent after the update that is missing from the log.
  */
 extern int wlog_append (struct wlog *l, enum shadow_op op, uint32_t flags,
                         uint64_t offset, uint64_t count, const void *data);

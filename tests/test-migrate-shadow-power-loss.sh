@@ -33,7 +33,8 @@ start_filter proxy -D shadow.commit_interval_ms=60000 file origin.img \
 
 # Client writes, none flushed, some to blocks not copied yet (their
 # edges come from the origin), some unaligned.  The client stays
-# connected (a disconnect commits) while the shadow loses power.
+# connected (a disconnect commits) while the shadow loses power, and
+# uses writeback caching (qemu-io's default flushes after each write).
 writes=("write -P 0x51 1000000 200000" "write -z 9000000 300000"
         "write -P 0x52 30000001 4321" "write -P 0x53 50331648 1048576")
 sleep 1
@@ -42,8 +43,8 @@ for w in "${writes[@]}"; do
     qemu-io -f raw expected.img -c "$w" >/dev/null
     cmds+=(-c "$w")
 done
-qemu-io -f raw "$(uri $TESTDIR/proxy.sock)" "${cmds[@]}" -c "sleep 4000" \
-    >/dev/null &
+qemu-io -t writeback -f raw "$(uri $TESTDIR/proxy.sock)" "${cmds[@]}" \
+    -c "sleep 4000" >/dev/null &
 writer=$!
 sleep 2
 kill -9 "$(cat shadow.pid)"

@@ -14,6 +14,11 @@
 # old data: the test checks that this really happens (so that it can
 # see the bug).  With the default hold the first write completes only
 # after the stalled copy has landed, and the newer data stays.
+#
+# The same for the replay of acknowledged, unflushed writes (wlog.h):
+# two writes to one block, the connection cut, the replay's first write
+# stalls, the connection cut again: the restarted replay must not
+# rewrite the newer entry before the stalled old copy can have landed.
 source "${abs_top_srcdir}/tests/functions.sh"
 requires qemu-io --version
 requires nbdkit sh --version
@@ -116,3 +121,59 @@ run_case hold
     fail "with the default hold the shadow holds stale data at offset 0: byte $got, want 42"
 grep -q "1 write command in flight on the lost connection will be retried" hold.log ||
     fail "the filter did not say it held the write: $(cat hold.log)"
+
+# replay_case: the replay scenario above; sets got like run_case.
+replay_case ()
+{
+    local name=replay writer i
+    rm -f stall-armed stall-active stall-done
+    random_file origin.img $size
+    truncate -s 0 shadow.img
+    truncate -s $size shadow.img
+    start_nbdkit "$name-shadow" sh ./shadow.sh
+    start_nbdkit "$name-proxy" nbd socket="$TESTDIR/$name-shadow.sock"
+    # No commit (so no flush) unless a client asks.
+    start_filter "$name" -D shadow.commit_interval_ms=60000 file origin.img \
+        shadow="$(uri "$TESTDIR/$name-proxy.sock")" \
+        shadow-background=off shadow-prefetch=off
+    # Two writes to block 0, not flushed (qemu-io flushes after each
+    # write unless told writeback); the client stays connected (a
+    # disconnect commits).
+    qemu-io -t writeback -f raw "$(uri "$TESTDIR/$name.sock")" \
+        -c "write -P 0x41 0 64k" -c "write -P 0x42 0 64k" -c "sleep 20000" \
+        >/dev/null &
+    writer=$!
+    cleanup_fn "kill $writer 2>/dev/null"
+    sleep 2
+
+    touch stall-armed
+    kill9_filter "$name-proxy"  # cut 1: the replay's first write stalls
+    start_nbdkit "$name-proxy" nbd socket="$TESTDIR/$name-shadow.sock"
+    for (( i=0; i<300; i++ )); do
+        [ -f stall-active ] && break
+        sleep 0.1
+    done
+    [ -f stall-active ] || fail "$name: the replay's first write never reached the shadow"
+    kill9_filter "$name-proxy"  # cut 2: the replay starts again
+    start_nbdkit "$name-proxy" nbd socket="$TESTDIR/$name-shadow.sock"
+    for (( i=0; i<300; i++ )); do
+        [ -f stall-done ] && break
+        sleep 0.1
+    done
+    [ -f stall-done ] || fail "$name: the stalled write never finished"
+    for (( i=0; i<300; i++ )); do
+        grep -q "acknowledged updates written again" "$name.log" && break
+        sleep 0.1
+    done
+    grep -q "acknowledged updates written again" "$name.log" ||
+        fail "$name: the replay never finished"
+    got=$(block0_byte shadow.img)
+    kill $writer 2>/dev/null || true
+    stop_filter "$name"
+    kill_pidfile "$TESTDIR/$name-proxy.pid"
+    kill_pidfile "$TESTDIR/$name-shadow.pid"
+}
+
+replay_case
+[ "$got" = 42 ] ||
+    fail "the replay let a stalled old copy land last: byte $got, want 42"
