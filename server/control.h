@@ -46,8 +46,10 @@
  *   "background", "eta_seconds" (null when unknown),
  *   "errors": { "origin": n, "shadows": [ { "uri", "connected",
  *               "connections", "connections_up", "errors",
- *               "reconnects", "retries", "latency_us", "bytes_read",
- *               "bytes_written" } ] },
+ *               "reconnects", "retries", "replays" (times the
+ *               updates it had not flushed were written again after a
+ *               lost connection), "replayed" (updates so written),
+ *               "latency_us", "bytes_read", "bytes_written" } ] },
  *   "verify": { "state": "idle"|"running"|"done"|"failed", "verified",
  *               "blocks_checked", "blocks_total", "mismatches",
  *               "recopied", "message" },
