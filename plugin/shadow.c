@@ -52,6 +52,10 @@ NBDKIT_DLL_PUBLIC int shadow_debug_commit_interval_ms;
  * log per shadow (engine_config.log_cap), instead of 64 MiB.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_write_log_kib;
+/* -D shadow.shadow_request_kib=N: benchmarks only: split reads and
+ * writes to the shadows into commands of at most N KiB.
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_shadow_request_kib;
 /* -D shadow.no_copy_on_read=1: tests only: read absent blocks from the
  * origin without copying them, to look at a state without changing it.
  */
@@ -254,6 +258,9 @@ engine_config_of (int64_t expected_size)
     .retry_hold = params.retry_hold,
     .log_cap = shadow_debug_write_log_kib > 0 ?
       (uint64_t) shadow_debug_write_log_kib * 1024 : 0,
+    .max_data_request = shadow_debug_shadow_request_kib > 0 &&
+      shadow_debug_shadow_request_kib <= 32 * 1024 ?
+      (uint32_t) shadow_debug_shadow_request_kib * 1024 : 0,
     .probed = probed,
   };
 }

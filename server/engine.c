@@ -1305,6 +1305,9 @@ chunk_limit (const struct shadow *sh, enum shadow_op op)
   switch (op) {
   case SHADOW_READ:
   case SHADOW_WRITE:
+    if (sh->e->cfg.max_data_request > 0 &&
+        sh->e->cfg.max_data_request < sh->info.max_request)
+      return sh->e->cfg.max_data_request;
     return sh->info.max_request;
   case SHADOW_ZERO:
     return sh->info.can_zero ? NODATA_CHUNK_MAX : ZERO_BUF_SIZE;

@@ -133,6 +133,10 @@ struct engine_config {
    * flushes early, above twice it new updates wait.  0: 64 MiB.
    */
   uint64_t log_cap;
+  /* Largest read or write command, if below the server's limit (0: the
+   * server's).  Benchmarks only.
+   */
+  uint32_t max_data_request;
   unsigned max_in_flight;       /* commands per shadow */
   unsigned max_copy_in_flight;  /* of which copy traffic */
   /* Connections per shadow that advertised multi-conn in probed[] (0 or
