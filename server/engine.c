@@ -30,20 +30,10 @@
  * and are issued again after the reconnect: every command we send
  * (read, write, zero, trim, flush, block status) is idempotent.
  *
- * Issuing a write again is safe only once the lost copy can no longer
- * land: a server whose connection broke may still be executing a write
- * it received on it (a stalled disk, a retrying storage client), and if
- * the retry completed, our caller released its range lock and a newer
- * write to the same blocks completed too, the old copy landing last
- * would silently bring back old data.  So a write that was in flight on
- * a lost connection is "held": its io completes no sooner than
- * cfg.retry_hold seconds after the loss, and until then the caller's
- * range lock (or the client waiting for its reply) keeps anything newer
- * from reaching those blocks.  The lost copy, if it lands meanwhile,
- * carries the same data as the retry.  No protocol message tells when a
- * server is done with a dead connection's requests, so the hold is a
- * bound the operator chooses (shadow-retry-hold); reads, flushes and
- * requests the server refused with ESHUTDOWN are not held.
+ * A lost connection leaves two things behind, which engine-loss.c
+ * handles: writes that were in flight on it (held before they complete)
+ * and updates the shadow acknowledged but had not flushed (written
+ * again before anything else).
  *
  * A shadow that advertises multi-conn may have several connections
  * (engine_config.connections).  Its commands wait in the shadow's queue,
@@ -75,238 +65,16 @@
 #include <libnbd.h>
 
 #include "engine.h"
+#include "engine-int.h"
 #include "lockutil.h"
 #include "log.h"
-#include "wlog.h"
-
-#define DATA_CHUNK_MAX (32 * 1024 * 1024) /* common server payload limit */
-/* Reads and writes go to the shadow in commands of at most this size:
- * a 4 MiB copy becomes 16 commands in flight at once.  Servers handle
- * them faster than one big command (nbdkit allocates and faults in a
- * fresh buffer per request): hydration took 6.9 s instead of 10.0 s
- * for 4 GiB (bench/results-migrate.md), as nbdcopy's own default
- * request size suggests.
- */
-#define DATA_CHUNK_DEFAULT (256 * 1024)
-#define NODATA_CHUNK_MAX (1024 * 1024 * 1024) /* zero/trim/block status */
-#define ZERO_BUF_SIZE (1024 * 1024)       /* zero emulated by writes */
-#define BACKOFF_MIN 0.05
-#define BACKOFF_MAX 2.0
-#define CONNECT_TIMEOUT 60.0
-#define LOG_CAP_DEFAULT (64 * 1024 * 1024)
-#define LOG_RETRY 1.0             /* s after a failed flush or replay */
-
-struct sub {
-  struct sub *next;
-  struct shadow_io *io;
-  struct shadow *sh;            /* the shadow it is for */
-  struct shadow_conn *conn;     /* the connection it was issued on */
-  uint64_t offset, count;
-  char *buf;                    /* into io->buf, for READ and WRITE */
-  bool any;                     /* io->target was SHADOW_ANY */
-  int err;
-  struct timespec started;
-  uint64_t covers;              /* FLUSH: the log entries it covers */
-  struct wlog_entry *replay;    /* a replay of this entry (io is internal) */
-};
-
-struct subq {
-  struct sub *head, **tail;
-  size_t len;
-};
-
-enum conn_state {
-  CONN_CONNECTING,
-  CONN_READY,
-  CONN_DOWN,                    /* waiting for the retry timer */
-};
-
-struct shadow_counters {
-  _Atomic uint64_t commands, bytes_read, bytes_written;
-  _Atomic uint64_t errors, reconnects, retries, replays, replayed;
-  _Atomic double latency_ewma_us;
-  _Atomic unsigned connected;   /* connections ready */
-};
-
-/* One shadow export.  Its commands wait in its queues until one of its
- * connections has room; the in-flight caps are per shadow, whatever the
- * number of connections.
- */
-struct shadow {
-  struct engine *e;
-  struct shadow_info info;
-  bool info_known;              /* info is from a handshake */
-  bool refusal_said;            /* logged that info shrank (this outage) */
-  struct subq queue[2];         /* by priority, not yet issued */
-  unsigned in_flight, copy_in_flight;
-  double down_since;            /* ev_now when its last connection went
-                                   down, or 0 while one is ready */
-  size_t nr_conns;
-  struct shadow_conn *conns;    /* into engine->conns */
-  struct shadow_counters counters;
-
-  /* What it acknowledged since its last flush, written again after a
-   * lost connection (wlog.h).  While replaying nothing else is issued;
-   * one entry is in flight at a time, in log order.
-   */
-  struct wlog log;
-  uint64_t log_gap;             /* an append failed at this seq (0: none) */
-  bool poisoned;                /* acknowledged updates may be lost for
-                                   good: every caller's flush fails */
-  bool replaying;
-  struct wlog_entry *replay_next;
-  bool replay_in_flight;
-  double replay_retry_at;       /* monotonic: not before (failure, loss) */
-  double failing_since;         /* monotonic: replay or log flush failing */
-  struct shadow_io replay_io;   /* carries the entry being replayed */
-  ev_timer replay_timer;
-  struct sub *log_flush;        /* our own flush to trim the log, queued
-                                   or in flight (conn set), or NULL */
-  double log_flush_retry_at;    /* monotonic */
-};
-
-/* One connection to a shadow.  A shadow has several only when it
- * advertises multi-conn: then a flush on any of them covers the writes
- * completed on all of them (NBD protocol, NBD_FLAG_CAN_MULTI_CONN), which
- * is what the commit's durability order relies on.
- */
-struct shadow_conn {
-  struct shadow *sh;
-  struct nbd_handle *nbd;       /* NULL while down */
-  enum conn_state state;
-  bool ever_ready;
-  ev_io io;
-  ev_timer retry;
-  double backoff;
-  double down_since;            /* ev_now when it went down, or 0 */
-  struct subq completed;        /* filled by libnbd completion callbacks */
-  unsigned in_flight;
-};
-
-struct engine_waiter {
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
-  bool done;
-};
-
-struct engine {
-  struct engine_config cfg;
-  struct ev_loop *loop;
-  ev_async wake;
-  ev_prepare prepare;
-  pthread_t thread;
-  bool thread_started;
-
-  pthread_mutex_t lock;         /* guards incoming, stopping, new_tick */
-  struct shadow_io **incoming;
-  size_t incoming_len, incoming_cap;
-  bool stopping;
-  bool new_tick;                /* tick_* changed: re-arm the timer */
-  engine_tick_fn tick_fn;
-  void *tick_opaque;
-  double tick_interval;
-  ev_timer tick;
-
-  pthread_mutex_t start_lock;   /* guards the start-up fields below */
-  pthread_cond_t start_cond;
-  size_t nr_ready;              /* connections that came up */
-  bool start_failed;
-
-  struct shadow_io *held;       /* completed, waiting for hold_until */
-  ev_timer hold_timer;          /* fires at the earliest hold_until */
-
-  char *zero_buf;               /* ZERO_BUF_SIZE zero bytes */
-  bool closing;                 /* engine_stop, after the thread ended */
-  size_t nr_shadows;
-  struct shadow shadows[ENGINE_MAX_SHADOWS];
-  size_t nr_conns;              /* over all shadows */
-  struct shadow_conn conns[];
-};
 
 static void conn_connect (struct shadow_conn *c);
-static int issue_sub (struct sub *s, struct shadow_conn *c);
-static struct shadow_conn *least_busy_conn (struct shadow *sh);
-static int split_onto (struct shadow_io *io, struct shadow *sh, bool any,
-                       struct subq *out);
-static void conn_down (struct shadow_conn *c, const char *why);
-static void finish_sub (struct sub *s, int err);
 static struct shadow *pick_any (struct engine *e);
+static void finish_sub (struct sub *s, int err);
 
 /* ---------------------------------------------------------------------- */
 /* Small helpers. */
-
-static void
-subq_init (struct subq *q)
-{
-  q->head = NULL;
-  q->tail = &q->head;
-  q->len = 0;
-}
-
-static void
-subq_push (struct subq *q, struct sub *s)
-{
-  s->next = NULL;
-  *q->tail = s;
-  q->tail = &s->next;
-  q->len++;
-}
-
-static void
-subq_push_front (struct subq *q, struct sub *s)
-{
-  s->next = q->head;
-  q->head = s;
-  if (q->tail == &q->head)
-    q->tail = &s->next;
-  q->len++;
-}
-
-static struct sub *
-subq_pop (struct subq *q)
-{
-  struct sub *s = q->head;
-
-  if (s) {
-    q->head = s->next;
-    if (q->head == NULL)
-      q->tail = &q->head;
-    q->len--;
-    s->next = NULL;
-  }
-  return s;
-}
-
-/* Take s out of q, wherever it is.  Returns whether it was there. */
-static bool
-subq_remove (struct subq *q, struct sub *s)
-{
-  struct sub **pp;
-
-  for (pp = &q->head; *pp; pp = &(*pp)->next)
-    if (*pp == s) {
-      *pp = s->next;
-      if (q->tail == &s->next)
-        q->tail = pp;
-      q->len--;
-      s->next = NULL;
-      return true;
-    }
-  return false;
-}
-
-/* Seconds on CLOCK_MONOTONIC.  Holds use it, not ev_now (the wall
- * clock, as of the loop iteration's start): a clock step must not end a
- * hold early.
- */
-static double
-monotonic_now (void)
-{
-  struct timespec now;
-
-  clock_gettime (CLOCK_MONOTONIC, &now);
-  return now.tv_sec + now.tv_nsec / 1e9;
-}
 
 static double
 elapsed_us (const struct timespec *since)
@@ -318,8 +86,8 @@ elapsed_us (const struct timespec *since)
     (now.tv_nsec - since->tv_nsec) / 1e3;
 }
 
-static const char *
-op_name (enum shadow_op op)
+const char *
+engine_op_name (enum shadow_op op)
 {
   switch (op) {
   case SHADOW_READ: return "read";
@@ -422,12 +190,12 @@ conn_connect (struct shadow_conn *c)
   assert (c->nbd == NULL);
   c->nbd = new_handle (c->sh->info.uri);
   if (c->nbd == NULL) {
-    conn_down (c, "cannot create handle");
+    engine_conn_down (c, "cannot create handle");
     return;
   }
   c->state = CONN_CONNECTING;
   if (nbd_aio_connect_uri (c->nbd, c->sh->info.uri) == -1) {
-    conn_down (c, nbd_get_error ());
+    engine_conn_down (c, nbd_get_error ());
     return;
   }
   /* prepare() arms the ev_io once the socket exists. */
@@ -487,7 +255,7 @@ conn_became_ready (struct shadow_conn *c)
   const char *shrank;
 
   if (read_info (c->nbd, &info) == -1) {
-    conn_down (c, "bad export");
+    engine_conn_down (c, "bad export");
     return;
   }
   if (e->cfg.expected_size >= 0 && info.size != e->cfg.expected_size) {
@@ -496,7 +264,7 @@ conn_became_ready (struct shadow_conn *c)
     if (!c->ever_ready)         /* permanent: do not retry */
       conn_refuse_at_start (c);
     else
-      conn_down (c, "size changed");
+      engine_conn_down (c, "size changed");
     return;
   }
   /* Several connections are safe only under multi-conn's promise that a
@@ -509,7 +277,7 @@ conn_became_ready (struct shadow_conn *c)
     if (!c->ever_ready)
       conn_refuse_at_start (c);
     else
-      conn_down (c, "multi-conn withdrawn");
+      engine_conn_down (c, "multi-conn withdrawn");
     return;
   }
   if (sh->info_known && (shrank = capabilities_shrank (&sh->info, &info))) {
@@ -518,7 +286,7 @@ conn_became_ready (struct shadow_conn *c)
                     "using it (requests wait, and fail after %g s)",
                     sh->info.uri, shrank, e->cfg.reconnect_timeout);
     sh->refusal_said = true;
-    conn_down (c, "capabilities changed");
+    engine_conn_down (c, "capabilities changed");
     return;
   }
   sh->refusal_said = false;
@@ -594,320 +362,6 @@ requeue_sub (struct sub *s)
   subq_push_front (&s->sh->queue[s->io->priority], s);
 }
 
-static bool
-op_updates (enum shadow_op op)
-{
-  return op == SHADOW_WRITE || op == SHADOW_ZERO || op == SHADOW_TRIM;
-}
-
-/* s was in flight on a connection that was lost: the server may still
- * execute it, so its io must not complete before the hold (see the top).
- */
-static bool
-hold_after_loss (struct sub *s)
-{
-  struct engine *e = s->sh->e;
-  double until = monotonic_now () + e->cfg.retry_hold;
-
-  if (!op_updates (s->io->op) || e->cfg.retry_hold <= 0)
-    return false;
-  if (until > s->io->hold_until)
-    s->io->hold_until = until;
-  return true;
-}
-
-/* ---------------------------------------------------------------------- */
-/* The unflushed write log (wlog.h) and its replay. */
-
-static uint64_t
-log_cap (const struct engine *e)
-{
-  return e->cfg.log_cap ? e->cfg.log_cap : LOG_CAP_DEFAULT;
-}
-
-/* s completed successfully.  Updates enter the log; a flush drops what
- * it covers.  Returns the error the sub ends with (a flush fails if
- * writes it should cover were lost beyond repair).
- */
-static int
-note_success (struct sub *s)
-{
-  struct shadow *sh = s->sh;
-  struct shadow_io *io = s->io;
-
-  /* A shadow that cannot flush is durable on each write (the filter
-   * warned at start-up otherwise): nothing to log.
-   */
-  if (!sh->info.can_flush)
-    return 0;
-  if (op_updates (io->op)) {
-    if (wlog_append (&sh->log, io->op, io->flags, s->offset, s->count,
-                     io->op == SHADOW_WRITE ? s->buf : NULL) == -1) {
-      shadow_error ("shadow %s: out of memory logging the %s of %" PRIu64
-                    " bytes at %" PRIu64 ": it cannot be written again if "
-                    "the shadow loses it before the next flush",
-                    sh->info.uri, op_name (io->op), s->count, s->offset);
-      if (sh->log_gap == 0)
-        sh->log_gap = sh->log.last_seq;  /* the seq it consumed */
-    }
-    return 0;
-  }
-  if (io->op != SHADOW_FLUSH)
-    return 0;
-  if (!sh->replaying)           /* the replay walks the log */
-    wlog_trim (&sh->log, s->covers);
-  if (sh->log_gap != 0 && s->covers >= sh->log_gap)
-    sh->log_gap = 0;
-  if (sh->poisoned && s != sh->log_flush) { /* a caller's flush */
-    shadow_error ("shadow %s: flush reported as failed: updates the shadow "
-                  "acknowledged may have been lost with a connection and "
-                  "could not be written again; restart the filter (what "
-                  "was not committed is copied again)", sh->info.uri);
-    return EIO;
-  }
-  return 0;
-}
-
-/* The shadow's wake-up timer: a replay or a log flush waits for a time. */
-static void
-replay_timer_cb (struct ev_loop *loop, ev_timer *w, int revents)
-{
-  /* Nothing: prepare_cb, which runs next, calls replay_step and
-   * maybe_flush_log.
-   */
-}
-
-static void
-arm_replay_timer (struct shadow *sh, double at)
-{
-  double wait = at - monotonic_now ();
-
-  ev_timer_stop (sh->e->loop, &sh->replay_timer);
-  ev_timer_set (&sh->replay_timer, wait > 0 ? wait : 0, 0);
-  ev_timer_start (sh->e->loop, &sh->replay_timer);
-}
-
-/* The shadow keeps failing to take the log back (a replay write or our
- * flush fails for longer than a lost connection may last): stop holding
- * everything else back.  What the log held may be lost, so every
- * caller's flush fails from now on, and the commit never records it.
- */
-static void
-give_up_log (struct shadow *sh, const char *what)
-{
-  shadow_error ("shadow %s: %s kept failing for %g s: giving up on %" PRIu64
-                " acknowledged updates; from now on every flush fails",
-                sh->info.uri, what, sh->e->cfg.reconnect_timeout,
-                sh->log.entries);
-  sh->poisoned = true;
-  sh->replaying = false;
-  sh->replay_next = NULL;
-  sh->failing_since = 0;
-  wlog_free (&sh->log);
-}
-
-/* Has the shadow been failing since before the allowed time?  Starts
- * the clock on a first failure.
- */
-static bool
-failing_too_long (struct shadow *sh, double now)
-{
-  if (sh->failing_since == 0)
-    sh->failing_since = now;
-  return now - sh->failing_since > sh->e->cfg.reconnect_timeout;
-}
-
-static void
-log_flush_done (struct shadow_io *io)
-{
-  struct shadow *sh = io->opaque;
-  double now = monotonic_now ();
-
-  sh->log_flush = NULL;         /* freed by finish_sub */
-  if (io->err == 0)
-    sh->failing_since = 0;
-  else if (!sh->replaying && failing_too_long (sh, now))
-    give_up_log (sh, "flushing");
-  else
-    sh->log_flush_retry_at = now + LOG_RETRY;
-  free (io);
-}
-
-/* The log holds more than its cap: flush early to trim it. */
-static void
-maybe_flush_log (struct shadow *sh)
-{
-  struct engine *e = sh->e;
-  struct shadow_io *io;
-  struct subq q;
-
-  if (!sh->info.can_flush || sh->log.bytes < log_cap (e) ||
-      sh->log_flush != NULL)
-    return;
-  if (monotonic_now () < sh->log_flush_retry_at) {
-    arm_replay_timer (sh, sh->log_flush_retry_at);  /* wakes the loop */
-    return;
-  }
-  io = calloc (1, sizeof *io);
-  if (io == NULL)
-    return;                     /* writes wait (log_full); tried again */
-  *io = (struct shadow_io) {
-    .op = SHADOW_FLUSH, .target = (int) (sh - e->shadows),
-    .priority = SHADOW_PRIO_CLIENT, .done = log_flush_done, .opaque = sh,
-  };
-  subq_init (&q);
-  if (split_onto (io, sh, false, &q) != 1) {
-    free (io);
-    return;
-  }
-  shadow_debug ("shadow %s: %" PRIu64 " bytes of unflushed updates: "
-                "flushing early", sh->info.uri, sh->log.bytes);
-  io->pending = 1;
-  sh->log_flush = subq_pop (&q);
-  subq_push_front (&sh->queue[SHADOW_PRIO_CLIENT], sh->log_flush);
-}
-
-/* The log is full and an update waits at the head of q: put our flush
- * first if it is queued behind.  Returns whether it moved.
- */
-static bool
-log_flush_first (struct shadow *sh, struct subq *q)
-{
-  struct sub *f = sh->log_flush;
-
-  if (f == NULL || f->conn != NULL || q->head == f ||
-      !subq_remove (&sh->queue[SHADOW_PRIO_CLIENT], f))
-    return false;
-  subq_push_front (q, f);
-  return true;
-}
-
-/* New updates wait while the log is twice its cap (a flush is due). */
-static bool
-log_full (const struct shadow *sh)
-{
-  return sh->log.bytes >= 2 * log_cap (sh->e);
-}
-
-/* The connection was lost: write the log again before anything else. */
-static void
-start_replay (struct shadow *sh)
-{
-  if (sh->log_gap != 0) {
-    shadow_error ("shadow %s: writes acknowledged before the connection was "
-                  "lost were not all logged (out of memory): if the shadow "
-                  "lost them they are gone; the next flush fails",
-                  sh->info.uri);
-    sh->poisoned = true;
-    sh->log_gap = 0;
-  }
-  if (sh->log.head == NULL)
-    return;
-  if (!sh->replaying) {
-    shadow_notice ("shadow %s: writing again %" PRIu64 " update%s (%" PRIu64
-                   " bytes) it acknowledged but had not flushed when the "
-                   "connection was lost", sh->info.uri, sh->log.entries,
-                   sh->log.entries == 1 ? "" : "s", sh->log.bytes);
-    atomic_fetch_add_explicit (&sh->counters.replays, 1,
-                               memory_order_relaxed);
-  }
-  sh->replaying = true;
-  sh->replay_next = sh->log.head;
-}
-
-
-
-/* Move the replay on by one entry if it can.  Returns true once it is
- * over (then normal issuing resumes).
- */
-static bool
-replay_step (struct shadow *sh)
-{
-  struct wlog_entry *en;
-  struct shadow_conn *c;
-  struct sub *s;
-  double now = monotonic_now ();
-
-  /* Nothing else in flight: a command still running on a surviving
-   * connection completes (and enters the log) before the replay goes on.
-   */
-  if (sh->replay_in_flight || sh->in_flight > 0)
-    return false;
-  while ((en = sh->replay_next) != NULL &&
-         en->op == SHADOW_TRIM && !sh->info.can_trim)
-    sh->replay_next = en->next;          /* advisory: nothing to redo */
-  if (en == NULL) {
-    sh->replaying = false;
-    sh->failing_since = 0;
-    shadow_notice ("shadow %s: acknowledged updates written again",
-                   sh->info.uri);
-    return true;
-  }
-  if (now < sh->replay_retry_at) {
-    arm_replay_timer (sh, sh->replay_retry_at);
-    return false;
-  }
-  if ((c = least_busy_conn (sh)) == NULL || (s = calloc (1, sizeof *s)) == NULL)
-    return false;
-  sh->replay_io = (struct shadow_io) {
-    .op = en->op, .flags = en->flags, .offset = en->offset,
-    .count = en->count, .priority = SHADOW_PRIO_CLIENT,
-  };
-  s->io = &sh->replay_io;
-  s->sh = sh;
-  s->offset = en->offset;
-  s->count = en->count;
-  s->buf = en->op == SHADOW_WRITE ? en->data : NULL;
-  s->replay = en;
-  clock_gettime (CLOCK_MONOTONIC, &s->started);
-  sh->replay_in_flight = true;  /* issue_sub may complete it at once */
-  if (issue_sub (s, c) == -1) {
-    sh->replay_in_flight = false;
-    free (s);
-    conn_down (c, nbd_get_error ());
-    return false;
-  }
-  if (c->nbd && (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd)))
-    conn_down (c, nbd_get_error ());
-  return false;
-}
-
-/* A replay command completed (dead: its connection was lost). */
-static void
-replay_completed (struct sub *s, bool dead)
-{
-  struct shadow *sh = s->sh;
-  double now = monotonic_now ();
-
-  sh->replay_in_flight = false;
-  if (dead) {
-    /* Its lost copy may still land: the restarted replay must not begin
-     * (and rewrite later entries) before that can no longer happen.
-     */
-    if (now + sh->e->cfg.retry_hold > sh->replay_retry_at)
-      sh->replay_retry_at = now + sh->e->cfg.retry_hold;
-  }
-  else if (sh->e->closing)
-    ;                           /* cut short by engine_stop */
-  else if (s->err != 0) {
-    atomic_fetch_add_explicit (&sh->counters.errors, 1, memory_order_relaxed);
-    shadow_error ("shadow %s: writing again the %s of %" PRIu64 " bytes at %"
-                  PRIu64 " failed: %s", sh->info.uri, op_name (s->io->op),
-                  s->count, s->offset, strerror (s->err));
-    if (failing_too_long (sh, now))
-      give_up_log (sh, "writing the log again");
-    else
-      sh->replay_retry_at = now + LOG_RETRY;
-  }
-  else {
-    sh->failing_since = 0;
-    atomic_fetch_add_explicit (&sh->counters.replayed, 1,
-                               memory_order_relaxed);
-    if (sh->replay_next == s->replay)  /* not restarted meanwhile */
-      sh->replay_next = s->replay->next;
-  }
-  free (s);
-}
 
 /* Drain the completed list.  dead: failures are caused by the lost
  * connection and are retried (and held, if they update the shadow).
@@ -926,15 +380,15 @@ process_completed (struct shadow_conn *c, bool dead)
     if (s->io->priority == SHADOW_PRIO_COPY)
       c->sh->copy_in_flight--;
     if (s->replay)
-      replay_completed (s, dead && s->err != 0);
+      loss_replay_completed (s, dead && s->err != 0);
     else if (s->err == ESHUTDOWN)    /* refused, so never executed */
       requeue_sub (s);
     else if (s->err != 0 && dead) {
-      held += hold_after_loss (s);
+      held += loss_hold_write (s);
       requeue_sub (s);
     }
     else
-      finish_sub (s, s->err == 0 ? note_success (s) : s->err);
+      finish_sub (s, s->err == 0 ? loss_note_success (s) : s->err);
   }
   return held;
 }
@@ -942,8 +396,8 @@ process_completed (struct shadow_conn *c, bool dead)
 /* The connection is gone (or never came up): close the handle, retry its
  * commands after a reconnect, schedule the reconnect.
  */
-static void
-conn_down (struct shadow_conn *c, const char *why)
+void
+engine_conn_down (struct shadow_conn *c, const char *why)
 {
   struct shadow *sh = c->sh;
   struct engine *e = sh->e;
@@ -966,7 +420,7 @@ conn_down (struct shadow_conn *c, const char *why)
   }
   held = process_completed (c, true);
   assert (c->in_flight == 0);
-  start_replay (sh);
+  loss_start_replay (sh);
   if (held > 0)
     shadow_notice ("shadow %s: %zu write command%s in flight on the lost "
                    "connection will be retried and complete no sooner "
@@ -997,76 +451,13 @@ wake_waiter (struct engine_waiter *w)
   mutex_unlock (&w->lock);
 }
 
-static void
-deliver_io (struct shadow_io *io)
+void
+engine_deliver_io (struct shadow_io *io)
 {
   if (io->done)
     io->done (io);
   else
     wake_waiter (io->waiter);
-}
-
-/* Arm the hold timer for the earliest held io, or stop it. */
-static void
-rearm_hold_timer (struct engine *e)
-{
-  struct shadow_io *io;
-  double first = 0;
-
-  ev_timer_stop (e->loop, &e->hold_timer);
-  for (io = e->held; io; io = io->held_next)
-    if (first == 0 || io->hold_until < first)
-      first = io->hold_until;
-  if (first > 0) {
-    double wait = first - monotonic_now ();
-
-    ev_timer_set (&e->hold_timer, wait > 0 ? wait : 0, 0);
-    ev_timer_start (e->loop, &e->hold_timer);
-  }
-}
-
-/* Complete the held ios whose hold is over (all of them if all). */
-static void
-release_held (struct engine *e, bool all)
-{
-  struct shadow_io **pp = &e->held, *io, *due = NULL;
-  double now = monotonic_now ();
-
-  while ((io = *pp) != NULL) {
-    if (all || io->hold_until <= now) {
-      *pp = io->held_next;
-      io->held_next = due;
-      due = io;
-    }
-    else
-      pp = &io->held_next;
-  }
-  rearm_hold_timer (e);
-  /* After unlinking: a done callback may submit (and hold) more. */
-  while ((io = due) != NULL) {
-    due = io->held_next;
-    io->held_next = NULL;
-    deliver_io (io);
-  }
-}
-
-static void
-hold_cb (struct ev_loop *loop, ev_timer *w, int revents)
-{
-  release_held (w->data, false);
-}
-
-/* The io's last command finished: complete it, or hold it (see top). */
-static void
-complete_io (struct engine *e, struct shadow_io *io)
-{
-  if (io->hold_until > monotonic_now ()) {
-    io->held_next = e->held;
-    e->held = io;
-    rearm_hold_timer (e);
-    return;
-  }
-  deliver_io (io);
 }
 
 static void
@@ -1075,16 +466,16 @@ finish_sub (struct sub *s, int err)
   struct shadow_io *io = s->io;
   struct engine *e = s->sh->e;
 
-  if (s->replay) {              /* not a caller's io (issue_sub errors) */
+  if (s->replay) {              /* not a caller's io (issue errors) */
     s->err = err;
-    replay_completed (s, false);
+    loss_replay_completed (s, false);
     return;
   }
   if (err != 0) {
     atomic_fetch_add_explicit (&s->sh->counters.errors, 1,
                                memory_order_relaxed);
     shadow_error ("shadow %s: %s of %" PRIu64 " bytes at %" PRIu64
-                  " failed: %s", s->sh->info.uri, op_name (io->op),
+                  " failed: %s", s->sh->info.uri, engine_op_name (io->op),
                   s->count, s->offset, strerror (err));
     if (io->err == 0)
       io->err = err;
@@ -1093,7 +484,7 @@ finish_sub (struct sub *s, int err)
   assert (io->pending > 0);
   if (--io->pending > 0)
     return;
-  complete_io (e, io);
+  loss_complete_io (e, io);
 }
 
 static int
@@ -1143,8 +534,8 @@ extent_cb (void *opaque, const char *metacontext, uint64_t offset,
 /* Issue one sub on connection c (ready).  Returns 0 if it is in flight
  * or already finished, -1 if the connection is dead.
  */
-static int
-issue_sub (struct sub *s, struct shadow_conn *c)
+int
+engine_issue_sub (struct sub *s, struct shadow_conn *c)
 {
   struct shadow *sh = s->sh;
   struct shadow_io *io = s->io;
@@ -1203,7 +594,7 @@ issue_sub (struct sub *s, struct shadow_conn *c)
 
     if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd))
       return -1;
-    shadow_error ("shadow %s: %s: %s", sh->info.uri, op_name (io->op),
+    shadow_error ("shadow %s: %s: %s", sh->info.uri, engine_op_name (io->op),
                   nbd_get_error ());
     finish_sub (s, err ? err : EIO);
     return 0;
@@ -1225,8 +616,8 @@ issue_sub (struct sub *s, struct shadow_conn *c)
 /* The ready connection of sh with the fewest commands in flight: the
  * server then receives as many streams as there are connections.
  */
-static struct shadow_conn *
-least_busy_conn (struct shadow *sh)
+struct shadow_conn *
+engine_least_busy_conn (struct shadow *sh)
 {
   struct shadow_conn *best = NULL;
   size_t i;
@@ -1247,9 +638,9 @@ issue_queued (struct shadow *sh)
 {
   struct engine *e = sh->e;
 
-  if (sh->replaying && !replay_step (sh))
+  if (sh->replaying && !loss_replay_step (sh))
     return;
-  maybe_flush_log (sh);
+  loss_maybe_flush_log (sh);
   while (sh->in_flight < e->cfg.max_in_flight) {
     struct subq *q = &sh->queue[SHADOW_PRIO_CLIENT];
     struct shadow_conn *c;
@@ -1260,28 +651,28 @@ issue_queued (struct shadow *sh)
         break;
       q = &sh->queue[SHADOW_PRIO_COPY];
     }
-    if (q->len == 0 || (c = least_busy_conn (sh)) == NULL)
+    if (q->len == 0 || (c = engine_least_busy_conn (sh)) == NULL)
       break;
     if (sh->replaying)          /* a connection was lost meanwhile */
       break;
-    if (op_updates (q->head->io->op) && log_full (sh)) {
-      if (log_flush_first (sh, q))
+    if (op_updates (q->head->io->op) && loss_log_full (sh)) {
+      if (loss_log_flush_first (sh, q))
         continue;
       break;                    /* until the log's flush trims it */
     }
     s = subq_pop (q);
     clock_gettime (CLOCK_MONOTONIC, &s->started);
-    if (issue_sub (s, c) == -1) {
+    if (engine_issue_sub (s, c) == -1) {
       s->conn = NULL;
       subq_push_front (q, s);
-      conn_down (c, nbd_get_error ());
+      engine_conn_down (c, nbd_get_error ());
     }
     /* libnbd may queue a command and only then find the connection
      * dead (the completion with an error is then already recorded):
      * nothing would wake us for this handle again.
      */
     else if (nbd_aio_is_dead (c->nbd) || nbd_aio_is_closed (c->nbd))
-      conn_down (c, nbd_get_error ());
+      engine_conn_down (c, nbd_get_error ());
   }
 }
 
@@ -1330,8 +721,8 @@ chunk_limit (const struct shadow *sh, enum shadow_op op)
 /* Split io into subs for shadow sh.  Returns the number queued, or -1 if
  * out of memory (after queueing some: the caller fails the rest).
  */
-static int
-split_onto (struct shadow_io *io, struct shadow *sh, bool any,
+int
+engine_split_onto (struct shadow_io *io, struct shadow *sh, bool any,
             struct subq *out)
 {
   uint64_t limit = chunk_limit (sh, io->op);
@@ -1376,23 +767,24 @@ expand_io (struct engine *e, struct shadow_io *io)
   io->err = 0;
   if (io->target == SHADOW_ALL) {
     for (i = 0; i < e->nr_shadows && !oom; ++i)
-      oom = split_onto (io, &e->shadows[i], false, &subs) == -1;
+      oom = engine_split_onto (io, &e->shadows[i], false, &subs) == -1;
   }
   else if (io->target == SHADOW_ANY)
-    oom = split_onto (io, pick_any (e), true, &subs) == -1;
+    oom = engine_split_onto (io, pick_any (e), true, &subs) == -1;
   else {
     assert (io->target >= 0 && (size_t) io->target < e->nr_shadows);
-    oom = split_onto (io, &e->shadows[io->target], false, &subs) == -1;
+    oom = engine_split_onto (io, &e->shadows[io->target], false, &subs) == -1;
   }
 
   if (oom) {
     shadow_error ("shadow %s of %" PRIu64 " bytes at %" PRIu64
-                  ": out of memory", op_name (io->op), io->count, io->offset);
+                  ": out of memory", engine_op_name (io->op), io->count,
+                  io->offset);
     while ((s = subq_pop (&subs)) != NULL)
       free (s);
     io->err = ENOMEM;
     io->pending = 1;
-    deliver_io (io);
+    engine_deliver_io (io);
     return;
   }
 
@@ -1488,7 +880,7 @@ after_notify (struct shadow_conn *c, const char *why)
     if (why == NULL || *why == '\0')
       why = nbd_aio_is_closed (c->nbd) ?
         "the server closed the connection" : nbd_get_error ();
-    conn_down (c, why);
+    engine_conn_down (c, why);
     return;
   }
   if (c->state == CONN_CONNECTING && nbd_aio_is_ready (c->nbd))
@@ -1672,10 +1064,10 @@ engine_start (const struct engine_config *cfg)
   ev_async_start (e->loop, &e->wake);
   ev_init (&e->tick, tick_cb);
   e->tick.data = e;
-  ev_init (&e->hold_timer, hold_cb);
+  ev_init (&e->hold_timer, loss_hold_cb);
   e->hold_timer.data = e;
   for (i = 0; i < e->nr_shadows; ++i)
-    ev_init (&e->shadows[i].replay_timer, replay_timer_cb);
+    ev_init (&e->shadows[i].replay_timer, loss_replay_timer_cb);
   ev_prepare_init (&e->prepare, prepare_cb);
   e->prepare.data = e;
   ev_prepare_start (e->loop, &e->prepare);
@@ -1746,7 +1138,7 @@ engine_stop (struct engine *e)
     fail_queued (&e->shadows[i], ESHUTDOWN);
   }
   /* Their commands succeeded; nothing newer can be sent any more. */
-  release_held (e, true);
+  loss_release_held (e, true);
   engine_free (e);
 }
 
@@ -1826,7 +1218,7 @@ engine_submit (struct engine *e, struct shadow_io *io)
     if (v == NULL) {
       mutex_unlock (&e->lock);
       shadow_error ("shadow %s: out of memory queueing the request",
-                    op_name (io->op));
+                    engine_op_name (io->op));
       io->err = ENOMEM;
       goto complete_now;
     }
@@ -1844,7 +1236,7 @@ engine_submit (struct engine *e, struct shadow_io *io)
   io->err = ESHUTDOWN;
  complete_now:
   io->pending = 0;
-  deliver_io (io);
+  engine_deliver_io (io);
 }
 
 int
