@@ -66,5 +66,14 @@ cmp -i $((7340032 + 131072)) copy.img ref.img || fail "data after the trimmed ra
 
 # nbdcopy read the data extents and check_map read the zero ones, so
 # every block is resident now: the map comes from the shadow alone.
+# Except that a copy on read is skipped while another copy (a prefetch)
+# holds its blocks, and with the background sweep off nothing copies
+# them later: read again until every block is resident (a full make
+# check once left 2 of 128 blocks absent here).
+for (( i=0; i<5; i++ )); do
+    case "$(status proxy)" in "shadow: synced"*) break ;; esac
+    qemu-io -f raw -r "$proxy" -c "read 0 $size" >/dev/null
+    sleep 0.5
+done
 wait_synced proxy 30
 check_map
