@@ -53,8 +53,8 @@ NBDKIT_DLL_PUBLIC int shadow_debug_commit_interval_ms;
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_write_log_kib;
 /* -D shadow.shadow_request_kib=N: benchmarks only: split reads and
- * writes to the shadows into commands of at most N KiB (up to 32768)
- * instead of 256 KiB.
+ * writes to the shadows into commands of at most N KiB (up to 32768;
+ * default: the server's limit).
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_shadow_request_kib;
 /* -D shadow.no_copy_on_read=1: tests only: read absent blocks from the

@@ -24,14 +24,6 @@
 #include "wlog.h"
 
 #define DATA_CHUNK_MAX (32 * 1024 * 1024) /* common server payload limit */
-/* Reads and writes go to the shadow in commands of at most this size:
- * a 4 MiB copy becomes 16 commands in flight at once.  Servers handle
- * them faster than one big command (nbdkit allocates and faults in a
- * fresh buffer per request): hydration took 6.9 s instead of 10.0 s
- * for 4 GiB (bench/results-migrate.md), as nbdcopy's own default
- * request size suggests.
- */
-#define DATA_CHUNK_DEFAULT (256 * 1024)
 #define NODATA_CHUNK_MAX (1024 * 1024 * 1024) /* zero/trim/block status */
 #define ZERO_BUF_SIZE (1024 * 1024)       /* zero emulated by writes */
 #define BACKOFF_MIN 0.05

@@ -133,8 +133,8 @@ struct engine_config {
    * flushes early, above twice it new updates wait.  0: 64 MiB.
    */
   uint64_t log_cap;
-  /* Largest read or write command, if below the server's limit (0: 256
-   * KiB, engine.c says why).  Benchmarks only.
+  /* Largest read or write command, if below the server's limit (0: the
+   * server's; engine.c says why).  Benchmarks only.
    */
   uint32_t max_data_request;
   unsigned max_in_flight;       /* commands per shadow */

@@ -47,7 +47,9 @@
 # Environment: E2E_TMP (scratch parent, default /var/tmp), SHADOW_TMP
 # (where the shadow image lives, default /dev/shm if it has room for two
 # volumes), RDELAY (2ms),
-# RATE (800M bits/s = 100 MB/s), TRACEDIR (default ../shared/traces).
+# RATE (800M bits/s = 100 MB/s), TRACEDIR (default ../shared/traces),
+# E2E_NBDKIT_OPTS (words given to the filter's nbdkit before its
+# filters, e.g. '-D shadow.shadow_request_kib=32768').
 #
 # Needs root (loop devices, mount), /dev/fuse, nbdfuse, fio, gnuplot,
 # mkfs.ext4 (scripts/lib.sh installs the packages).
@@ -233,8 +235,9 @@ start_proxy ()
     filters+=(--filter="$FILTER" --filter=delay --filter=rate)
     rm -f "$W/proxy.sock" "$W/proxy.pid" "$W/ctl.sock"
     echo "nbdkit -f -U proxy.sock ${filters[*]} file $(basename "$img") rdelay=$RDELAY rate=$RATE burstiness=0.1 shadow=$(uri shadow.sock) shadow-control=ctl.sock ${params[*]}" > "$rd/command"
-    nbdkit -f -U "$W/proxy.sock" -P "$W/proxy.pid" "${filters[@]}" \
-        file "$img" rdelay="$RDELAY" rate="$RATE" burstiness=0.1 \
+    # shellcheck disable=SC2086 # words on purpose
+    nbdkit -f -U "$W/proxy.sock" -P "$W/proxy.pid" ${E2E_NBDKIT_OPTS:-} \
+        "${filters[@]}" file "$img" rdelay="$RDELAY" rate="$RATE" burstiness=0.1 \
         shadow="$(uri "$W/shadow.sock")" shadow-control="$W/ctl.sock" \
         shadow-background=on "${params[@]}" >"$rd/proxy.log" 2>&1 &
     for (( i=0; i<300; i++ )); do
