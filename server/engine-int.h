@@ -90,8 +90,7 @@ struct shadow {
   bool poisoned;                /* acknowledged updates may be lost for
                                    good: every caller's flush fails */
   bool replaying;
-  struct wlog_entry *replay_next;
-  bool replay_in_flight;
+  struct wlog_entry *replay_next; /* in flight while sh->in_flight > 0 */
   double replay_retry_at;       /* monotonic: not before (failure, loss) */
   double failing_since;         /* monotonic: replay or log flush failing */
   struct shadow_io replay_io;   /* carries the entry being replayed */

@@ -261,10 +261,11 @@ loss_replay_step (struct shadow *sh)
   struct sub *s;
   double now = monotonic_now ();
 
-  /* Nothing else in flight: a command still running on a surviving
-   * connection completes (and enters the log) before the replay goes on.
+  /* Nothing in flight: neither the previous replay command nor one
+   * still running on a surviving connection, which completes (and
+   * enters the log) before the replay goes on.
    */
-  if (sh->replay_in_flight || sh->in_flight > 0)
+  if (sh->in_flight > 0)
     return false;
   while ((en = sh->replay_next) != NULL &&
          en->op == SHADOW_TRIM && !sh->info.can_trim)
@@ -294,9 +295,7 @@ loss_replay_step (struct shadow *sh)
   s->buf = en->op == SHADOW_WRITE ? en->data : NULL;
   s->replay = en;
   clock_gettime (CLOCK_MONOTONIC, &s->started);
-  sh->replay_in_flight = true;  /* engine_issue_sub may complete it at once */
   if (engine_issue_sub (s, c) == -1) {
-    sh->replay_in_flight = false;
     free (s);
     engine_conn_down (c, nbd_get_error ());
     return false;
@@ -313,7 +312,6 @@ loss_replay_completed (struct sub *s, bool dead)
   struct shadow *sh = s->sh;
   double now = monotonic_now ();
 
-  sh->replay_in_flight = false;
   if (dead) {
     /* Its lost copy may still land: the restarted replay must not begin
      * (and rewrite later entries) before that can no longer happen.
