@@ -65,47 +65,73 @@ block0_byte ()
     od -An -tx1 -N1 "$1" | tr -d ' '
 }
 
-# run_case NAME FILTER-ARGS...: the scenario above; sets got to the byte
-# the shadow holds at offset 0 afterwards.
-run_case ()
+# start_stack NAME NBDKIT-OPTS FILTER-PARAMS...: fresh images, the
+# stalling shadow, the proxy in front of it, and the filter (background
+# and prefetch off: only the test's writes reach the shadow).
+# NBDKIT-OPTS is one word list, maybe empty.
+start_stack ()
 {
-    local name=$1 writer i; shift
+    local name=$1 opts=$2; shift 2
     rm -f stall-armed stall-active stall-done
     random_file origin.img $size
     truncate -s 0 shadow.img
     truncate -s $size shadow.img
     start_nbdkit "$name-shadow" sh ./shadow.sh
     start_nbdkit "$name-proxy" nbd socket="$TESTDIR/$name-shadow.sock"
-    start_filter "$name" file origin.img \
+    # shellcheck disable=SC2086 # words on purpose
+    start_filter "$name" $opts file origin.img \
         shadow="$(uri "$TESTDIR/$name-proxy.sock")" \
         shadow-background=off shadow-prefetch=off "$@"
+}
+
+# cut NAME: kill the proxy (the connection breaks, the server lives on)
+# and start a new one on the same socket.
+cut ()
+{
+    kill9_filter "$1-proxy"
+    start_nbdkit "$1-proxy" nbd socket="$TESTDIR/$1-shadow.sock"
+}
+
+# wait_for FILE WHAT: until FILE exists (30 s at most), else fail.
+wait_for ()
+{
+    local i
+    for (( i=0; i<300; i++ )); do
+        [ -f "$1" ] && return 0
+        sleep 0.1
+    done
+    fail "$2"
+}
+
+# stop_stack NAME: stop the filter, then the proxy and the shadow, and
+# set got to the byte the shadow holds at offset 0.
+stop_stack ()
+{
+    stop_filter "$1"
+    kill_pidfile "$TESTDIR/$1-proxy.pid"
+    kill_pidfile "$TESTDIR/$1-shadow.pid"
+    got=$(block0_byte shadow.img)
+}
+
+# run_case NAME FILTER-ARGS...: the scenario above; sets got to the byte
+# the shadow holds at offset 0 afterwards.
+run_case ()
+{
+    local name=$1 writer; shift
+    start_stack "$name" "" "$@"
 
     touch stall-armed
     qemu-io -f raw "$(uri "$TESTDIR/$name.sock")" \
         -c "write -P 0x41 0 64k" >/dev/null &
     writer=$!
-    for (( i=0; i<300; i++ )); do
-        [ -f stall-active ] && break
-        sleep 0.1
-    done
-    [ -f stall-active ] || fail "$name: the shadow never received the first write"
-
-    kill9_filter "$name-proxy"  # the connection breaks; the server lives
-    start_nbdkit "$name-proxy" nbd socket="$TESTDIR/$name-shadow.sock"
+    wait_for stall-active "$name: the shadow never received the first write"
+    cut "$name"
     wait $writer || fail "$name: the first client write failed"
     qemu-io -f raw "$(uri "$TESTDIR/$name.sock")" \
         -c "write -P 0x42 0 64k" >/dev/null ||
         fail "$name: the second client write failed"
-
-    for (( i=0; i<300; i++ )); do
-        [ -f stall-done ] && break
-        sleep 0.1
-    done
-    [ -f stall-done ] || fail "$name: the stalled write never finished"
-    stop_filter "$name"
-    kill_pidfile "$TESTDIR/$name-proxy.pid"
-    kill_pidfile "$TESTDIR/$name-shadow.pid"
-    got=$(block0_byte shadow.img)
+    wait_for stall-done "$name: the stalled write never finished"
+    stop_stack "$name"
 }
 
 # Without the hold the bug shows: the stalled old write lands last.
@@ -126,16 +152,8 @@ grep -q "1 write command in flight on the lost connection will be retried" hold.
 replay_case ()
 {
     local name=replay writer i
-    rm -f stall-armed stall-active stall-done
-    random_file origin.img $size
-    truncate -s 0 shadow.img
-    truncate -s $size shadow.img
-    start_nbdkit "$name-shadow" sh ./shadow.sh
-    start_nbdkit "$name-proxy" nbd socket="$TESTDIR/$name-shadow.sock"
     # No commit (so no flush) unless a client asks.
-    start_filter "$name" -D shadow.commit_interval_ms=60000 file origin.img \
-        shadow="$(uri "$TESTDIR/$name-proxy.sock")" \
-        shadow-background=off shadow-prefetch=off
+    start_stack "$name" "-D shadow.commit_interval_ms=60000"
     # Two writes to block 0, not flushed (qemu-io flushes after each
     # write unless told writeback); the client stays connected (a
     # disconnect commits).
@@ -147,31 +165,18 @@ replay_case ()
     sleep 2
 
     touch stall-armed
-    kill9_filter "$name-proxy"  # cut 1: the replay's first write stalls
-    start_nbdkit "$name-proxy" nbd socket="$TESTDIR/$name-shadow.sock"
-    for (( i=0; i<300; i++ )); do
-        [ -f stall-active ] && break
-        sleep 0.1
-    done
-    [ -f stall-active ] || fail "$name: the replay's first write never reached the shadow"
-    kill9_filter "$name-proxy"  # cut 2: the replay starts again
-    start_nbdkit "$name-proxy" nbd socket="$TESTDIR/$name-shadow.sock"
-    for (( i=0; i<300; i++ )); do
-        [ -f stall-done ] && break
-        sleep 0.1
-    done
-    [ -f stall-done ] || fail "$name: the stalled write never finished"
+    cut "$name"                 # 1: the replay's first write stalls
+    wait_for stall-active "$name: the replay's first write never reached the shadow"
+    cut "$name"                 # 2: the replay starts again
+    wait_for stall-done "$name: the stalled write never finished"
     for (( i=0; i<300; i++ )); do
         grep -q "acknowledged updates written again" "$name.log" && break
         sleep 0.1
     done
     grep -q "acknowledged updates written again" "$name.log" ||
         fail "$name: the replay never finished"
-    got=$(block0_byte shadow.img)
     kill $writer 2>/dev/null || true
-    stop_filter "$name"
-    kill_pidfile "$TESTDIR/$name-proxy.pid"
-    kill_pidfile "$TESTDIR/$name-shadow.pid"
+    stop_stack "$name"
 }
 
 replay_case
