@@ -150,6 +150,13 @@ struct engine {
   struct shadow_io *held;       /* completed, waiting for hold_until */
   ev_timer hold_timer;          /* fires at the earliest hold_until */
 
+  /* Shadows that could flush when the engine started (bit i: shadow i):
+   * writes to them are copied for the write log by engine_submit, on
+   * the caller's thread (wlog.h).  Set before engine_start returns,
+   * read-only after.
+   */
+  unsigned logged_shadows;
+
   char *zero_buf;               /* ZERO_BUF_SIZE zero bytes */
   bool closing;                 /* engine_stop, after the thread ended */
   size_t nr_shadows;

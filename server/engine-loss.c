@@ -73,8 +73,13 @@ loss_note_success (struct sub *s)
   if (!sh->info.can_flush)
     return 0;
   if (op_updates (io->op)) {
+    struct wlog_data *shared = io->op == SHADOW_WRITE ? io->log_data : NULL;
+    const char *data = NULL;
+
+    if (io->op == SHADOW_WRITE)
+      data = shared ? shared->bytes + (s->buf - (char *) io->buf) : s->buf;
     if (wlog_append (&sh->log, io->op, io->flags, s->offset, s->count,
-                     io->op == SHADOW_WRITE ? s->buf : NULL) == -1) {
+                     shared, data) == -1) {
       shadow_error ("shadow %s: out of memory logging the %s of %" PRIu64
                     " bytes at %" PRIu64 ": it cannot be written again if "
                     "the shadow loses it before the next flush",
@@ -292,7 +297,7 @@ loss_replay_step (struct shadow *sh)
   s->sh = sh;
   s->offset = en->offset;
   s->count = en->count;
-  s->buf = en->op == SHADOW_WRITE ? en->data : NULL;
+  s->buf = en->op == SHADOW_WRITE ? (char *) en->data : NULL; /* only read */
   s->replay = en;
   clock_gettime (CLOCK_MONOTONIC, &s->started);
   if (engine_issue_sub (s, c) == -1) {

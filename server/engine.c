@@ -454,6 +454,8 @@ wake_waiter (struct engine_waiter *w)
 void
 engine_deliver_io (struct shadow_io *io)
 {
+  wlog_data_put (io->log_data);
+  io->log_data = NULL;
   if (io->done)
     io->done (io);
   else
@@ -1100,6 +1102,9 @@ engine_start (const struct engine_config *cfg)
     engine_stop (e);
     return NULL;
   }
+  for (i = 0; i < e->nr_shadows; ++i)
+    if (e->shadows[i].info.can_flush)
+      e->logged_shadows |= 1u << i;
   return e;
 }
 
@@ -1206,6 +1211,15 @@ engine_all_can_trim (const struct engine *e)
   return true;
 }
 
+/* The shadows io goes to, as a mask of shadow indexes. */
+static unsigned
+targets (const struct engine *e, const struct shadow_io *io)
+{
+  if (io->target >= 0)
+    return 1u << io->target;
+  return (1u << e->nr_shadows) - 1;  /* SHADOW_ALL, SHADOW_ANY */
+}
+
 void
 engine_submit (struct engine *e, struct shadow_io *io)
 {
@@ -1213,6 +1227,10 @@ engine_submit (struct engine *e, struct shadow_io *io)
 
   io->hold_until = 0;
   io->held_next = NULL;
+  io->log_data = NULL;
+  if (io->op == SHADOW_WRITE && (targets (e, io) & e->logged_shadows))
+    /* NULL (out of memory): the engine thread tries again (wlog.h). */
+    io->log_data = wlog_data_copy (io->buf, io->count);
   mutex_lock (&e->lock);
   stopping = e->stopping;
   if (!stopping && e->incoming_len == e->incoming_cap) {

@@ -71,6 +71,7 @@ typedef void (*shadow_extent_fn) (void *opaque, uint64_t offset,
                                   uint64_t length, uint32_t flags);
 
 struct engine_waiter;
+struct wlog_data;
 
 struct shadow_io {
   /* Set by the caller. */
@@ -88,6 +89,7 @@ struct shadow_io {
   int err;
 
   /* Engine private. */
+  struct wlog_data *log_data;   /* WRITE: buf's copy for the write log */
   unsigned pending;
   struct engine_waiter *waiter;
   double hold_until;            /* CLOCK_MONOTONIC s: complete no earlier */

@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,28 @@ wlog_init (struct wlog *l)
   l->entries = 0;
 }
 
+struct wlog_data *
+wlog_data_copy (const void *src, uint64_t size)
+{
+  struct wlog_data *d;
+
+  if (size > SIZE_MAX - sizeof *d || (d = malloc (sizeof *d + size)) == NULL) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  d->refs = 1;
+  d->size = size;
+  memcpy (d->bytes, src, size);
+  return d;
+}
+
+void
+wlog_data_put (struct wlog_data *d)
+{
+  if (d != NULL && --d->refs == 0)
+    free (d);
+}
+
 static uint64_t
 entry_bytes (const struct wlog_entry *en)
 {
@@ -27,18 +50,36 @@ entry_bytes (const struct wlog_entry *en)
 
 int
 wlog_append (struct wlog *l, enum shadow_op op, uint32_t flags,
-             uint64_t offset, uint64_t count, const void *data)
+             uint64_t offset, uint64_t count,
+             struct wlog_data *shared, const void *data)
 {
-  size_t extra = op == SHADOW_WRITE ? count : 0;
   struct wlog_entry *en;
 
   assert (op == SHADOW_WRITE || op == SHADOW_ZERO || op == SHADOW_TRIM);
   assert (op != SHADOW_WRITE || data != NULL);
+  assert (shared == NULL ||
+          ((const char *) data >= shared->bytes &&
+           (const char *) data + count <= shared->bytes + shared->size));
   ++l->last_seq;                /* consumed even on failure (wlog.h) */
-  en = malloc (sizeof *en + extra);
+  en = malloc (sizeof *en);
   if (en == NULL) {
     errno = ENOMEM;
     return -1;
+  }
+  en->shared = NULL;
+  en->data = NULL;
+  if (op == SHADOW_WRITE) {
+    if (shared != NULL) {
+      shared->refs++;
+      en->shared = shared;
+      en->data = data;
+    }
+    else if ((en->shared = wlog_data_copy (data, count)) == NULL) {
+      free (en);
+      return -1;
+    }
+    else
+      en->data = en->shared->bytes;
   }
   en->next = NULL;
   en->seq = l->last_seq;
@@ -46,8 +87,6 @@ wlog_append (struct wlog *l, enum shadow_op op, uint32_t flags,
   en->flags = flags;
   en->offset = offset;
   en->count = count;
-  if (extra)
-    memcpy (en->data, data, extra);
   *l->tail = en;
   l->tail = &en->next;
   l->bytes += entry_bytes (en);
@@ -64,6 +103,7 @@ wlog_trim (struct wlog *l, uint64_t upto)
     l->head = en->next;
     l->bytes -= entry_bytes (en);
     l->entries--;
+    wlog_data_put (en->shared);
     free (en);
   }
   if (l->head == NULL)

@@ -15,7 +15,14 @@
  * flush that succeeds drops the entries completed before it was sent.
  * The engine bounds its size by flushing early (engine.c).
  *
- * Locking: none; it belongs to the engine thread.
+ * The copy is made by the thread that submits the write (engine_submit),
+ * not when the shadow acknowledges it: the engine thread also completes
+ * every client read, and copying gigabytes there made clients wait
+ * (bench/results-migrate.md).  One copy serves every shadow and every
+ * command the write was split into, so it is reference-counted.
+ *
+ * Locking: none; it belongs to the engine thread.  A wlog_data is the
+ * submitting thread's until engine_submit hands it over with its io.
  */
 
 #ifndef NBDSHADOW_WLOG_H
@@ -25,13 +32,29 @@
 
 #include "engine.h"
 
+/* A copy of one write's data, shared by the log entries (and the io)
+ * that refer to it.
+ */
+struct wlog_data {
+  unsigned refs;
+  uint64_t size;
+  char bytes[];
+};
+
+/* A copy of size bytes from src with one reference, or NULL (ENOMEM). */
+extern struct wlog_data *wlog_data_copy (const void *src, uint64_t size);
+
+/* Drop a reference; the last frees it.  NULL is ignored. */
+extern void wlog_data_put (struct wlog_data *d);
+
 struct wlog_entry {
   struct wlog_entry *next;
   uint64_t seq;                 /* completion order, from 1 */
   enum shadow_op op;            /* SHADOW_WRITE, SHADOW_ZERO or SHADOW_TRIM */
   uint32_t flags;               /* shadow_io.flags */
   uint64_t offset, count;
-  char data[];                  /* count bytes for SHADOW_WRITE */
+  struct wlog_data *shared;     /* SHADOW_WRITE: holds data */
+  const char *data;             /* count bytes in shared, for SHADOW_WRITE */
 };
 
 struct wlog {
@@ -43,13 +66,16 @@ struct wlog {
 
 extern void wlog_init (struct wlog *l);
 
-/* Append a completed update (data: count bytes for SHADOW_WRITE, else
- * NULL).  Returns 0, or -1 with errno = ENOMEM; a failed append still
- * takes its seq (last_seq), so that the caller can tell which flushes
- * were sent after the update that is missing from the log.
+/* Append a completed update.  For SHADOW_WRITE, data is its count
+ * bytes: inside shared, which the entry then references, or (shared
+ * NULL) anywhere, and the log copies them.  Returns 0, or -1 with
+ * errno = ENOMEM; a failed append still takes its seq (last_seq), so
+ * that the caller can tell which flushes were sent after the update
+ * that is missing from the log.
  */
 extern int wlog_append (struct wlog *l, enum shadow_op op, uint32_t flags,
-                        uint64_t offset, uint64_t count, const void *data);
+                        uint64_t offset, uint64_t count,
+                        struct wlog_data *shared, const void *data);
 
 /* A flush sent when last_seq was upto succeeded: drop what it covers. */
 extern void wlog_trim (struct wlog *l, uint64_t upto);
