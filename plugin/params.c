@@ -17,6 +17,9 @@
 #define MAX_BLOCK_SIZE (64 * 1024 * 1024)
 #define MAX_CONNECTIONS 16
 #define MAX_RETRY_HOLD 3600.0
+#define DEFAULT_RECONNECT_TIMEOUT 60.0
+#define MIN_RECONNECT_TIMEOUT 0.1
+#define MAX_RECONNECT_TIMEOUT 86400.0
 #define DEFAULT_RETRY_HOLD 5.0
 
 static const char *const prefetch_names[] = {
@@ -30,7 +33,7 @@ static const char *const prefetch_names[] = {
 /* Keys given once at most. */
 static bool seen_block_size, seen_state, seen_writes, seen_background,
   seen_rate, seen_prefetch, seen_model, seen_control, seen_cutover,
-  seen_trace, seen_connections, seen_retry_hold;
+  seen_trace, seen_connections, seen_retry_hold, seen_reconnect_timeout;
 
 void
 params_init (struct shadow_params *p)
@@ -41,6 +44,7 @@ params_init (struct shadow_params *p)
   p->prefetch = PREFETCH_HYBRID;
   p->connections = 1;
   p->retry_hold = DEFAULT_RETRY_HOLD;
+  p->reconnect_timeout = DEFAULT_RECONNECT_TIMEOUT;
 }
 
 const char *
@@ -221,7 +225,8 @@ parse_uint_range (const char *key, const char *value, unsigned min,
 
 /* Seconds, a decimal number in [0, max]. */
 static int
-parse_seconds (const char *key, const char *value, double max, double *out)
+parse_seconds (const char *key, const char *value, double min, double max,
+               double *out)
 {
   char *end;
   double v;
@@ -229,9 +234,9 @@ parse_seconds (const char *key, const char *value, double max, double *out)
   errno = 0;
   v = strtod (value, &end);
   if (*value < '0' || *value > '9' || *end != '\0' || errno != 0 ||
-      !(v >= 0 && v <= max)) {
-    nbdkit_error ("%s=%s: must be a number of seconds from 0 to %g",
-                  key, value, max);
+      !(v >= min && v <= max)) {
+    nbdkit_error ("%s=%s: must be a number of seconds from %g to %g",
+                  key, value, min, max);
     return -1;
   }
   *out = v;
@@ -285,7 +290,11 @@ params_config (struct shadow_params *p, const char *key, const char *value)
       parse_uint_range (key, value, 1, MAX_CONNECTIONS, &p->connections);
   else if (strcmp (key, "shadow-retry-hold") == 0)
     r = once (&seen_retry_hold, key) ?:
-      parse_seconds (key, value, MAX_RETRY_HOLD, &p->retry_hold);
+      parse_seconds (key, value, 0, MAX_RETRY_HOLD, &p->retry_hold);
+  else if (strcmp (key, "shadow-reconnect-timeout") == 0)
+    r = once (&seen_reconnect_timeout, key) ?:
+      parse_seconds (key, value, MIN_RECONNECT_TIMEOUT, MAX_RECONNECT_TIMEOUT,
+                     &p->reconnect_timeout);
   else if (strcmp (key, "shadow-prefetch") == 0) {
     r = once (&seen_prefetch, key);
     if (r == 0 && prefetch_parse (value, &p->prefetch) == -1) {

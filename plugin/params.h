@@ -31,6 +31,7 @@ struct shadow_params {
   uint64_t rate;                /* bytes/s, 0 = unlimited */
   unsigned connections;         /* per shadow that allows multi-conn */
   double retry_hold;            /* seconds, engine_config.retry_hold */
+  double reconnect_timeout;     /* seconds, engine_config.reconnect_timeout */
   enum prefetch_policy prefetch;
   const char *model;
   const char *control;
@@ -47,6 +48,7 @@ struct shadow_params {
   "shadow-rate=BYTES          background+prefetch copy ceiling per second\n" \
   "shadow-connections=N       connections per multi-conn shadow, 1..16 (default 1)\n" \
   "shadow-retry-hold=SECONDS  hold writes retried after a lost connection (default 5)\n" \
+  "shadow-reconnect-timeout=SECONDS  how long a shadow may stay away (default 60)\n" \
   "shadow-prefetch=off|readahead|ngram|lstm|hybrid  predictor (default hybrid)\n" \
   "shadow-model=PATH          warm-start model file\n" \
   "shadow-control=PATH        control socket (default STATE/control.sock)\n" \

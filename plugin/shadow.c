@@ -254,7 +254,7 @@ engine_config_of (int64_t expected_size)
     .uris = params.uris,
     .nr_shadows = params.nr_shadows,
     .expected_size = expected_size,
-    .reconnect_timeout = 60,
+    .reconnect_timeout = params.reconnect_timeout,
     .connections = params.connections,
     .retry_hold = params.retry_hold,
     .log_cap = shadow_debug_write_log_kib > 0 ?

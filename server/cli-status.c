@@ -245,7 +245,7 @@ summary_errors (FILE *fp, const struct json *st)
     return;
   for (i = 0; i < shadows->n; ++i) {
     const struct json *sh = &shadows->items[i];
-    bool connected = false;
+    bool connected = false, lost = false;
     double lat, conns, up;
     char state[64] = "";
 
@@ -271,6 +271,10 @@ summary_errors (FILE *fp, const struct json *st)
              u64_at (sh, "reconnects", b, sizeof b),
              u64_at (sh, "retries", c, sizeof c),
              u64_at (sh, "replays", r, sizeof r), d);
+    if (json_get_bool (sh, "updates_lost", &lost) && lost)
+      fprintf (fp, LABEL "UPDATES LOST: it may have lost writes it "
+               "acknowledged; every flush fails until the filter "
+               "restarts\n", "");
   }
 }
 

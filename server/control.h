@@ -49,6 +49,8 @@
  *               "reconnects", "retries", "replays" (times the
  *               updates it had not flushed were written again after a
  *               lost connection), "replayed" (updates so written),
+ *               "updates_lost" (true once updates it acknowledged may
+ *               be lost for good: every flush fails until restart),
  *               "latency_us", "bytes_read", "bytes_written" } ] },
  *   "verify": { "state": "idle"|"running"|"done"|"failed", "verified",
  *               "blocks_checked", "blocks_total", "mismatches",

@@ -62,6 +62,7 @@ struct shadow_counters {
   _Atomic uint64_t errors, reconnects, retries, replays, replayed;
   _Atomic double latency_ewma_us;
   _Atomic unsigned connected;   /* connections ready */
+  _Atomic bool updates_lost;    /* shadow.poisoned, for status */
 };
 
 /* One shadow export.  Its commands wait in its queues until one of its

@@ -125,6 +125,14 @@ arm_replay_timer (struct shadow *sh, double at)
   ev_timer_start (sh->e->loop, &sh->replay_timer);
 }
 
+static void
+set_poisoned (struct shadow *sh)
+{
+  sh->poisoned = true;
+  atomic_store_explicit (&sh->counters.updates_lost, true,
+                         memory_order_relaxed);
+}
+
 /* The shadow keeps failing to take the log back (a replay write or our
  * flush fails for longer than a lost connection may last): stop holding
  * everything else back.  What the log held may be lost, so every
@@ -137,7 +145,7 @@ give_up_log (struct shadow *sh, const char *what)
                 " acknowledged updates; from now on every flush fails",
                 sh->info.uri, what, sh->e->cfg.reconnect_timeout,
                 sh->log.entries);
-  sh->poisoned = true;
+  set_poisoned (sh);
   sh->replaying = false;
   sh->replay_next = NULL;
   sh->failing_since = 0;
@@ -236,7 +244,7 @@ loss_start_replay (struct shadow *sh)
                   "lost were not all logged (out of memory): if the shadow "
                   "lost them they are gone; the next flush fails",
                   sh->info.uri);
-    sh->poisoned = true;
+    set_poisoned (sh);
     sh->log_gap = 0;
   }
   if (sh->log.head == NULL)

@@ -1182,6 +1182,8 @@ engine_shadow_stats (struct engine *e, size_t i, struct shadow_stats *out)
   out->retries = atomic_load_explicit (&k->retries, memory_order_relaxed);
   out->replays = atomic_load_explicit (&k->replays, memory_order_relaxed);
   out->replayed = atomic_load_explicit (&k->replayed, memory_order_relaxed);
+  out->updates_lost = atomic_load_explicit (&k->updates_lost,
+                                            memory_order_relaxed);
   out->latency_ewma_us = atomic_load_explicit (&k->latency_ewma_us,
                                                memory_order_relaxed);
   out->connections_up = atomic_load_explicit (&k->connected,

@@ -113,6 +113,8 @@ struct shadow_stats {
   uint64_t errors, reconnects, retries;
   uint64_t replays;             /* times unflushed updates were redone */
   uint64_t replayed;            /* updates written again */
+  bool updates_lost;            /* acknowledged updates may be lost: every
+                                   flush fails until the filter restarts */
   double latency_ewma_us;       /* smoothed command latency */
   bool connected;               /* at least one connection is up */
   unsigned connections;         /* open to it (1, or more with multi-conn) */

@@ -109,11 +109,13 @@ emit_errors (FILE *fp, struct migration_snapshot *s, struct engine *e)
              ", \"connections_up\": %u, \"errors\": %" PRIu64
              ", \"reconnects\": %" PRIu64 ", \"retries\": %" PRIu64
              ", \"replays\": %" PRIu64 ", \"replayed\": %" PRIu64
+             ", \"updates_lost\": %s"
              ", \"latency_us\": %.1f, \"bytes_read\": %" PRIu64
              ", \"bytes_written\": %" PRIu64 "}",
              st.connected ? "true" : "false", st.connections,
              st.connections_up, st.errors, st.reconnects,
-             st.retries, st.replays, st.replayed, st.latency_ewma_us,
+             st.retries, st.replays, st.replayed,
+             st.updates_lost ? "true" : "false", st.latency_ewma_us,
              st.bytes_read, st.bytes_written);
   }
   fprintf (fp, "]}, ");

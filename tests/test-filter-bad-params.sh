@@ -124,6 +124,12 @@ expect_fail "shadow-retry-hold=nan: must be a number of seconds from 0 to 3600" 
     memory 64M "$s64" shadow-retry-hold=nan
 expect_fail "shadow-retry-hold: given more than once" \
     memory 64M "$s64" shadow-retry-hold=1 shadow-retry-hold=2
+expect_fail "shadow-reconnect-timeout=0: must be a number of seconds from 0.1 to 86400" \
+    memory 64M "$s64" shadow-reconnect-timeout=0
+expect_fail "shadow-reconnect-timeout=86401: must be a number of seconds from 0.1 to 86400" \
+    memory 64M "$s64" shadow-reconnect-timeout=86401
+expect_fail "shadow-reconnect-timeout=1m: must be a number of seconds from 0.1 to 86400" \
+    memory 64M "$s64" shadow-reconnect-timeout=1m
 expect_fail "shadow-prefetch=magic: must be off, readahead, ngram, lstm or hybrid" \
     memory 64M "$s64" shadow-prefetch=magic
 expect_fail "shadow-model=$TESTDIR/none.model: No such file or directory" \

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Two ways a shadow can come back wrong after a lost connection, and
+# what the filter must do about each (engine.c, engine-loss.c):
+#
+# 1. It comes back without write zeroes (nbdkit's nozero filter).  The
+#    filter emulates zeroes with writes only on shadows that never had
+#    them, and its write log replays zero entries as zeroes: it must
+#    refuse the connection (say so once), keep requests waiting, and
+#    take the shadow again once it returns as it was; the migration
+#    then completes and the shadow equals the origin.
+#
+# 2. It comes back but fails every write, so the updates it may have
+#    lost cannot be written again (nbdkit's error filter, while a file
+#    exists).  After shadow-reconnect-timeout seconds the filter gives
+#    the log up: status says updates_lost, and every client flush fails,
+#    even once the shadow works again, since no flush may claim those
+#    updates durable.  A restarted filter copies again what was not
+#    committed and ends with the shadow equal to the origin.
+source "${abs_top_srcdir}/tests/functions.sh"
+requires qemu-io --version
+requires nbdcopy --version
+requires python3 --version
+
+size=$((32 * 1024 * 1024))
+random_file origin.img $size
+
+# wait_log FILE REGEX SECONDS
+wait_log ()
+{
+    local i
+    for (( i=0; i<$3*10; i++ )); do
+        grep -qE "$2" "$1" && return 0
+        sleep 0.1
+    done
+    cat "$1" >&2
+    fail "$1 did not say /$2/ within $3 s"
+}
+
+# --- 1. Capabilities shrank. ---
+truncate -s $size caps.img
+start_nbdkit caps file caps.img
+start_filter capsproxy file origin.img \
+    shadow="$(uri $TESTDIR/caps.sock)" shadow-state=$TESTDIR/caps-state \
+    shadow-control=$TESTDIR/caps.ctl shadow-rate=4M shadow-retry-hold=0.5
+sleep 1
+kill -9 "$(cat caps.pid)"
+rm -f caps.pid
+start_nbdkit caps --filter=nozero file caps.img zeromode=none
+wait_log capsproxy.log "came back without the write zeroes it had" 20
+sleep 1                         # several reconnect attempts
+[ "$(grep -c "came back without" capsproxy.log)" = 1 ] ||
+    fail "the refusal was logged more than once per outage"
+[ "$(ctl_json $TESTDIR/caps.ctl | json_get errors.shadows.0.connected)" = false ] ||
+    fail "the filter took a shadow that lost write zeroes"
+kill_pidfile $TESTDIR/caps.pid
+start_nbdkit caps file caps.img
+"$NBDSHADOW" rate 0 $TESTDIR/caps.ctl
+wait_phase $TESTDIR/caps.ctl synced 60
+"$NBDSHADOW" verify $TESTDIR/caps.ctl || fail "verify failed after the refusal"
+stop_filter capsproxy
+same_files origin.img caps.img
+
+# --- 2. The replay keeps failing: the log is given up. ---
+inject=$TESTDIR/inject
+truncate -s $size lost.img
+start_lost_shadow ()
+{
+    start_nbdkit lost --filter=error file lost.img \
+        error-pwrite=EIO error-pwrite-rate=100% error-pwrite-file="$inject" \
+        error-zero=EIO error-zero-rate=100% error-zero-file="$inject"
+}
+start_lost_shadow
+# Commits (which flush and trim the log) only when a client asks.
+start_filter lostproxy -D shadow.commit_interval_ms=60000 file origin.img \
+    shadow="$(uri $TESTDIR/lost.sock)" shadow-state=$TESTDIR/lost-state \
+    shadow-control=$TESTDIR/lost.ctl shadow-rate=8M shadow-retry-hold=0.5 \
+    shadow-reconnect-timeout=3
+sleep 1.5                       # copies acknowledged, none flushed
+touch "$inject"
+kill -9 "$(cat lost.pid)"
+rm -f lost.pid
+start_lost_shadow
+wait_log lostproxy.log "kept failing for 3 s: giving up" 30
+rm -f "$inject"
+ctl_json $TESTDIR/lost.ctl > status.json
+[ "$(json_get errors.shadows.0.updates_lost < status.json)" = true ] ||
+    fail "status does not say updates were lost: $(json_get errors.shadows.0 < status.json)"
+"$NBDSHADOW" status $TESTDIR/lost.ctl | grep -q "UPDATES LOST" ||
+    fail "nbdshadow status does not say updates were lost"
+# qemu-io prints nothing when a flush fails, but exits non-zero; the read
+# before it shows the client got that far.
+if qemu-io -f raw "$(uri $TESTDIR/lostproxy.sock)" -c "read 0 4096" -c flush \
+       > flush.out 2>&1
+then
+    cat flush.out >&2
+    fail "a client flush succeeded after the filter gave up updates"
+fi
+grep -q "read 4096/4096 bytes" flush.out ||
+    { cat flush.out >&2; fail "the client failed before its flush"; }
+# Clean shutdown: its commit fails, records nothing, and does not hang.
+stop_filter lostproxy
+
+start_filter lostproxy file origin.img \
+    shadow="$(uri $TESTDIR/lost.sock)" shadow-state=$TESTDIR/lost-state \
+    shadow-control=$TESTDIR/lost.ctl
+qemu-io -f raw "$(uri $TESTDIR/lostproxy.sock)" -c flush >/dev/null ||
+    fail "a client flush failed after the filter restarted"
+wait_phase $TESTDIR/lost.ctl synced 60
+"$NBDSHADOW" verify $TESTDIR/lost.ctl || fail "verify failed after the restart"
+nbdcopy "$(uri $TESTDIR/lostproxy.sock)" served.img
+same_files origin.img served.img
+stop_filter lostproxy
+same_files origin.img lost.img
