@@ -15,9 +15,19 @@
 
 #define COPY_CHUNK (32 * 1024 * 1024) /* origin bytes per synchronous copy */
 
+/* While no client has been active for CLIENTS_QUIET s, copies go to the
+ * shadow in commands of IDLE_COMMAND bytes, all in flight together:
+ * 20-30% faster hydration than one command per transfer, but with a
+ * client active the extra commands made its reads wait longer
+ * (bench/results-migrate.md).
+ */
+#define IDLE_COMMAND (256 * 1024)
+#define CLIENTS_QUIET 1.0
+
 struct copy_op {
   struct volume *v;
   struct range_hold hold;
+  struct wlog_data *data;       /* holds buf; handed to the engine's log */
   char *buf;
   uint64_t first, count;        /* blocks held and carried in buf */
   uint64_t bytes;               /* length of buf */
@@ -78,15 +88,16 @@ over_budget (struct volume *v, uint64_t bytes)
 }
 
 static struct copy_op *
-copy_op_new (struct volume *v, char *buf, uint64_t first, uint64_t count,
-             enum copy_kind kind, bool sync)
+copy_op_new (struct volume *v, struct wlog_data *data, uint64_t first,
+             uint64_t count, enum copy_kind kind, bool sync)
 {
   struct copy_op *op = calloc (1, sizeof *op);
 
   if (op == NULL)
     return NULL;
   op->v = v;
-  op->buf = buf;
+  op->data = data;
+  op->buf = data ? data->bytes : NULL;
   op->first = first;
   op->count = count;
   op->bytes = residency_block_offset (v->res, first + count - 1) +
@@ -108,7 +119,8 @@ copy_op_finish (struct copy_op *op)
   struct volume *v = op->v;
 
   rangelock_release (&v->locks, &op->hold);
-  free (op->buf);
+  wlog_data_put (op->data);     /* the log may keep it longer */
+  op->data = NULL;
   op->buf = NULL;
   account (v, -1, -(int64_t) op->bytes);
   if (op->sync) {
@@ -171,12 +183,15 @@ submit_sub (struct copy_op *op, uint64_t first, uint64_t count, bool zero)
     .op = zero ? SHADOW_ZERO : SHADOW_WRITE,
     .target = SHADOW_ALL,
     .buf = zero ? NULL : op->buf + (start - base),
+    .buf_ref = zero ? NULL : wlog_data_get (op->data),
     .offset = start, .count = end - start,
     .flags = zero ? SHADOW_FLAG_MAY_TRIM : 0,
     .priority = op->kind == COPY_ON_DEMAND ?
       SHADOW_PRIO_CLIENT : SHADOW_PRIO_COPY,
     .done = copy_sub_done,
   };
+  if (op->kind != COPY_ON_DEMAND && volume_clients_idle (v, CLIENTS_QUIET))
+    sub->io.max_command = IDLE_COMMAND;
   atomic_fetch_add (&op->pending, 1);
   engine_submit (v->engine, &sub->io);
   return 0;
@@ -261,16 +276,16 @@ copy_op_wait (struct copy_op *op, uint64_t *copied)
 }
 
 void
-copy_from_buffer (struct volume *v, char *buf, uint64_t first,
+copy_from_buffer (struct volume *v, struct wlog_data *data, uint64_t first,
                   uint64_t count, enum copy_kind kind)
 {
   uint64_t bytes = residency_block_offset (v->res, count);
   bool sync = over_budget (v, bytes);
-  struct copy_op *op = copy_op_new (v, buf, first, count, kind, sync);
+  struct copy_op *op = copy_op_new (v, data, first, count, kind, sync);
   uint64_t copied;
 
   if (op == NULL) {
-    free (buf);
+    wlog_data_put (data);
     STAT_ADD (v->stats.copies_failed, 1);
     return;
   }
@@ -281,7 +296,7 @@ copy_from_buffer (struct volume *v, char *buf, uint64_t first,
       pthread_mutex_destroy (&op->lock);
     }
     free (op);
-    free (buf);
+    wlog_data_put (data);
     return;
   }
   account (v, 1, op->bytes);
@@ -325,11 +340,12 @@ copy_run_sync (struct volume *v, struct origin *o, uint64_t a, uint64_t b,
     free (op);
     return 0;
   }
-  op->buf = malloc (op->bytes);
-  if (op->buf == NULL) {
+  op->data = wlog_data_new (op->bytes);
+  if (op->data == NULL) {
     *err = ENOMEM;
     goto fail;
   }
+  op->buf = op->data->bytes;
   for (off = 0; off < op->bytes; ) {
     uint64_t n = op->bytes - off > COPY_CHUNK ? COPY_CHUNK : op->bytes - off;
 
@@ -355,7 +371,7 @@ copy_run_sync (struct volume *v, struct origin *o, uint64_t a, uint64_t b,
 
  fail:
   rangelock_release (&v->locks, &op->hold);
-  free (op->buf);
+  wlog_data_put (op->data);
   pthread_cond_destroy (&op->cond);
   pthread_mutex_destroy (&op->lock);
   free (op);

@@ -19,13 +19,15 @@
 #include <stdint.h>
 
 #include "volume.h"
+#include "wlog.h"
 
-/* Copy blocks [first, first+count), whose data is in buf (block-aligned,
- * owned by the copy from now on), to every shadow.  Returns at once
- * unless copy memory is exhausted.
+/* Copy blocks [first, first+count), whose data is in data (from its
+ * first byte, block-aligned; the caller's reference goes to the copy),
+ * to every shadow.  Returns at once unless copy memory is exhausted.
  */
-extern void copy_from_buffer (struct volume *v, char *buf, uint64_t first,
-                              uint64_t count, enum copy_kind kind);
+extern void copy_from_buffer (struct volume *v, struct wlog_data *data,
+                              uint64_t first, uint64_t count,
+                              enum copy_kind kind);
 
 /* Make the absent blocks of [first, first+count), which the origin
  * reports as zeroes, resident by writing zeroes to the shadows: no origin

@@ -77,7 +77,7 @@ loss_note_success (struct sub *s)
     const char *data = NULL;
 
     if (io->op == SHADOW_WRITE)
-      data = shared ? shared->bytes + (s->buf - (char *) io->buf) : s->buf;
+      data = shared ? io->log_base + (s->buf - (char *) io->buf) : s->buf;
     if (wlog_append (&sh->log, io->op, io->flags, s->offset, s->count,
                      shared, data) == -1) {
       shadow_error ("shadow %s: out of memory logging the %s of %" PRIu64

@@ -701,19 +701,24 @@ pick_any (struct engine *e)
 }
 
 static size_t
-chunk_limit (const struct shadow *sh, enum shadow_op op)
+chunk_limit (const struct shadow *sh, const struct shadow_io *io)
 {
-  switch (op) {
+  switch (io->op) {
   case SHADOW_READ:
   case SHADOW_WRITE: {
     /* Whole, up to the server's limit, unless told otherwise: 256 KiB
      * commands made hydration 20-30% faster, but clients of a
-     * sequential workload then waited 33% longer (results-migrate.md).
+     * sequential workload then waited 33% longer (results-migrate.md),
+     * so only idle-time copies ask for them (io->max_command).
      */
+    uint32_t limit = sh->info.max_request;
     uint32_t want = sh->e->cfg.max_data_request;
 
-    return want > 0 && want < sh->info.max_request ?
-      want : sh->info.max_request;
+    if (want > 0)               /* fixed, for benchmarks */
+      return want < limit ? want : limit;
+    if (io->max_command > 0 && io->max_command < limit)
+      limit = io->max_command;
+    return limit;
   }
   case SHADOW_ZERO:
     return sh->info.can_zero ? NODATA_CHUNK_MAX : ZERO_BUF_SIZE;
@@ -731,7 +736,7 @@ int
 engine_split_onto (struct shadow_io *io, struct shadow *sh, bool any,
             struct subq *out)
 {
-  uint64_t limit = chunk_limit (sh, io->op);
+  uint64_t limit = chunk_limit (sh, io);
   uint64_t off = 0;
   int n = 0;
 
@@ -1222,6 +1227,25 @@ targets (const struct engine *e, const struct shadow_io *io)
   return (1u << e->nr_shadows) - 1;  /* SHADOW_ALL, SHADOW_ANY */
 }
 
+/* Keep io's data for the write log (wlog.h): the caller's buffer, or a
+ * copy made here on the caller's thread.  If there is no memory for the
+ * copy the engine thread tries again when the write completes.
+ */
+static void
+take_log_data (struct engine *e, struct shadow_io *io)
+{
+  io->log_data = io->buf_ref;
+  io->log_base = io->buf;
+  io->buf_ref = NULL;
+  if (io->op != SHADOW_WRITE || !(targets (e, io) & e->logged_shadows)) {
+    wlog_data_put (io->log_data);         /* nothing to log */
+    io->log_data = NULL;
+  }
+  else if (io->log_data == NULL &&
+           (io->log_data = wlog_data_copy (io->buf, io->count)) != NULL)
+    io->log_base = io->log_data->bytes;
+}
+
 void
 engine_submit (struct engine *e, struct shadow_io *io)
 {
@@ -1229,10 +1253,7 @@ engine_submit (struct engine *e, struct shadow_io *io)
 
   io->hold_until = 0;
   io->held_next = NULL;
-  io->log_data = NULL;
-  if (io->op == SHADOW_WRITE && (targets (e, io) & e->logged_shadows))
-    /* NULL (out of memory): the engine thread tries again (wlog.h). */
-    io->log_data = wlog_data_copy (io->buf, io->count);
+  take_log_data (e, io);
   mutex_lock (&e->lock);
   stopping = e->stopping;
   if (!stopping && e->incoming_len == e->incoming_cap) {

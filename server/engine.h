@@ -82,14 +82,28 @@ struct shadow_io {
   uint32_t flags;
   enum shadow_priority priority;
   shadow_extent_fn extent_fn;   /* BLOCK_STATUS only */
+  /* READ and WRITE: largest command to send (0: the server's limit).
+   * The copier asks for small commands while no client is active:
+   * several in flight at once let the shadow take the data faster, but
+   * they also keep more of its threads busy when a client's command
+   * arrives (bench/results-migrate.md).
+   */
+  uint32_t max_command;
   shadow_io_done_fn done;       /* NULL for engine_run */
   void *opaque;
 
   /* Result: 0, or the errno of the first command that failed. */
   int err;
 
+  /* WRITE, optional: a reference to a buffer (wlog.h) that holds buf and
+   * that no one changes any more.  engine_submit takes the reference
+   * over, and the write log keeps the data without copying it.
+   */
+  struct wlog_data *buf_ref;
+
   /* Engine private. */
-  struct wlog_data *log_data;   /* WRITE: buf's copy for the write log */
+  struct wlog_data *log_data;   /* WRITE: holds buf's data, for the log */
+  const char *log_base;         /* where buf's first byte is in it */
   unsigned pending;
   struct engine_waiter *waiter;
   double hold_until;            /* CLOCK_MONOTONIC s: complete no earlier */
@@ -137,8 +151,9 @@ struct engine_config {
    * flushes early, above twice it new updates wait.  0: 64 MiB.
    */
   uint64_t log_cap;
-  /* Largest read or write command, if below the server's limit (0: the
-   * server's; engine.c says why).  Benchmarks only.
+  /* Every read or write command this size, if below the server's limit
+   * (0: as shadow_io.max_command asks; engine.c says why).  Benchmarks
+   * only.
    */
   uint32_t max_data_request;
   unsigned max_in_flight;       /* commands per shadow */

@@ -298,23 +298,23 @@ read_absent_run (struct volume *v, struct origin *o, char *dst,
 {
   uint64_t start = block_start (v, run->first);
   uint64_t len = block_end (v, run->end - 1) - start;
-  char *blocks = malloc (len);
+  struct wlog_data *blocks = wlog_data_new (len);
 
   if (blocks == NULL) {
     *err = ENOMEM;
     return -1;
   }
-  if (origin_read (v, o, blocks, len, start, err) == -1) {
-    free (blocks);
+  if (origin_read (v, o, blocks->bytes, len, start, err) == -1) {
+    wlog_data_put (blocks);
     return -1;
   }
-  memcpy (dst, blocks + (offset - start), count);
+  memcpy (dst, blocks->bytes + (offset - start), count);
   STAT_ADD (v->stats.read_bytes_origin, count);
   if (v->cfg.test_no_copy_on_read) {
-    free (blocks);
+    wlog_data_put (blocks);
     return 0;
   }
-  /* The copy owns the buffer from here. */
+  /* The copy owns the buffer from here (and hands it to the log). */
   copy_from_buffer (v, blocks, run->first, run->end - run->first,
                     COPY_ON_DEMAND);
   return 0;
@@ -875,15 +875,32 @@ static double
 client_enter (struct volume *v)
 {
   LOCKUTIL_CHECK (pthread_rwlock_rdlock (&v->io_gate));
+  atomic_fetch_add_explicit (&v->clients_active, 1, memory_order_relaxed);
   return monotonic_us ();
 }
 
 static void
 client_leave (struct volume *v, double t0)
 {
-  STAT_ADD (v->client_lat_sum_us, (uint64_t) (monotonic_us () - t0));
+  double now = monotonic_us ();
+
+  STAT_ADD (v->client_lat_sum_us, (uint64_t) (now - t0));
   STAT_ADD (v->client_lat_count, 1);
+  atomic_store_explicit (&v->client_last_us, (uint64_t) now,
+                         memory_order_relaxed);
+  atomic_fetch_sub_explicit (&v->clients_active, 1, memory_order_relaxed);
   LOCKUTIL_CHECK (pthread_rwlock_unlock (&v->io_gate));
+}
+
+bool
+volume_clients_idle (struct volume *v, double quiet_s)
+{
+  uint64_t last = atomic_load_explicit (&v->client_last_us,
+                                        memory_order_relaxed);
+
+  return atomic_load_explicit (&v->clients_active,
+                               memory_order_relaxed) == 0 &&
+    (last == 0 || monotonic_us () - last >= quiet_s * 1e6);
 }
 
 /* Hand the access to the predictor (never blocks). */

@@ -100,6 +100,12 @@ struct volume {
   /* Client request latency since the copier last looked. */
   _Atomic uint64_t client_lat_sum_us, client_lat_count;
 
+  /* Client requests in progress, and when the last one ended
+   * (CLOCK_MONOTONIC us): volume_clients_idle.
+   */
+  _Atomic unsigned clients_active;
+  _Atomic uint64_t client_last_us;
+
   /* Blocks copied by prefetch that no client touched yet: prefetch_lock
    * guards the set; prefetch_outstanding (its count) lets the I/O path
    * skip the lock while it is empty.
@@ -124,6 +130,11 @@ extern struct volume *volume_new (const struct volume_config *cfg,
  * free.  The engine is the caller's.  Returns the final commit's result.
  */
 extern int volume_close (struct volume *v);
+
+/* No client request is in progress, nor ended in the last quiet_s
+ * seconds.  A hint (requests may start right after), never blocks.
+ */
+extern bool volume_clients_idle (struct volume *v, double quiet_s);
 
 extern int volume_pread (struct volume *v, struct origin *o, void *buf,
                          uint32_t count, uint64_t offset, int *err);

@@ -21,7 +21,7 @@ wlog_init (struct wlog *l)
 }
 
 struct wlog_data *
-wlog_data_copy (const void *src, uint64_t size)
+wlog_data_new (uint64_t size)
 {
   struct wlog_data *d;
 
@@ -29,16 +29,36 @@ wlog_data_copy (const void *src, uint64_t size)
     errno = ENOMEM;
     return NULL;
   }
-  d->refs = 1;
+  atomic_init (&d->refs, 1);
   d->size = size;
-  memcpy (d->bytes, src, size);
   return d;
 }
 
+struct wlog_data *
+wlog_data_copy (const void *src, uint64_t size)
+{
+  struct wlog_data *d = wlog_data_new (size);
+
+  if (d != NULL)
+    memcpy (d->bytes, src, size);
+  return d;
+}
+
+struct wlog_data *
+wlog_data_get (struct wlog_data *d)
+{
+  atomic_fetch_add_explicit (&d->refs, 1, memory_order_relaxed);
+  return d;
+}
+
+/* The last reference may be dropped on another thread than the one that
+ * wrote the bytes or took a reference: acquire-release orders them.
+ */
 void
 wlog_data_put (struct wlog_data *d)
 {
-  if (d != NULL && --d->refs == 0)
+  if (d != NULL &&
+      atomic_fetch_sub_explicit (&d->refs, 1, memory_order_acq_rel) == 1)
     free (d);
 }
 
@@ -70,8 +90,7 @@ wlog_append (struct wlog *l, enum shadow_op op, uint32_t flags,
   en->data = NULL;
   if (op == SHADOW_WRITE) {
     if (shared != NULL) {
-      shared->refs++;
-      en->shared = shared;
+      en->shared = wlog_data_get (shared);
       en->data = data;
     }
     else if ((en->shared = wlog_data_copy (data, count)) == NULL) {

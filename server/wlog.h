@@ -15,19 +15,23 @@
  * flush that succeeds drops the entries completed before it was sent.
  * The engine bounds its size by flushing early (engine.c).
  *
- * The copy is made by the thread that submits the write (engine_submit),
- * not when the shadow acknowledges it: the engine thread also completes
- * every client read, and copying gigabytes there made clients wait
- * (bench/results-migrate.md).  One copy serves every shadow and every
- * command the write was split into, so it is reference-counted.
+ * The data is kept in a reference-counted buffer (wlog_data) shared by
+ * every shadow and every command the write was split into.  The copier
+ * reads the origin into such a buffer and hands it over with the write
+ * (shadow_io.buf_ref), so its data is never copied; other writes are
+ * copied by the thread that submits them (engine_submit), never by the
+ * engine thread, which also completes every client read: copying
+ * gigabytes there made clients wait (bench/results-migrate.md).
  *
- * Locking: none; it belongs to the engine thread.  A wlog_data is the
- * submitting thread's until engine_submit hands it over with its io.
+ * Locking: the log belongs to the engine thread.  A wlog_data's
+ * reference count is atomic (the copier drops its reference on its own
+ * thread); its bytes do not change once it is handed over.
  */
 
 #ifndef NBDSHADOW_WLOG_H
 #define NBDSHADOW_WLOG_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "engine.h"
@@ -36,13 +40,21 @@
  * that refer to it.
  */
 struct wlog_data {
-  unsigned refs;
+  _Atomic unsigned refs;
   uint64_t size;
   char bytes[];
 };
 
-/* A copy of size bytes from src with one reference, or NULL (ENOMEM). */
+/* A buffer of size bytes, not initialised, with one reference, or NULL
+ * (errno = ENOMEM).
+ */
+extern struct wlog_data *wlog_data_new (uint64_t size);
+
+/* The same, holding a copy of size bytes from src. */
 extern struct wlog_data *wlog_data_copy (const void *src, uint64_t size);
+
+/* Take one more reference; returns d. */
+extern struct wlog_data *wlog_data_get (struct wlog_data *d);
 
 /* Drop a reference; the last frees it.  NULL is ignored. */
 extern void wlog_data_put (struct wlog_data *d);

@@ -13,6 +13,7 @@
 
 #include <config.h>
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,38 @@ START_TEST (test_shared_copy_outlives_its_submitter)
 }
 END_TEST
 
+/* The copier drops its reference on its own thread while the engine
+ * thread takes and drops the log's: the count must stay exact.
+ */
+static void *
+get_put_many (void *arg)
+{
+  struct wlog_data *d = arg;
+  int i;
+
+  for (i = 0; i < 200000; ++i) {
+    wlog_data_get (d);
+    wlog_data_put (d);
+  }
+  return NULL;
+}
+
+START_TEST (test_references_from_many_threads)
+{
+  struct wlog_data *d = wlog_data_new (4096);
+  pthread_t t[4];
+  size_t i;
+
+  ck_assert_ptr_nonnull (d);
+  for (i = 0; i < 4; ++i)
+    ck_assert_int_eq (pthread_create (&t[i], NULL, get_put_many, d), 0);
+  for (i = 0; i < 4; ++i)
+    ck_assert_int_eq (pthread_join (t[i], NULL), 0);
+  ck_assert_uint_eq (d->refs, 1);
+  wlog_data_put (d);            /* frees: a leak or double free shows */
+}
+END_TEST
+
 static Suite *
 wlog_suite (void)
 {
@@ -153,6 +186,7 @@ wlog_suite (void)
   tcase_add_test (tc, test_order_and_data);
   tcase_add_test (tc, test_trim_exactly_what_a_flush_covers);
   tcase_add_test (tc, test_shared_copy_outlives_its_submitter);
+  tcase_add_test (tc, test_references_from_many_threads);
   suite_add_tcase (s, tc);
   return s;
 }
