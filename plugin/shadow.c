@@ -52,9 +52,9 @@ NBDKIT_DLL_PUBLIC int shadow_debug_commit_interval_ms;
  * log per shadow (engine_config.log_cap), instead of 64 MiB.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_write_log_kib;
-/* -D shadow.shadow_request_kib=N: benchmarks only: split reads and
- * writes to the shadows into commands of at most N KiB (up to 32768;
- * default: the server's limit).
+/* -D shadow.shadow_request_kib=N: benchmarks only: split every read
+ * and write to the shadows into commands of N KiB (up to 32768; default:
+ * the server's limit, or 256 KiB for copies while clients are idle).
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_shadow_request_kib;
 /* -D shadow.no_copy_on_read=1: tests only: read absent blocks from the

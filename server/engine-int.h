@@ -152,9 +152,9 @@ struct engine {
   ev_timer hold_timer;          /* fires at the earliest hold_until */
 
   /* Shadows that could flush when the engine started (bit i: shadow i):
-   * writes to them are copied for the write log by engine_submit, on
-   * the caller's thread (wlog.h).  Set before engine_start returns,
-   * read-only after.
+   * writes to them are kept for the write log by engine_submit, on the
+   * caller's thread (wlog.h).  Set by the engine thread at each shadow's
+   * first handshake, before engine_start returns; read-only after.
    */
   unsigned logged_shadows;
 

@@ -290,6 +290,11 @@ conn_became_ready (struct shadow_conn *c)
     return;
   }
   sh->refusal_said = false;
+  /* Written once per shadow, at its first handshake, which engine_start
+   * waits for (start_lock orders it before submitters read it).
+   */
+  if (!sh->info_known && info.can_flush)
+    e->logged_shadows |= 1u << (sh - e->shadows);
   sh->info = info;
   sh->info_known = true;
   c->state = CONN_READY;
@@ -1002,7 +1007,7 @@ engine_alloc (const struct engine_config *cfg)
     sh->info.uri = cfg->uris[i];
     subq_init (&sh->queue[0]);
     subq_init (&sh->queue[1]);
-    wlog_init (&sh->log);
+    wlog_init (&sh->log, (unsigned) i);
     sh->nr_conns = conns_for (cfg, i);
     sh->conns = &e->conns[nr_conns];
     nr_conns += sh->nr_conns;
@@ -1107,9 +1112,6 @@ engine_start (const struct engine_config *cfg)
     engine_stop (e);
     return NULL;
   }
-  for (i = 0; i < e->nr_shadows; ++i)
-    if (e->shadows[i].info.can_flush)
-      e->logged_shadows |= 1u << i;
   return e;
 }
 

@@ -11,8 +11,10 @@
 #include "wlog.h"
 
 void
-wlog_init (struct wlog *l)
+wlog_init (struct wlog *l, unsigned id)
 {
+  assert (id < 32);
+  l->id = id;
   l->head = NULL;
   l->tail = &l->head;
   l->last_seq = 0;
@@ -31,6 +33,7 @@ wlog_data_new (uint64_t size)
   }
   atomic_init (&d->refs, 1);
   d->size = size;
+  d->charged = 0;
   return d;
 }
 
@@ -60,12 +63,6 @@ wlog_data_put (struct wlog_data *d)
   if (d != NULL &&
       atomic_fetch_sub_explicit (&d->refs, 1, memory_order_acq_rel) == 1)
     free (d);
-}
-
-static uint64_t
-entry_bytes (const struct wlog_entry *en)
-{
-  return sizeof *en + (en->op == SHADOW_WRITE ? en->count : 0);
 }
 
 int
@@ -100,6 +97,11 @@ wlog_append (struct wlog *l, enum shadow_op op, uint32_t flags,
     else
       en->data = en->shared->bytes;
   }
+  en->charge = sizeof *en;
+  if (en->shared != NULL && !(en->shared->charged & (1u << l->id))) {
+    en->shared->charged |= 1u << l->id;
+    en->charge += en->shared->size;
+  }
   en->next = NULL;
   en->seq = l->last_seq;
   en->op = op;
@@ -108,7 +110,7 @@ wlog_append (struct wlog *l, enum shadow_op op, uint32_t flags,
   en->count = count;
   *l->tail = en;
   l->tail = &en->next;
-  l->bytes += entry_bytes (en);
+  l->bytes += en->charge;
   l->entries++;
   return 0;
 }
@@ -120,7 +122,7 @@ wlog_trim (struct wlog *l, uint64_t upto)
 
   while ((en = l->head) != NULL && en->seq <= upto) {
     l->head = en->next;
-    l->bytes -= entry_bytes (en);
+    l->bytes -= en->charge;
     l->entries--;
     wlog_data_put (en->shared);
     free (en);

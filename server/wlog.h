@@ -13,15 +13,21 @@
  * The log keeps each acknowledged write, zero and trim of one shadow,
  * with a copy of the data, in the order the shadow completed them.  A
  * flush that succeeds drops the entries completed before it was sent.
- * The engine bounds its size by flushing early (engine.c).
+ * The engine bounds its size by flushing early (engine-loss.c).
  *
  * The data is kept in a reference-counted buffer (wlog_data) shared by
  * every shadow and every command the write was split into.  The copier
  * reads the origin into such a buffer and hands it over with the write
  * (shadow_io.buf_ref), so its data is never copied; other writes are
- * copied by the thread that submits them (engine_submit), never by the
+ * copied by the thread that submits them (engine_submit), not by the
  * engine thread, which also completes every client read: copying
- * gigabytes there made clients wait (bench/results-migrate.md).
+ * gigabytes there made clients wait (bench/results-migrate.md).  (The
+ * engine thread copies only if that copy could not be allocated.)
+ *
+ * An entry may refer to a few blocks of a large buffer (a copy whose
+ * other blocks were zeroes), yet it keeps all of it: so a log is charged
+ * for a whole buffer, once, by the first entry that refers to it, and
+ * the cap bounds the memory really kept.
  *
  * Locking: the log belongs to the engine thread.  A wlog_data's
  * reference count is atomic (the copier drops its reference on its own
@@ -42,6 +48,8 @@
 struct wlog_data {
   _Atomic unsigned refs;
   uint64_t size;
+  unsigned charged;             /* bit i: log i was charged for it (engine
+                                   thread only) */
   char bytes[];
 };
 
@@ -67,16 +75,19 @@ struct wlog_entry {
   uint64_t offset, count;
   struct wlog_data *shared;     /* SHADOW_WRITE: holds data */
   const char *data;             /* count bytes in shared, for SHADOW_WRITE */
+  uint64_t charge;              /* what it adds to wlog.bytes */
 };
 
 struct wlog {
+  unsigned id;                  /* 0..31, distinct for each log */
   struct wlog_entry *head, **tail;
   uint64_t last_seq;            /* of the newest entry ever appended */
-  uint64_t bytes;               /* data held, plus entry overheads */
+  uint64_t bytes;               /* data kept (whole buffers), plus entry
+                                   overheads */
   uint64_t entries;
 };
 
-extern void wlog_init (struct wlog *l);
+extern void wlog_init (struct wlog *l, unsigned id);
 
 /* Append a completed update.  For SHADOW_WRITE, data is its count
  * bytes: inside shared, which the entry then references, or (shared

@@ -41,7 +41,7 @@ START_TEST (test_order_and_data)
 
   memset (a, 'a', sizeof a);
   memset (b, 'b', sizeof b);
-  wlog_init (&l);
+  wlog_init (&l, 0);
   ck_assert_int_eq (wlog_append (&l, SHADOW_WRITE, 0, 4096, sizeof a,
                                  NULL, a), 0);
   ck_assert_int_eq (wlog_append (&l, SHADOW_ZERO, SHADOW_FLAG_MAY_TRIM,
@@ -87,7 +87,7 @@ START_TEST (test_trim_exactly_what_a_flush_covers)
   uint64_t mark;
   int i;
 
-  wlog_init (&l);
+  wlog_init (&l, 0);
   for (i = 0; i < 10; ++i)
     ck_assert_int_eq (wlog_append (&l, SHADOW_WRITE, 0, i * 16, 16,
                                    NULL, d), 0);
@@ -126,8 +126,8 @@ START_TEST (test_shared_copy_outlives_its_submitter)
   d = wlog_data_copy (src, sizeof src);
   ck_assert_ptr_nonnull (d);
   memset (src, 'x', sizeof src);  /* the caller's buffer is reused */
-  wlog_init (&a);
-  wlog_init (&b);
+  wlog_init (&a, 0);
+  wlog_init (&b, 1);
   /* Split in two commands on shadow a, one on shadow b. */
   ck_assert_int_eq (wlog_append (&a, SHADOW_WRITE, 0, 0, 32, d, d->bytes), 0);
   ck_assert_int_eq (wlog_append (&a, SHADOW_WRITE, 0, 32, 32, d,
@@ -136,12 +136,35 @@ START_TEST (test_shared_copy_outlives_its_submitter)
   ck_assert_uint_eq (d->refs, 4);
   wlog_data_put (d);            /* the io completes */
   ck_assert_ptr_eq (a.head->next->data, d->bytes + 32);
+  /* Each log is charged for the whole buffer once. */
   ck_assert_uint_ge (a.bytes, 64);
+  ck_assert_uint_lt (a.bytes, 2 * 64 + 2 * sizeof (struct wlog_entry));
+  ck_assert_uint_ge (b.bytes, 64);
   wlog_free (&a);
   ck_assert_uint_eq (d->refs, 1);
   ck_assert_int_eq (b.head->data[63], 's');
   wlog_free (&b);               /* frees d */
   wlog_data_put (NULL);
+}
+END_TEST
+
+/* A few blocks of a large buffer keep all of it: the log's size, which
+ * its cap bounds, must say so.
+ */
+START_TEST (test_small_entry_of_a_large_buffer_counts_it_all)
+{
+  struct wlog l;
+  struct wlog_data *d = wlog_data_new (1 << 20);
+
+  ck_assert_ptr_nonnull (d);
+  memset (d->bytes, 0, 1 << 20);
+  wlog_init (&l, 3);
+  ck_assert_int_eq (wlog_append (&l, SHADOW_WRITE, 0, 65536, 4096, d,
+                                 d->bytes + 65536), 0);
+  wlog_data_put (d);
+  ck_assert_uint_ge (l.bytes, 1 << 20);
+  wlog_free (&l);
+  ck_assert_uint_eq (l.bytes, 0);
 }
 END_TEST
 
@@ -187,6 +210,7 @@ wlog_suite (void)
   tcase_add_test (tc, test_trim_exactly_what_a_flush_covers);
   tcase_add_test (tc, test_shared_copy_outlives_its_submitter);
   tcase_add_test (tc, test_references_from_many_threads);
+  tcase_add_test (tc, test_small_entry_of_a_large_buffer_counts_it_all);
   suite_add_tcase (s, tc);
   return s;
 }
