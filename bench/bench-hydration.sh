@@ -62,6 +62,11 @@
 #                 words -DFLAG=N nbdkit debug flags, e.g.
 #                 CANDIDATE_ENV='shadow-connections=1;-Dshadow.copier_workers=8'
 #                 (bash >= 4.4, as Debian 12 has: empty arrays under set -u)
+#   SHADOW_DIR    directory of the shadow's image (default: the scratch
+#                 directory, on the same disk as the origin's).  A tmpfs
+#                 such as /dev/shm stands for a shadow on other storage
+#                 than the origin, as in a real migration: on one disk the
+#                 shadow's writeback competes with the origin's reads
 #   VERIFY        1 (default): cmp the first repetition of each; 0: never
 #   TIMEOUT       seconds a filter run may take to sync (default 900)
 set -eu
@@ -116,6 +121,14 @@ case "$cache" in cold|warm) ;; *) die "CACHE must be cold or warm" ;; esac
 [ $(( size % (2 * 1024 * 1024) )) = 0 ] || die "SIZE must be a multiple of 2 MiB"
 
 bench_scratch "$size"
+if [ -n "${SHADOW_DIR:-}" ]; then
+    [ -d "$SHADOW_DIR" ] || die "SHADOW_DIR=$SHADOW_DIR is not a directory"
+    shadow_img=$(mktemp "$SHADOW_DIR/nbdshadow-bench-shadow.XXXXXX")
+    cleanup_shadow_img () { local st=$?; rm -f "$shadow_img"; (exit $st); _bench_cleanup; }
+    trap cleanup_shadow_img EXIT
+else
+    shadow_img=$dir/shadow.img
+fi
 if [ "$cache" = cold ] || [ "$cache" = warm ]; then
     sync
     echo 3 2>/dev/null > /proc/sys/vm/drop_caches ||
@@ -124,12 +137,12 @@ fi
 
 start_shadow ()
 {
-    rm -f shadow.img shadow.sock
-    truncate -s "$size" shadow.img
+    rm -f "$shadow_img" shadow.sock
+    truncate -s "$size" "$shadow_img"
     if [ "$shadow_mode" = qemu-nbd ]; then
         # -t: persistent, so that it outlives the filter's probe
         # connection (qemu-nbd serves one client at a time by default).
-        qemu-nbd -t -k "$dir/shadow.sock" -f raw shadow.img >shadow.log 2>&1 &
+        qemu-nbd -t -k "$dir/shadow.sock" -f raw "$shadow_img" >shadow.log 2>&1 &
         shadow_pid=$!
         pids+=("$shadow_pid")
         wait_serving shadow "$shadow_pid"
@@ -138,7 +151,7 @@ start_shadow ()
         shadow_pid=$last_pid
     else
         # shellcheck disable=SC2086
-        start_nbdkit shadow $shadow_pre file shadow.img $shadow_post
+        start_nbdkit shadow $shadow_pre file "$shadow_img" $shadow_post
         shadow_pid=$last_pid
     fi
 }
@@ -190,12 +203,22 @@ PY
 check_copy ()
 {
     stop "$shadow_pid"
-    cmp origin.img shadow.img >/dev/null || die "$1: the shadow differs from the origin"
+    cmp origin.img "$shadow_img" >/dev/null || die "$1: the shadow differs from the origin"
     echo "    (checked: shadow == origin)"
 }
 
 results=results.txt
 : > $results
+
+# servers_cpu: servers_line says what the origin's nbdkit spent since
+# origin_cpu0 and what the shadow's server spent since it started (the
+# servers' cost of serving each contender: the same copy can cost them
+# more CPU with one request size than another).
+servers_cpu ()
+{
+    servers_line="servers' CPU: origin $(awk -v a="$(cpu_s "$origin_pid")" \
+        -v b="$origin_cpu0" 'BEGIN { printf "%.2f", a - b }') s, shadow $(cpu_s "$shadow_pid") s"
+}
 
 # run_filter VOLUME REP [candidateN]
 run_filter ()
@@ -227,6 +250,7 @@ run_filter ()
     fi
     prepare_cache
     la=$(loadavg)
+    origin_cpu0=$(cpu_s "$origin_pid")
     t0=$EPOCHREALTIME
     # shellcheck disable=SC2086
     env "${env_words[@]}" nbdkit -f "${opts[@]}" -U "$dir/proxy.sock" --filter="$so" "${plugin[@]}" \
@@ -243,6 +267,7 @@ run_filter ()
                 *'"phase": "synced"'*|*'"phase": "cutover"'*|*'"phase": "done"'*)
                     t_poll=$EPOCHREALTIME
                     cpu=$(cpu_s "$fpid")
+                    servers_cpu
                     json=$out
                     break ;;
             esac
@@ -265,8 +290,9 @@ print(who, vol, rep, "%.3f" % (tn - t0), "%.3f" % (tp - t0), "%.2f" % cpu,
       d["commits"]["count"], la.replace(" ", "/"))
 PY
     tail -1 $results | awk -v s="$size" '{ printf "  %-13s %-6s rep %d: synced after %.2f s (poll %.2f s) = %.0f MiB/s, filter CPU %.1f s, %s bytes copied in %s transfers (%s zero), %s commits, load %s\n", $1, $2, $3, $4, $5, s / $4 / 1048576, $6, $7, $8, $9, $10, $11 }'
+    echo "    $servers_line"
     if [ "$verify" = 1 ] && [ "$rep" = 1 ]; then check_copy "$who $vol"; else stop "$shadow_pid"; fi
-    rm -rf state shadow.img
+    rm -rf state "$shadow_img"
 }
 
 # run_nbdcopy VOLUME REP [flush]
@@ -280,21 +306,25 @@ run_nbdcopy ()
     start_shadow
     prepare_cache
     la=$(loadavg)
+    origin_cpu0=$(cpu_s "$origin_pid")
     # shellcheck disable=SC2086
     t=$( { TIMEFORMAT='%R %U %S'; time nbdcopy $flags "$(uri origin)" \
               "$(uri shadow)" >nbdcopy.log 2>&1; } 2>&1 ) ||
         { cat nbdcopy.log >&2; die "nbdcopy failed"; }
+    servers_cpu
     set -- $vol $rep $t
     echo "$who $1 $2 $3 $3 $(awk -v u="$4" -v s="$5" 'BEGIN { print u + s }') - - - - ${la// //}" >> $results
     tail -1 $results | awk -v s="$size" '{ printf "  %-13s %-6s rep %d: %.2f s = %.0f MiB/s, nbdcopy CPU %.1f s, load %s\n", $1, $2, $3, $4, s / $4 / 1048576, $6, $11 }'
+    echo "    $servers_line"
     if [ "$verify" = 1 ] && [ "$rep" = 1 ]; then check_copy "$who $vol"; else stop "$shadow_pid"; fi
-    rm -f shadow.img
+    rm -f "$shadow_img"
 }
 
 echo "# bench-hydration: $(( size / 1048576 )) MiB volumes, $reps repetitions," \
      "origin=$origin_mode shadow=$shadow_mode cache=$cache" \
      "nbdcopy flags='${nbdcopy_flags}' filter args='${filter_args}'" \
      "${shadow_pre:+shadow pre='$shadow_pre'} ${shadow_post:+shadow post='$shadow_post'}" \
+     "${SHADOW_DIR:+shadow image in $SHADOW_DIR}" \
      "${candidate:+candidates from $candidate}"
 for (( k=1; k<${#candidate_envs[@]}; k++ )); do
     echo "#   candidate$k: env and parameters '${candidate_envs[$k]}'"
@@ -315,7 +345,7 @@ for vol in $volumes; do
         prepare_cache
         nbdcopy "$(uri origin)" "$(uri shadow)" || die "nbdcopy failed (warm-up)"
         stop "$shadow_pid"
-        rm -f shadow.img
+        rm -f "$shadow_img"
         echo "   (warm-up nbdcopy run done, not counted)"
     fi
     for (( rep=1; rep<=reps; rep++ )); do
