@@ -261,8 +261,6 @@ loss_start_replay (struct shadow *sh)
   sh->replay_next = sh->log.head;
 }
 
-
-
 /* Move the replay on by one entry if it can.  Returns true once it is
  * over (then normal issuing resumes).
  */
