@@ -69,6 +69,10 @@ NBDKIT_DLL_PUBLIC int shadow_debug_max_transfer_kib;
  * (at most 64).
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_copier_workers;
+/* -D shadow.prefetch_round_blocks=N: benchmarks only: new blocks one
+ * prediction round may queue, instead of prefetch.c's ROUND_BLOCKS.
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_prefetch_round_blocks;
 
 #define TICK_INTERVAL 0.5       /* seconds between rate samples and adaptation */
 /* 8 workers (sharing one origin context) of 2 MiB transfers: twice the
@@ -211,6 +215,8 @@ open_prefetcher (void)
     .policy = prefetch_name (params.prefetch),
     .model_path = params.model,
     .trace_path = params.trace,
+    .round_blocks = shadow_debug_prefetch_round_blocks > 0 ?
+      (unsigned) shadow_debug_prefetch_round_blocks : 0,
   };
   char err[512];
 

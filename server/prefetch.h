@@ -9,6 +9,9 @@
  * second it also queues the analyzer's hottest regions at "hot".
  *
  * How much to prefetch adapts:
+ *  - a round queues at most ROUND_BLOCKS (8) new blocks, the likeliest
+ *    first: the copier serves predictions in order, and a whole lookahead
+ *    queued at once for a new stream delays every other stream;
  *  - depth (candidates per round) grows with the measured precision of
  *    recent prefetches (used / (used + wasted)) and with spare copy
  *    bandwidth, and shrinks when precision drops or the copier is backing
@@ -44,6 +47,7 @@ struct prefetch_config {
   const char *policy;           /* off|readahead|ngram|lstm|hybrid */
   const char *model_path;       /* warm start, or NULL */
   const char *trace_path;       /* shadow-trace, or NULL */
+  unsigned round_blocks;        /* new blocks queued per round at most, 0: default */
 };
 
 /* Validate, load the model, open the trace: everything that can fail for
