@@ -148,7 +148,6 @@ predict_round (struct prefetcher *pf)
                          worth_copying, pf);
   if (n == 0)
     return;
-  atomic_fetch_add (&pf->rounds, 1);
   for (i = 0; i < n && pf->cand[i].p >= threshold; ++i) {
     uint64_t b = pf->cand[i].block;
 
@@ -163,6 +162,7 @@ predict_round (struct prefetcher *pf)
   }
   if (count)
     issue (pf, false, first, count, now);
+  atomic_fetch_add (&pf->rounds, 1);    /* after: tests wait on it */
 }
 
 /* Queue the absent start of each hot region. */

@@ -94,24 +94,31 @@ clear_records (void)
   pthread_mutex_unlock (&rec_lock);
 }
 
-/* Wait until the predictor thread has observed `accesses` in all and
- * finished the round that followed (rounds only move after a batch).
+/* Wait until the predictor thread has observed `accesses` in all, and
+ * (up to a few seconds) until it has queued a round more than `rounds`:
+ * a round runs right after each batch it observes.
  */
 static void
-wait_observed (struct prefetcher *pf, uint64_t accesses)
+wait_observed (struct prefetcher *pf, uint64_t accesses, uint64_t rounds)
 {
   struct prefetch_stats st;
 
   for (int i = 0; i < 5000; i++) {
     prefetcher_get_stats (pf, &st);
-    if (st.accesses >= accesses)
+    if (st.accesses >= accesses && st.rounds > rounds)
       break;
     usleep (1000);
   }
-  prefetcher_get_stats (pf, &st);
   ck_assert_uint_ge (st.accesses, accesses);
-  /* The round runs right after the batch is observed: give it time. */
-  usleep (50 * 1000);
+}
+
+static uint64_t
+rounds_now (struct prefetcher *pf)
+{
+  struct prefetch_stats st;
+
+  prefetcher_get_stats (pf, &st);
+  return st.rounds;
 }
 
 static struct volume *
@@ -162,23 +169,27 @@ START_TEST (test_round_cap)
   const char *policy = _i == 0 ? "ngram" : "hybrid";
   struct volume *v = fake_volume ();
   struct prefetcher *pf = start (v, policy);
-  uint64_t seen = 0, n, highest;
+  uint64_t seen = 0, n, highest, r;
   const uint64_t s = 20000;
 
   /* Teach the model that reads go forward one block at a time. */
+  r = rounds_now (pf);
   for (uint64_t b = 0; b < 200; b++) {
     read_block (pf, b);
     residency_mark (v->res, b, 1, MARK_COPIED);    /* the client's read copied it */
-    if (b % 16 == 15)
-      wait_observed (pf, b + 1);
+    if (b % 16 == 15) {
+      wait_observed (pf, b + 1, r);
+      r = rounds_now (pf);
+    }
   }
   seen = 200;
-  wait_observed (pf, seen);
+  wait_observed (pf, seen, 0);
 
   /* A new stream far away: its first round. */
   clear_records ();
+  r = rounds_now (pf);
   read_block (pf, s);
-  wait_observed (pf, ++seen);
+  wait_observed (pf, ++seen, r);
   n = predicted_blocks (&highest);
   ck_assert_msg (n >= 1 && n <= ROUND_CAP,
                  "%s: first round of a new stream queued %" PRIu64
@@ -189,8 +200,9 @@ START_TEST (test_round_cap)
 
   /* Reading on: the lookahead grows past one round's worth. */
   for (uint64_t b = s + 1; b < s + 6; b++) {
+    r = rounds_now (pf);
     read_block (pf, b);
-    wait_observed (pf, ++seen);
+    wait_observed (pf, ++seen, r);
   }
   n = predicted_blocks (&highest);
   ck_assert_msg (highest >= s + 6 + ROUND_CAP,
