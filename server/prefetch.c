@@ -141,10 +141,8 @@ predict_round (struct prefetcher *pf)
   double threshold = atomic_load (&pf->threshold), now = monotonic_s ();
   size_t n, i;
   uint64_t first = 0, count = 0;
-  unsigned depth = atomic_load (&pf->depth);
 
-  n = predictor_predict (pf->p, pf->cand,
-                         depth < pf->round_blocks ? depth : pf->round_blocks,
+  n = predictor_predict (pf->p, pf->cand, atomic_load (&pf->depth),
                          worth_copying, pf);
   if (n == 0)
     return;
@@ -207,7 +205,7 @@ adapt (struct prefetcher *pf)
     pf->precision = 0.7 * pf->precision + 0.3 * ((double) du / (du + dw));
   target = MAX_DEPTH * fmax (pf->precision, 0.1) * (1 - 0.75 * busy);
   atomic_store (&pf->depth, (unsigned) fmax (MIN_DEPTH,
-                                             fmin (MAX_DEPTH, target)));
+                                             fmin (pf->round_blocks, target)));
   atomic_store (&pf->threshold, 0.05 + 0.5 * busy);
 }
 
@@ -306,8 +304,12 @@ prefetcher_new (const struct prefetch_config *cfg, char *err, size_t errlen)
     }
   }
   pf->round_blocks = cfg->round_blocks ? cfg->round_blocks : ROUND_BLOCKS;
+  if (pf->round_blocks > MAX_DEPTH)
+    pf->round_blocks = MAX_DEPTH;
+  if (pf->round_blocks < MIN_DEPTH)
+    pf->round_blocks = MIN_DEPTH;
   pf->precision = 0.5;
-  atomic_init (&pf->depth, MAX_DEPTH / 2);
+  atomic_init (&pf->depth, pf->round_blocks);
   atomic_init (&pf->threshold, 0.05);
   return pf;
 

@@ -9,13 +9,12 @@
  * second it also queues the analyzer's hottest regions at "hot".
  *
  * How much to prefetch adapts:
- *  - a round queues at most ROUND_BLOCKS (8) new blocks, the likeliest
- *    first: the copier serves predictions in order, and a whole lookahead
- *    queued at once for a new stream delays every other stream;
- *  - depth (candidates per round) grows with the measured precision of
- *    recent prefetches (used / (used + wasted)) and with spare copy
- *    bandwidth, and shrinks when precision drops or the copier is backing
- *    off for clients (its window below its maximum);
+ *  - depth (new blocks queued per round, the likeliest first) is at
+ *    most ROUND_BLOCKS (8): the copier serves predictions in order, and
+ *    a whole lookahead queued at once for a new stream delays every
+ *    other stream; below that it shrinks with the measured precision
+ *    of recent prefetches (used / (used + wasted)) and when the copier
+ *    is backing off for clients (its window below its maximum);
  *  - a candidate is queued only if its probability clears a threshold that
  *    rises with the same congestion (0.05 + 0.5 x busy share).
  * Memory and threads are bounded whatever the traffic: the predictor's
