@@ -73,6 +73,10 @@ NBDKIT_DLL_PUBLIC int shadow_debug_copier_workers;
  * prediction round may queue, instead of prefetch.c's ROUND_BLOCKS.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_prefetch_round_blocks;
+/* -D shadow.origin_read_kib=N: benchmarks only: read the origin for a
+ * background copy in pieces of N KiB, one after another.
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_origin_read_kib;
 
 #define TICK_INTERVAL 0.5       /* seconds between rate samples and adaptation */
 /* 8 workers (sharing one origin context) of 2 MiB transfers: twice the
@@ -463,6 +467,9 @@ shadow_after_fork (nbdkit_backend *backend)
     .intent = state && !params.writes_both ? persist_intent : NULL,
     .test_commit_delay_ms = shadow_debug_commit_delay_ms,
     .test_no_copy_on_read = shadow_debug_no_copy_on_read,
+    .origin_read_max = shadow_debug_origin_read_kib > 0 &&
+      shadow_debug_origin_read_kib <= 32768 ?
+      (uint32_t) shadow_debug_origin_read_kib * 1024 : 0,
     .access_fn = prefetcher_note,
     .access_opaque = prefetcher,
   };

@@ -347,7 +347,8 @@ copy_run_sync (struct volume *v, struct origin *o, uint64_t a, uint64_t b,
   }
   op->buf = op->data->bytes;
   for (off = 0; off < op->bytes; ) {
-    uint64_t n = op->bytes - off > COPY_CHUNK ? COPY_CHUNK : op->bytes - off;
+    uint64_t piece = v->cfg.origin_read_max ? v->cfg.origin_read_max : COPY_CHUNK;
+    uint64_t n = op->bytes - off > piece ? piece : op->bytes - off;
 
     if (o->ops->pread (o->ctx, op->buf + off, n,
                        residency_block_offset (v->res, a) + off, err) == -1) {

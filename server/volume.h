@@ -69,6 +69,7 @@ struct volume_config {
   struct residency *res;        /* loaded residency, or NULL for a new one */
   unsigned test_commit_delay_ms; /* tests: widen the commit's windows */
   bool test_no_copy_on_read;    /* tests: look without hydrating */
+  uint32_t origin_read_max;     /* bytes per origin read of a copy, 0: whole */
   /* Every client access, for the predictor (prefetch.h); must not block. */
   void (*access_fn) (void *opaque, int op, uint64_t offset, uint32_t count);
   void *access_opaque;
