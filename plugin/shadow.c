@@ -73,8 +73,9 @@ NBDKIT_DLL_PUBLIC int shadow_debug_copier_workers;
  * prediction round may queue, instead of prefetch.c's ROUND_BLOCKS.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_prefetch_round_blocks;
-/* -D shadow.origin_read_kib=N: benchmarks only: read the origin for a
- * background copy in pieces of N KiB, one after another.
+/* -D shadow.origin_read_kib=N: benchmarks only: read the origin for
+ * every copy (background, prefetch, a client's cache request) in pieces
+ * of N KiB (1 .. 32768), one after another.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_origin_read_kib;
 

@@ -313,6 +313,7 @@ copy_run_sync (struct volume *v, struct origin *o, uint64_t a, uint64_t b,
                enum copy_kind kind, bool blocking, int *err)
 {
   struct copy_op *op = copy_op_new (v, NULL, a, b - a, kind, true);
+  uint64_t piece = v->cfg.origin_read_max ? v->cfg.origin_read_max : COPY_CHUNK;
   uint64_t copied = 0, off = 0;
   int e;
 
@@ -347,7 +348,6 @@ copy_run_sync (struct volume *v, struct origin *o, uint64_t a, uint64_t b,
   }
   op->buf = op->data->bytes;
   for (off = 0; off < op->bytes; ) {
-    uint64_t piece = v->cfg.origin_read_max ? v->cfg.origin_read_max : COPY_CHUNK;
     uint64_t n = op->bytes - off > piece ? piece : op->bytes - off;
 
     if (o->ops->pread (o->ctx, op->buf + off, n,

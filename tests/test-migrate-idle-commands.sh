@@ -3,7 +3,9 @@
 # is active (faster hydration), and whole (one command per transfer)
 # while a client is (its reads then wait behind fewer commands):
 # copyop.c, volume_clients_idle.  nbdkit's log filter on the shadow
-# records the size of every write it receives.
+# records the size of every write it receives.  And the benchmark flag
+# -D shadow.origin_read_kib=N reads the origin in pieces of N KiB (a log
+# filter between the shadow filter and the origin's plugin).
 source "${abs_top_srcdir}/tests/functions.sh"
 requires qemu-io --version
 
@@ -54,3 +56,21 @@ max=$(largest_write busy-writes.log)
 echo "a client active: largest write to the shadow $max bytes"
 [ -n "$max" ] && [ "$max" -gt $((256 * 1024)) ] ||
     fail "with a client active, copies were split into commands of at most $max bytes"
+
+# The origin read in 64 KiB pieces: no read above that reaches it, and
+# the copy is still whole.
+truncate -s $size pieces.img
+start_nbdkit pieces file pieces.img
+start_filter piecesproxy -D shadow.origin_read_kib=64 --filter=log \
+    file origin.img logfile=$TESTDIR/origin-reads.log \
+    shadow="$(uri $TESTDIR/pieces.sock)" shadow-control=$TESTDIR/pieces.ctl \
+    shadow-prefetch=off
+wait_phase $TESTDIR/pieces.ctl synced 60
+stop_filter piecesproxy
+kill_pidfile $TESTDIR/pieces.pid
+same_files origin.img pieces.img
+max=$(sed -n 's/.* Read id=[0-9]* offset=0x[0-9a-f]* count=0x\([0-9a-f]*\) .*/\1/p' origin-reads.log |
+          while read -r hex; do echo $(( 16#$hex )); done | sort -n | tail -1)
+echo "origin_read_kib=64: largest origin read $max bytes"
+[ -n "$max" ] && [ "$max" -le $((64 * 1024)) ] ||
+    fail "with origin_read_kib=64 the origin got reads of $max bytes"
