@@ -78,6 +78,14 @@ NBDKIT_DLL_PUBLIC int shadow_debug_prefetch_round_blocks;
  * of N KiB (1 .. 32768), one after another.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_origin_read_kib;
+/* -D shadow.fail_log_append=N: tests only: the Nth update a shadow
+ * acknowledges fails to enter its write log as if out of memory.
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_fail_log_append;
+/* -D shadow.replay_depth=N: benchmarks only: write again at most N
+ * logged updates at once after a lost connection (1 .. 16, default 16).
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_replay_depth;
 
 #define TICK_INTERVAL 0.5       /* seconds between rate samples and adaptation */
 /* 8 workers (sharing one origin context) of 2 MiB transfers: twice the
@@ -278,6 +286,10 @@ engine_config_of (int64_t expected_size)
     .max_data_request = shadow_debug_shadow_request_kib > 0 &&
       shadow_debug_shadow_request_kib <= 32 * 1024 ?
       (uint32_t) shadow_debug_shadow_request_kib * 1024 : 0,
+    .fail_log_append = shadow_debug_fail_log_append > 0 ?
+      (uint64_t) shadow_debug_fail_log_append : 0,
+    .replay_depth = shadow_debug_replay_depth > 0 ?
+      (unsigned) shadow_debug_replay_depth : 0,
     .probed = probed,
   };
 }

@@ -31,6 +31,7 @@
 #define CONNECT_TIMEOUT 60.0
 #define LOG_CAP_DEFAULT (64 * 1024 * 1024)
 #define LOG_RETRY 1.0             /* s after a failed flush or replay */
+#define REPLAY_MAX 16             /* replay commands in flight per shadow */
 
 struct sub {
   struct sub *next;
@@ -84,17 +85,28 @@ struct shadow {
 
   /* What it acknowledged since its last flush, written again after a
    * lost connection (wlog.h).  While replaying nothing else is issued;
-   * one entry is in flight at a time, in log order.
+   * entries are issued in log order, several at once as long as none
+   * overlaps one still in flight (engine-loss.c).
    */
   struct wlog log;
   uint64_t log_gap;             /* an append failed at this seq (0: none) */
   bool poisoned;                /* acknowledged updates may be lost for
                                    good: every caller's flush fails */
   bool replaying;
-  struct wlog_entry *replay_next; /* in flight while sh->in_flight > 0 */
+  bool replay_drain;            /* (re)start: issue once nothing is in
+                                   flight */
+  struct wlog_entry *replay_next;   /* the next entry to issue */
+  struct wlog_entry *replay_failed; /* the oldest that failed while others
+                                       were in flight, or NULL */
+  unsigned replay_in_flight;
+  unsigned replay_round;        /* a restart begins a new one */
+  unsigned replay_depth;        /* at most this many in flight (1..REPLAY_MAX) */
+  struct replay_range {
+    uint64_t offset, count;
+    bool used;
+  } replay_ranges[REPLAY_MAX];  /* of the replay commands in flight */
   double replay_retry_at;       /* monotonic: not before (failure, loss) */
   double failing_since;         /* monotonic: replay or log flush failing */
-  struct shadow_io replay_io;   /* carries the entry being replayed */
   ev_timer replay_timer;
   struct sub *log_flush;        /* our own flush to trim the log, queued
                                    or in flight (conn set), or NULL */

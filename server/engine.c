@@ -1008,6 +1008,9 @@ engine_alloc (const struct engine_config *cfg)
     subq_init (&sh->queue[0]);
     subq_init (&sh->queue[1]);
     wlog_init (&sh->log, (unsigned) i);
+    sh->log.fail_seq = cfg->fail_log_append;
+    sh->replay_depth = cfg->replay_depth >= 1 &&
+      cfg->replay_depth <= REPLAY_MAX ? cfg->replay_depth : REPLAY_MAX;
     sh->nr_conns = conns_for (cfg, i);
     sh->conns = &e->conns[nr_conns];
     nr_conns += sh->nr_conns;

@@ -156,6 +156,14 @@ struct engine_config {
    * only.
    */
   uint32_t max_data_request;
+  /* Tests only: each shadow's fail_log_append-th update fails to enter
+   * its write log as if out of memory (wlog.fail_seq); 0: never.
+   */
+  uint64_t fail_log_append;
+  /* Replay commands in flight per shadow after a lost connection
+   * (1..REPLAY_MAX; 0: REPLAY_MAX).  Benchmarks only.
+   */
+  unsigned replay_depth;
   unsigned max_in_flight;       /* commands per shadow */
   unsigned max_copy_in_flight;  /* of which copy traffic */
   /* Connections per shadow that advertised multi-conn in probed[] (0 or

@@ -20,6 +20,7 @@ wlog_init (struct wlog *l, unsigned id)
   l->last_seq = 0;
   l->bytes = 0;
   l->entries = 0;
+  l->fail_seq = 0;
 }
 
 struct wlog_data *
@@ -78,7 +79,7 @@ wlog_append (struct wlog *l, enum shadow_op op, uint32_t flags,
           ((const char *) data >= shared->bytes &&
            (const char *) data + count <= shared->bytes + shared->size));
   ++l->last_seq;                /* consumed even on failure (wlog.h) */
-  en = malloc (sizeof *en);
+  en = l->last_seq == l->fail_seq ? NULL : malloc (sizeof *en);
   if (en == NULL) {
     errno = ENOMEM;
     return -1;

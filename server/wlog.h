@@ -85,6 +85,11 @@ struct wlog {
   uint64_t bytes;               /* data kept (whole buffers), plus entry
                                    overheads */
   uint64_t entries;
+  /* Tests only: the append that takes this seq fails as if out of
+   * memory (0: none), so that tests reach the path of a log with a gap
+   * (engine_config.fail_log_append).
+   */
+  uint64_t fail_seq;
 };
 
 extern void wlog_init (struct wlog *l, unsigned id);

@@ -265,6 +265,19 @@ ctl_json ()
     "$NBDSHADOW" status --json "$1"
 }
 
+# wait_log FILE REGEX SECONDS: until FILE has a line matching the
+# extended regular expression, or fail showing FILE.
+wait_log ()
+{
+    local i
+    for (( i=0; i<$3*10; i++ )); do
+        grep -qE "$2" "$1" && return 0
+        sleep 0.1
+    done
+    cat "$1" >&2
+    fail "$1 did not say /$2/ within $3 s"
+}
+
 # wait_phase SOCKET PHASE SECONDS
 wait_phase ()
 {

@@ -24,18 +24,6 @@ requires python3 --version
 size=$((32 * 1024 * 1024))
 random_file origin.img $size
 
-# wait_log FILE REGEX SECONDS
-wait_log ()
-{
-    local i
-    for (( i=0; i<$3*10; i++ )); do
-        grep -qE "$2" "$1" && return 0
-        sleep 0.1
-    done
-    cat "$1" >&2
-    fail "$1 did not say /$2/ within $3 s"
-}
-
 # --- 1. Capabilities shrank. ---
 truncate -s $size caps.img
 start_nbdkit caps file caps.img

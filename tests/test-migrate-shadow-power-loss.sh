@@ -8,7 +8,8 @@
 # next commit would record them durable.
 #
 # Checked: what clients read through the filter after the cut equals
-# what they wrote (before any verify), verify finds nothing to repair,
+# what they wrote (before any verify), a range they rewrote many times
+# included, verify finds nothing to repair,
 # the shadow file ends equal to the expected image, and status counts
 # the replay.
 source "${abs_top_srcdir}/tests/functions.sh"
@@ -37,6 +38,12 @@ start_filter proxy -D shadow.commit_interval_ms=60000 file origin.img \
 # uses writeback caching (qemu-io's default flushes after each write).
 writes=("write -P 0x51 1000000 200000" "write -z 9000000 300000"
         "write -P 0x52 30000001 4321" "write -P 0x53 50331648 1048576")
+# And one range written over and over, each time a little shifted: the
+# replay writes several entries at once, but of two that overlap the
+# later must land last.
+for (( i=0; i<24; i++ )); do
+    writes+=("write -P $((0x60 + i)) $((20971520 + (i % 3) * 4096)) 196608")
+done
 sleep 1
 cmds=()
 for w in "${writes[@]}"; do
@@ -50,7 +57,10 @@ sleep 2
 kill -9 "$(cat shadow.pid)"
 rm -f shadow.pid
 sleep 0.5
-start_nbdkit shadow --filter="$volatile" file shadow.img
+# Every write now takes a while, so that the replay's writes are in
+# flight together and the server's threads finish them in any order.
+start_nbdkit shadow --filter=delay --filter="$volatile" file shadow.img \
+    wdelay=2ms
 wait $writer || fail "the client's writes failed"
 "$NBDSHADOW" rate 0 $ctl
 wait_phase $ctl synced 60

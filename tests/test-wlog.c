@@ -13,6 +13,7 @@
 
 #include <config.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -184,6 +185,40 @@ get_put_many (void *arg)
   return NULL;
 }
 
+/* An append that fails (out of memory; here the tests' fail_seq) still
+ * takes its seq, so that the engine can tell which flushes were sent
+ * after it, and leaves the log as it was.
+ */
+START_TEST (test_failed_append_takes_its_seq)
+{
+  struct wlog l;
+  char a[10];
+  const struct wlog_entry *en;
+
+  memset (a, 'a', sizeof a);
+  wlog_init (&l, 0);
+  l.fail_seq = 2;
+  ck_assert_int_eq (wlog_append (&l, SHADOW_WRITE, 0, 0, sizeof a,
+                                 NULL, a), 0);
+  errno = 0;
+  ck_assert_int_eq (wlog_append (&l, SHADOW_WRITE, 0, 10, sizeof a,
+                                 NULL, a), -1);
+  ck_assert_int_eq (errno, ENOMEM);
+  ck_assert_uint_eq (l.last_seq, 2);
+  ck_assert_uint_eq (l.entries, 1);
+  ck_assert_int_eq (wlog_append (&l, SHADOW_ZERO, 0, 20, 4096,
+                                 NULL, NULL), 0);
+  ck_assert_uint_eq (l.entries, 2);
+  ck_assert_uint_eq (count_entries (&l), 2);
+  en = l.head;
+  ck_assert_uint_eq (en->seq, 1);
+  ck_assert_uint_eq (en->next->seq, 3);
+  ck_assert_uint_eq (en->next->offset, 20);
+  wlog_free (&l);
+  ck_assert_uint_eq (l.bytes, 0);
+}
+END_TEST
+
 START_TEST (test_references_from_many_threads)
 {
   struct wlog_data *d = wlog_data_new (4096);
@@ -209,6 +244,7 @@ wlog_suite (void)
   tcase_add_test (tc, test_order_and_data);
   tcase_add_test (tc, test_trim_exactly_what_a_flush_covers);
   tcase_add_test (tc, test_shared_copy_outlives_its_submitter);
+  tcase_add_test (tc, test_failed_append_takes_its_seq);
   tcase_add_test (tc, test_references_from_many_threads);
   tcase_add_test (tc, test_small_entry_of_a_large_buffer_counts_it_all);
   suite_add_tcase (s, tc);
