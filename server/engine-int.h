@@ -98,6 +98,8 @@ struct shadow {
   struct wlog_entry *replay_next;   /* the next entry to issue */
   struct wlog_entry *replay_failed; /* the oldest that failed while others
                                        were in flight, or NULL */
+  struct wlog_entry *replay_retrying; /* issued again after failing: its
+                                         success stops the failure clock */
   unsigned replay_in_flight;
   unsigned replay_round;        /* a restart begins a new one */
   unsigned replay_depth;        /* at most this many in flight (1..REPLAY_MAX) */

@@ -154,6 +154,7 @@ give_up_log (struct shadow *sh, const char *what)
   sh->replay_drain = false;
   sh->replay_next = NULL;
   sh->replay_failed = NULL;
+  sh->replay_retrying = NULL;
   sh->failing_since = 0;
   wlog_free (&sh->log);
 }
@@ -272,6 +273,7 @@ loss_start_replay (struct shadow *sh)
   sh->replay_drain = true;
   sh->replay_next = sh->log.head;
   sh->replay_failed = NULL;
+  sh->replay_retrying = NULL;
 }
 
 /* A replay command: the sub and the io it carries, freed together. */
@@ -392,8 +394,14 @@ loss_replay_step (struct shadow *sh)
     arm_replay_timer (sh, sh->replay_retry_at);
     return false;
   }
+  /* A command the connection refuses at once completes inside
+   * issue_replay: a failure then sets replay_retry_at, which ends the
+   * loop.
+   */
   while (sh->replaying && !sh->replay_drain && sh->replay_failed == NULL &&
+         now >= sh->replay_retry_at &&
          sh->replay_in_flight < sh->replay_depth &&
+         sh->in_flight < sh->e->cfg.max_in_flight &&
          (en = next_replay_entry (sh)) != NULL &&
          !overlaps_replay_in_flight (sh, en) &&
          (c = engine_least_busy_conn (sh)) != NULL) {
@@ -420,6 +428,10 @@ loss_replay_completed (struct sub *s, bool dead)
   struct replay_cmd *r = (struct replay_cmd *) s;
   struct shadow *sh = s->sh;
   double now = monotonic_now ();
+  /* Completed as its connection goes down (engine_conn_down marks it
+   * down first), even if this command itself succeeded.
+   */
+  bool conn_lost = dead || (s->conn != NULL && s->conn->state == CONN_DOWN);
 
   sh->replay_ranges[r->slot].used = false;
   sh->replay_in_flight--;
@@ -438,14 +450,27 @@ loss_replay_completed (struct sub *s, bool dead)
                   PRIu64 " failed: %s", sh->info.uri,
                   engine_op_name (s->io->op), s->count, s->offset,
                   strerror (s->err));
-    if (r->round == sh->replay_round &&
-        (sh->replay_failed == NULL ||
-         s->replay->seq < sh->replay_failed->seq))
-      sh->replay_failed = s->replay;
+    if (r->round == sh->replay_round) {
+      if (sh->failing_since == 0)
+        sh->failing_since = now;        /* the clock starts now */
+      if (sh->replay_failed == NULL ||
+          s->replay->seq < sh->replay_failed->seq)
+        sh->replay_failed = s->replay;
+    }
   }
   else {
-    if (sh->replay_failed == NULL)
+    /* While an entry that failed is being tried again, only its own
+     * success stops the clock: disjoint entries issued with it may
+     * succeed while it keeps failing, and it must still be given up
+     * after shadow-reconnect-timeout.
+     */
+    if (sh->replay_retrying == NULL && sh->replay_failed == NULL)
       sh->failing_since = 0;
+    else if (sh->replay_retrying == s->replay) {
+      sh->replay_retrying = NULL;
+      if (sh->replay_failed == NULL)
+        sh->failing_since = 0;
+    }
     atomic_fetch_add_explicit (&sh->counters.replayed, 1,
                                memory_order_relaxed);
   }
@@ -454,9 +479,12 @@ loss_replay_completed (struct sub *s, bool dead)
   /* After a failure, go on from the oldest failed entry once the others
    * are done: those issued with it were disjoint from it, and it must
    * land before any later entry that overlaps it.  (Giving up frees the
-   * log, which commands in flight still read from.)
+   * log, which commands in flight still read from.)  Not after a lost
+   * connection, whose replay starts over (loss_start_replay, after the
+   * hold set above), nor while the engine stops.
    */
-  if (sh->replay_failed != NULL && sh->replay_in_flight == 0) {
+  if (sh->replay_failed != NULL && sh->replay_in_flight == 0 && !conn_lost &&
+      !sh->e->closing) {
     struct wlog_entry *failed = sh->replay_failed;
 
     sh->replay_failed = NULL;
@@ -464,7 +492,9 @@ loss_replay_completed (struct sub *s, bool dead)
       give_up_log (sh, "writing the log again");
     else {
       sh->replay_next = failed;
-      sh->replay_retry_at = now + LOG_RETRY;
+      sh->replay_retrying = failed;
+      if (now + LOG_RETRY > sh->replay_retry_at)
+        sh->replay_retry_at = now + LOG_RETRY;
     }
   }
 }

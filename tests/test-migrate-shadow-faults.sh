@@ -16,6 +16,13 @@
 #    even once the shadow works again, since no flush may claim those
 #    updates durable.  A restarted filter copies again what was not
 #    committed and ends with the shadow equal to the origin.
+#
+# 3. It lost power and comes back failing some writes now and then (the
+#    error filter at 40% while a file exists).  The replay has several
+#    writes in flight; a failed one is tried again, and no later write
+#    that overlaps it may land before it.  Clients must read what they
+#    wrote, including a range they rewrote many times before the cut,
+#    and the shadow must end equal to it.
 source "${abs_top_srcdir}/tests/functions.sh"
 requires qemu-io --version
 requires nbdcopy --version
@@ -99,3 +106,49 @@ nbdcopy "$(uri $TESTDIR/lostproxy.sock)" served.img
 same_files origin.img served.img
 stop_filter lostproxy
 same_files origin.img lost.img
+
+# --- 3. Some replay writes fail, then succeed when tried again. ---
+volatile=$abs_top_builddir/tests/.libs/nbdkit-volatile-filter.so
+[ -f "$volatile" ] || fail "$volatile is missing (make check builds it)"
+flaky=$TESTDIR/flaky-errors
+cp origin.img flaky-expected.img
+truncate -s $size flaky.img
+start_flaky_shadow ()
+{
+    start_nbdkit flaky --filter=error --filter=delay --filter="$volatile" \
+        file flaky.img wdelay=1ms \
+        error-pwrite=EIO error-pwrite-rate=40% error-pwrite-file="$flaky"
+}
+start_flaky_shadow
+start_filter flakyproxy -D shadow.commit_interval_ms=60000 file origin.img \
+    shadow="$(uri $TESTDIR/flaky.sock)" shadow-state=$TESTDIR/flaky-state \
+    shadow-control=$TESTDIR/flaky.ctl shadow-rate=8M shadow-retry-hold=0.5
+writes=()
+for (( i=0; i<24; i++ )); do
+    writes+=(-c "write -P $((0x70 + i)) $((8388608 + (i % 3) * 4096)) 131072")
+    qemu-io -f raw flaky-expected.img -c "write -P $((0x70 + i)) $((8388608 + (i % 3) * 4096)) 131072" >/dev/null
+done
+sleep 1
+qemu-io -t writeback -f raw "$(uri $TESTDIR/flakyproxy.sock)" "${writes[@]}" \
+    -c "sleep 3000" >/dev/null &
+writer=$!
+sleep 1.5                       # copies and writes acknowledged, none flushed
+touch "$flaky"
+kill -9 "$(cat flaky.pid)"
+rm -f flaky.pid
+start_flaky_shadow
+wait_log flakyproxy.log "writing again the write of [0-9]+ bytes at [0-9]+ failed" 30
+wait_log flakyproxy.log "acknowledged updates written again" 60
+rm -f "$flaky"
+wait $writer || fail "the client's writes failed"
+ctl_json $TESTDIR/flaky.ctl > status.json
+[ "$(json_get errors.shadows.0.updates_lost < status.json)" = false ] ||
+    fail "updates counted lost although the replay finished"
+"$NBDSHADOW" rate 0 $TESTDIR/flaky.ctl
+wait_phase $TESTDIR/flaky.ctl synced 60
+nbdcopy "$(uri $TESTDIR/flakyproxy.sock)" served.img
+cmp flaky-expected.img served.img ||
+    fail "after a replay with failed writes clients read other data than they wrote ($(cmp -l flaky-expected.img served.img | wc -l) bytes differ)"
+stop_filter flakyproxy
+kill_pidfile $TESTDIR/flaky.pid  # a clean stop writes the cache down
+same_files flaky-expected.img flaky.img
