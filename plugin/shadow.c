@@ -86,6 +86,11 @@ NBDKIT_DLL_PUBLIC int shadow_debug_fail_log_append;
  * logged updates at once after a lost connection (1 .. 16, default 16).
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_replay_depth;
+/* -D shadow.drop_conn_at=OFFSET: tests only: 50 ms after the second
+ * write at byte OFFSET goes to the first shadow, drop another of its
+ * connections as if lost (engine_config.drop_conn_at).
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_drop_conn_at;
 
 #define TICK_INTERVAL 0.5       /* seconds between rate samples and adaptation */
 /* 8 workers (sharing one origin context) of 2 MiB transfers: twice the
@@ -290,6 +295,8 @@ engine_config_of (int64_t expected_size)
       (uint64_t) shadow_debug_fail_log_append : 0,
     .replay_depth = shadow_debug_replay_depth > 0 ?
       (unsigned) shadow_debug_replay_depth : 0,
+    .drop_conn_at = shadow_debug_drop_conn_at > 0 ?
+      (uint64_t) shadow_debug_drop_conn_at : 0,
     .probed = probed,
   };
 }

@@ -32,6 +32,7 @@
 #define LOG_CAP_DEFAULT (64 * 1024 * 1024)
 #define LOG_RETRY 1.0             /* s after a failed flush or replay */
 #define REPLAY_MAX 16             /* replay commands in flight per shadow */
+#define DROP_CONN_DELAY 0.05      /* s; tests only (engine_config.drop_conn_at) */
 
 struct sub {
   struct sub *next;
@@ -174,6 +175,12 @@ struct engine {
 
   char *zero_buf;               /* ZERO_BUF_SIZE zero bytes */
   bool closing;                 /* engine_stop, after the thread ended */
+  /* Tests (engine_config.drop_conn_at): writes seen at that offset, the
+   * connection the second went to, and the timer that drops another.
+   */
+  unsigned drop_conn_seen;
+  struct shadow_conn *drop_spare;
+  ev_timer drop_timer;
   size_t nr_shadows;
   struct shadow shadows[ENGINE_MAX_SHADOWS];
   size_t nr_conns;              /* over all shadows */

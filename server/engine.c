@@ -538,6 +538,25 @@ extent_cb (void *opaque, const char *metacontext, uint64_t offset,
 /* ---------------------------------------------------------------------- */
 /* Issuing. */
 
+/* Tests (engine_config.drop_conn_at): drop a ready connection of the
+ * first shadow other than the one the write went to.  The delay puts
+ * the replay well after that write, so that without waiting for it the
+ * replay's older copy of the range would land last.
+ */
+static void
+drop_conn_cb (struct ev_loop *loop, ev_timer *w, int revents)
+{
+  struct engine *e = w->data;
+  struct shadow *sh = &e->shadows[0];
+  size_t i;
+
+  for (i = 0; i < sh->nr_conns; ++i)
+    if (&sh->conns[i] != e->drop_spare && sh->conns[i].state == CONN_READY) {
+      engine_conn_down (&sh->conns[i], "dropped by -D shadow.drop_conn_at");
+      return;
+    }
+}
+
 /* Issue one sub on connection c (ready).  Returns 0 if it is in flight
  * or already finished, -1 if the connection is dead.
  */
@@ -610,6 +629,13 @@ engine_issue_sub (struct sub *s, struct shadow_conn *c)
   sh->in_flight++;
   if (io->priority == SHADOW_PRIO_COPY)
     sh->copy_in_flight++;
+  if (io->op == SHADOW_WRITE && sh->e->cfg.drop_conn_at != 0 &&
+      s->offset == sh->e->cfg.drop_conn_at && sh == &sh->e->shadows[0] &&
+      ++sh->e->drop_conn_seen == 2) {
+    sh->e->drop_spare = c;
+    ev_timer_set (&sh->e->drop_timer, DROP_CONN_DELAY, 0);
+    ev_timer_start (sh->e->loop, &sh->e->drop_timer);
+  }
   atomic_fetch_add_explicit (&sh->counters.commands, 1, memory_order_relaxed);
   if (io->op == SHADOW_READ)
     atomic_fetch_add_explicit (&sh->counters.bytes_read, s->count,
@@ -1085,6 +1111,8 @@ engine_start (const struct engine_config *cfg)
   e->tick.data = e;
   ev_init (&e->hold_timer, loss_hold_cb);
   e->hold_timer.data = e;
+  ev_init (&e->drop_timer, drop_conn_cb);
+  e->drop_timer.data = e;
   for (i = 0; i < e->nr_shadows; ++i)
     ev_init (&e->shadows[i].replay_timer, loss_replay_timer_cb);
   ev_prepare_init (&e->prepare, prepare_cb);
@@ -1152,6 +1180,7 @@ engine_stop (struct engine *e)
     }
     process_completed (c, false);
   }
+  ev_timer_stop (e->loop, &e->drop_timer);
   for (i = 0; i < e->nr_shadows; ++i) {
     ev_timer_stop (e->loop, &e->shadows[i].replay_timer);
     fail_queued (&e->shadows[i], ESHUTDOWN);

@@ -164,6 +164,12 @@ struct engine_config {
    * (1..REPLAY_MAX; 0: REPLAY_MAX).  Benchmarks only.
    */
   unsigned replay_depth;
+  /* Tests only: DROP_CONN_DELAY after the second write command at this
+   * byte offset is issued to the first shadow, another of its
+   * connections is dropped as if lost (once), while that write is still
+   * in flight on a slow shadow: the replay must wait for it.  0: never.
+   */
+  uint64_t drop_conn_at;
   unsigned max_in_flight;       /* commands per shadow */
   unsigned max_copy_in_flight;  /* of which copy traffic */
   /* Connections per shadow that advertised multi-conn in probed[] (0 or
