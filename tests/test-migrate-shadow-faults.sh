@@ -18,11 +18,12 @@
 #    committed and ends with the shadow equal to the origin.
 #
 # 3. It lost power and comes back failing some writes now and then (the
-#    error filter at 40% while a file exists).  The replay has several
-#    writes in flight; a failed one is tried again, and no later write
-#    that overlaps it may land before it.  Clients must read what they
-#    wrote, including a range they rewrote many times before the cut,
-#    and the shadow must end equal to it.
+#    error filter at 15% while a file exists; each failure costs a
+#    second before the retry, so the rate is modest).  The replay has
+#    several writes in flight; a failed one is tried again, and no later
+#    write that overlaps it may land before it.  Clients must read what
+#    they wrote, including a range they rewrote many times before the
+#    cut, and the shadow must end equal to it.
 source "${abs_top_srcdir}/tests/functions.sh"
 requires qemu-io --version
 requires nbdcopy --version
@@ -117,7 +118,7 @@ start_flaky_shadow ()
 {
     start_nbdkit flaky --filter=error --filter=delay --filter="$volatile" \
         file flaky.img wdelay=1ms \
-        error-pwrite=EIO error-pwrite-rate=40% error-pwrite-file="$flaky"
+        error-pwrite=EIO error-pwrite-rate=15% error-pwrite-file="$flaky"
 }
 start_flaky_shadow
 start_filter flakyproxy -D shadow.commit_interval_ms=60000 file origin.img \
@@ -138,7 +139,7 @@ kill -9 "$(cat flaky.pid)"
 rm -f flaky.pid
 start_flaky_shadow
 wait_log flakyproxy.log "writing again the write of [0-9]+ bytes at [0-9]+ failed" 30
-wait_log flakyproxy.log "acknowledged updates written again" 60
+wait_log flakyproxy.log "acknowledged updates written again" 120
 rm -f "$flaky"
 wait $writer || fail "the client's writes failed"
 ctl_json $TESTDIR/flaky.ctl > status.json
