@@ -15,6 +15,7 @@
 # another connection of the shadow as if it were lost.
 source "${abs_top_srcdir}/tests/functions.sh"
 requires qemu-io --version
+requires nbdinfo --version
 requires python3 --version
 requires nbdcopy --version
 

@@ -133,6 +133,7 @@ sleep 1
 qemu-io -t writeback -f raw "$(uri $TESTDIR/flakyproxy.sock)" "${writes[@]}" \
     -c "sleep 3000" >/dev/null &
 writer=$!
+cleanup_fn "kill $writer 2>/dev/null"
 sleep 1.5                       # copies and writes acknowledged, none flushed
 touch "$flaky"
 kill -9 "$(cat flaky.pid)"

@@ -53,14 +53,16 @@ done
 qemu-io -t writeback -f raw "$(uri $TESTDIR/proxy.sock)" "${cmds[@]}" \
     -c "sleep 4000" >/dev/null &
 writer=$!
+cleanup_fn "kill $writer 2>/dev/null"
 sleep 2
 kill -9 "$(cat shadow.pid)"
 rm -f shadow.pid
 sleep 0.5
-# Every write now takes a while, so that the replay's writes are in
-# flight together and the server's threads finish them in any order.
-start_nbdkit shadow --filter=delay --filter="$volatile" file shadow.img \
-    wdelay=2ms
+# Writes whose first byte is even now wait 50 ms: of the range's last
+# two versions, 0x76 would land after 0x77 unless the replay waits for
+# the older before it sends the newer.
+start_nbdkit shadow --filter="$volatile" file shadow.img \
+    volatile-slow-even-ms=50
 wait $writer || fail "the client's writes failed"
 "$NBDSHADOW" rate 0 $ctl
 wait_phase $ctl synced 60

@@ -10,6 +10,13 @@
  * a plain file shadow, killing the server would lose nothing (the page
  * cache survives the process) and the order would go untested.
  *
+ * volatile-slow-even-ms=N: a write whose first byte is even waits N ms
+ * before it applies (outside the lock), so that a test can make an
+ * older write land after a newer one that overlaps it, on purpose: a
+ * client that rewrites a range with patterns 0x76 then 0x77 gets 0x76
+ * last unless the sender waits for the first write before sending the
+ * second (the filter's replay of its write log must).
+ *
  * Test code: one mutex serialises everything, pages are 4K, found by a
  * small hash table.
  */
@@ -18,6 +25,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +41,7 @@ struct page {
   char data[PAGE];
 };
 
+static unsigned slow_even_ms;           /* set by .config only */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct page *table[BUCKETS];     /* guarded by lock */
 static uint64_t nr_pages;               /* guarded by lock */
@@ -144,6 +153,12 @@ volatile_pwrite (nbdkit_next *next, void *handle, const void *buf,
   const char *in_buf = buf;
   int r = 0;
 
+  if (slow_even_ms > 0 && count > 0 && in_buf[0] % 2 == 0) {
+    struct timespec ts = { slow_even_ms / 1000,
+                           (long) (slow_even_ms % 1000) * 1000000 };
+    while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
+      ;
+  }
   pthread_mutex_lock (&lock);
   while (count > 0) {
     uint64_t idx = offset / PAGE, in = offset % PAGE;
@@ -163,6 +178,18 @@ volatile_pwrite (nbdkit_next *next, void *handle, const void *buf,
     r = write_back (next, err);
   pthread_mutex_unlock (&lock);
   return r;
+}
+
+static int
+volatile_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
+                 const char *key, const char *value)
+{
+  if (strcmp (key, "volatile-slow-even-ms") == 0) {
+    if (nbdkit_parse_unsigned (key, value, &slow_even_ms) == -1)
+      return -1;
+    return 0;
+  }
+  return next (nxdata, key, value);
 }
 
 static int
@@ -221,6 +248,7 @@ volatile_can_multi_conn (nbdkit_next *next, void *handle)
 static struct nbdkit_filter filter = {
   .name = "volatile",
   .longname = "nbdshadow test filter: a volatile write cache",
+  .config = volatile_config,
   .pread = volatile_pread,
   .pwrite = volatile_pwrite,
   .flush = volatile_flush,
