@@ -19,11 +19,12 @@
 #
 # 3. It lost power and comes back failing some writes now and then (the
 #    error filter at 15% while a file exists; each failure costs a
-#    second before the retry, so the rate is modest).  The replay has
-#    several writes in flight; a failed one is tried again, and no later
-#    write that overlaps it may land before it.  Clients must read what
-#    they wrote, including a range they rewrote many times before the
-#    cut, and the shadow must end equal to it.
+#    second before the retry, so the rate is modest; writes whose first
+#    byte is even are slow).  The replay has several writes in flight; a
+#    failed one is tried again, and no later write that overlaps it may
+#    land before it.  Clients must read what they wrote, including a
+#    range they rewrote many times before the cut, and the shadow must
+#    end equal to it.
 source "${abs_top_srcdir}/tests/functions.sh"
 requires qemu-io --version
 requires nbdcopy --version
@@ -116,8 +117,11 @@ cp origin.img flaky-expected.img
 truncate -s $size flaky.img
 start_flaky_shadow ()
 {
-    start_nbdkit flaky --filter=error --filter=delay --filter="$volatile" \
-        file flaky.img wdelay=1ms \
+    # Writes whose first byte is even wait 50 ms (volatile-filter.c):
+    # the range's version 0x86 would land after 0x87 unless the replay
+    # keeps them in order.
+    start_nbdkit flaky --filter=error --filter="$volatile" \
+        file flaky.img volatile-slow-even-ms=50 \
         error-pwrite=EIO error-pwrite-rate=15% error-pwrite-file="$flaky"
 }
 start_flaky_shadow
