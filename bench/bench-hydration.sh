@@ -73,9 +73,6 @@ set -eu
 set -o pipefail
 
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
-builddir=${BUILDDIR:-$srcdir/_build-bench}
-FILTER=$builddir/plugin/.libs/nbdkit-shadow-filter.so
-NBDSHADOW=$builddir/server/nbdshadow
 # shellcheck source=bench-lib.sh
 source "$srcdir/bench/bench-lib.sh"
 
@@ -100,6 +97,9 @@ candidate_env=${CANDIDATE_ENV:-}
 candidates=()
 candidate_envs=()
 if [ -n "$candidate" ]; then
+    # Absolute: the servers run in the scratch directory.
+    candidate=$(cd "$candidate" 2>/dev/null && pwd) ||
+        die "CANDIDATE=$CANDIDATE: no such build tree"
     IFS=';' read -r -a candidate_envs <<< "$candidate_env"
     [ ${#candidate_envs[@]} -gt 0 ] || candidate_envs=("")
     # Index from 1: candidate1 has candidate_envs[1].

@@ -40,9 +40,6 @@ set -eu
 set -o pipefail
 
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
-builddir=${BUILDDIR:-$srcdir/_build-bench}
-FILTER=$builddir/plugin/.libs/nbdkit-shadow-filter.so
-NBDSHADOW=$builddir/server/nbdshadow
 # shellcheck source=bench-lib.sh
 source "$srcdir/bench/bench-lib.sh"
 

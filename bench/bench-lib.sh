@@ -5,12 +5,19 @@
 #
 # The sourcing script sets srcdir first, and calls bench_scratch SIZE
 # before starting servers: it makes $dir, cds into it and sets the traps.
+# Sourcing sets builddir (BUILDDIR or _build-bench, made absolute: the
+# servers run in the scratch directory), FILTER and NBDSHADOW.
 
 die ()
 {
     echo "$0: error: $*" >&2
     exit 1
 }
+
+builddir=$(cd "${BUILDDIR:-$srcdir/_build-bench}" 2>/dev/null && pwd) ||
+    die "build tree ${BUILDDIR:-$srcdir/_build-bench} not found"
+FILTER=$builddir/plugin/.libs/nbdkit-shadow-filter.so
+NBDSHADOW=$builddir/server/nbdshadow
 
 # to_bytes SIZE: a size in bytes, or with a K, M or G suffix.
 to_bytes ()

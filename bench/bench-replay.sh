@@ -36,12 +36,9 @@ set -eu
 set -o pipefail
 
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
-builddir=${BUILDDIR:-$srcdir/_build-bench}
-FILTER=$builddir/plugin/.libs/nbdkit-shadow-filter.so
-NBDSHADOW=$builddir/server/nbdshadow
-VOLATILE=$builddir/tests/.libs/nbdkit-volatile-filter.so
 # shellcheck source=bench-lib.sh
 source "$srcdir/bench/bench-lib.sh"
+VOLATILE=$builddir/tests/.libs/nbdkit-volatile-filter.so
 
 size=$(to_bytes "${SIZE:-256M}")
 log_bytes=$(to_bytes "${LOG:-48M}")

@@ -265,6 +265,15 @@ ctl_json ()
     "$NBDSHADOW" status --json "$1"
 }
 
+# The test filter of tests/volatile-filter.c (a write cache that kill -9
+# loses), built by make check; requires_volatile fails if it is not.
+VOLATILE_FILTER=$abs_top_builddir/tests/.libs/nbdkit-volatile-filter.so
+requires_volatile ()
+{
+    [ -f "$VOLATILE_FILTER" ] ||
+        fail "$VOLATILE_FILTER is missing (make check builds it)"
+}
+
 # wait_log FILE REGEX SECONDS: until FILE has a line matching the
 # extended regular expression, or fail showing FILE.
 wait_log ()

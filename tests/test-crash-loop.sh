@@ -18,9 +18,9 @@
 source "${abs_top_srcdir}/tests/functions.sh"
 requires nbdkit --version
 client=$abs_top_builddir/tests/crash-client
-volatile=$abs_top_builddir/tests/.libs/nbdkit-volatile-filter.so
+volatile=$VOLATILE_FILTER
 [ -x "$client" ] || fail "$client not built"
-[ -f "$volatile" ] || fail "$volatile not built"
+requires_volatile
 
 iterations=${CRASH_ITERATIONS:-30}
 bs=${CRASH_BLOCK_SIZE:-4K}

@@ -110,8 +110,8 @@ stop_filter lostproxy
 same_files origin.img lost.img
 
 # --- 3. Some replay writes fail, then succeed when tried again. ---
-volatile=$abs_top_builddir/tests/.libs/nbdkit-volatile-filter.so
-[ -f "$volatile" ] || fail "$volatile is missing (make check builds it)"
+requires_volatile
+volatile=$VOLATILE_FILTER
 flaky=$TESTDIR/flaky-errors
 cp origin.img flaky-expected.img
 truncate -s $size flaky.img

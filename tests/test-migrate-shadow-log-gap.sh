@@ -17,8 +17,8 @@ requires qemu-io --version
 requires nbdcopy --version
 requires python3 --version
 
-volatile=$abs_top_builddir/tests/.libs/nbdkit-volatile-filter.so
-[ -f "$volatile" ] || fail "$volatile is missing (make check builds it)"
+requires_volatile
+volatile=$VOLATILE_FILTER
 size=$((64 * 1024 * 1024))
 ctl=$TESTDIR/proxy.ctl
 random_file origin.img $size
