@@ -10,8 +10,12 @@
  * decayed unigram counts, then for k = 1 .. available order, if the
  * context of length k was seen:
  *     Pk(x) = (ck(x) + Tk * Pk-1(x)) / (Nk + Tk)
- * (Tk distinct followers, Nk their count).  smooth = false (Markov-1):
- * P(x) = c1(x) / N1, nothing if the context is unseen.
+ * (Tk distinct followers, Nk their count), up to the order k* whose
+ * estimate gave the tokens that actually came next the highest recent
+ * log-likelihood (a moving average over about 50 accesses; a lower
+ * order must lead by 0.01 to take over): a first-order stream is not
+ * answered from longer contexts seen only a few times.  smooth = false
+ * (Markov-1): P(x) = c1(x) / N1, nothing if the context is unseen.
  *
  * Bounds: `capacity` contexts (rounded up to a multiple of 8) in a
  * set-associative table of 8-way buckets; a new context replaces the
@@ -45,6 +49,7 @@ struct pred_ngram_stats {
   unsigned capacity, used;
   uint64_t inserts, evictions;
   uint64_t cache_hits, cache_misses;    /* distribution cache */
+  unsigned order;                       /* the order answering now */
 };
 void pred_ngram_stats (const struct pred_model *m, struct pred_ngram_stats *st);
 
