@@ -17,7 +17,8 @@
 #   TRACEDIR  default: ../shared/traces next to the source tree
 # Environment: REQUESTS (synthetic workload length, default 20000),
 # SWEEP (default 0.05,0.15,0.3,0.5,0.7,0.5:1,0.5:4), QUICK=1 (skip the
-# cost benchmark).
+# cost benchmark), EVAL_ARGS (more options for every eval, for example
+# "--streams 96", to compare a setting with the defaults).
 set -eu
 
 builddir=${1:-.}
@@ -45,7 +46,7 @@ echo
 echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) at start"
-echo "command: $0 $*"
+echo "command: $0 $*${EVAL_ARGS:+ (EVAL_ARGS=$EVAL_ARGS)}"
 echo "simulator: 64 KiB blocks, 100 MiB/s origin link, 500 us latency, queue depth 8,"
 echo "           background sweep off unless said, auto threshold (0.05 + 0.5 x link use)"
 echo
@@ -57,7 +58,8 @@ summary=$tmp/summary
 run_eval () {
   name=$1
   shift
-  "$tool" eval --sweep "$sweep" "$@" > "$tmp/out"
+  # shellcheck disable=SC2086 # EVAL_ARGS is a list of options
+  "$tool" eval --sweep "$sweep" ${EVAL_ARGS:-} "$@" > "$tmp/out"
   cat "$tmp/out"
   awk -v name="$name" '
     /^== / { dev = $4; sub(/:$/, "", dev) }
