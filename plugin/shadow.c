@@ -73,6 +73,10 @@ NBDKIT_DLL_PUBLIC int shadow_debug_copier_workers;
  * prediction round may queue, instead of prefetch.c's ROUND_BLOCKS.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_prefetch_round_blocks;
+/* -D shadow.predictor_streams=N: benchmarks only: access streams the
+ * predictor tells apart (1 .. 256), instead of its default.
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_predictor_streams;
 /* -D shadow.origin_read_kib=N: benchmarks only: read the origin for
  * every copy (background, prefetch, a client's cache request) in pieces
  * of N KiB (1 .. 32768), one after another.
@@ -235,6 +239,8 @@ open_prefetcher (void)
     .trace_path = params.trace,
     .round_blocks = shadow_debug_prefetch_round_blocks > 0 ?
       (unsigned) shadow_debug_prefetch_round_blocks : 0,
+    .streams = shadow_debug_predictor_streams > 0 ?
+      (unsigned) shadow_debug_predictor_streams : 0,
   };
   char err[512];
 

@@ -284,6 +284,8 @@ prefetcher_new (const struct prefetch_config *cfg, char *err, size_t errlen)
   pc.nr_blocks = cfg->nr_blocks;
   pc.policy = policy < 0 ? PRED_POLICY_OFF : policy;
   pc.model_path = cfg->model_path;
+  if (cfg->streams)
+    pc.streams = cfg->streams;
   pf->p = predictor_new (&pc, err, errlen);
   if (pf->p == NULL)
     goto fail;
