@@ -17,6 +17,7 @@
  */
 #define ORDER_EMA 0.02
 #define ORDER_LL_FLOOR 1e-3
+#define ORDER_MARGIN 0.05
 
 struct entry {
   uint64_t key;                 /* 0 = empty */
@@ -72,6 +73,7 @@ struct ngram {
    * (ll[k]), and the order whose estimate answers (1 .. max_order). */
   double ll[PRED_NGRAM_MAX_ORDER];
   unsigned order;
+  uint64_t order_changes;
   unsigned used;
   uint64_t inserts, evictions;
   uint32_t stamp;
@@ -214,9 +216,10 @@ wb_step (const struct entry *e, uint32_t tok, double p)
  * template (the boot workload); on a trace whose structure is
  * first-order (web search: short sequential runs between jumps) the
  * order-4 estimate trusts contexts seen only a few times, and Markov-1
- * covered 1-2 points more first touches than the full backoff did.  A
- * lower order takes over only when it is better by a margin, so that
- * ties keep the longest context.
+ * covered 1-2 points more first touches than the full backoff did.
+ * Another order takes over only when it leads the current one by
+ * ORDER_MARGIN: the averages carry noise of a few hundredths of a nat,
+ * and every change of order invalidates the distribution cache.
  */
 static void
 select_order (struct ngram *g)
@@ -224,9 +227,12 @@ select_order (struct ngram *g)
   unsigned best = g->cfg.max_order;
 
   for (unsigned k = g->cfg.max_order - 1; k >= 1; k--)
-    if (g->ll[k - 1] > g->ll[best - 1] + 0.01)
+    if (g->ll[k - 1] > g->ll[best - 1])
       best = k;
-  g->order = best;
+  if (best != g->order && g->ll[best - 1] > g->ll[g->order - 1] + ORDER_MARGIN) {
+    g->order = best;
+    g->order_changes++;
+  }
 }
 
 static void
@@ -250,17 +256,17 @@ ngram_observe (struct pred_model *m, const struct pred_event *ev)
    * access), for the order selection.
    */
   unsigned maxk = h->len < g->cfg.max_order ? h->len : g->cfg.max_order;
-  double p = (g->uni[ev->token] + 1.0) /
-    ((double) g->uni_total + g->base.vocab->cap);
+  double p = g->cfg.smooth ? (g->uni[ev->token] + 1.0) /
+    ((double) g->uni_total + g->base.vocab->cap) : 0;
   for (unsigned k = 1; k <= g->cfg.max_order; k++) {
     struct entry *e = NULL;
     if (k <= maxk) {
       uint64_t key = ctx_key (h, k);
       e = lookup (g, key);
-      if (e)
-        p = wb_step (e, ev->token, p);
-      else
+      if (!e)
         e = insert (g, key);
+      else if (g->cfg.smooth)
+        p = wb_step (e, ev->token, p);
       e->epoch = now;
       entry_count (e, ev->token);
       e->stamp = ++g->stamp;
@@ -572,4 +578,5 @@ pred_ngram_stats (const struct pred_model *m, struct pred_ngram_stats *st)
   st->cache_hits = g->dc_hits;
   st->cache_misses = g->dc_misses;
   st->order = g->order;
+  st->order_changes = g->order_changes;
 }

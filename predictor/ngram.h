@@ -12,9 +12,10 @@
  *     Pk(x) = (ck(x) + Tk * Pk-1(x)) / (Nk + Tk)
  * (Tk distinct followers, Nk their count), up to the order k* whose
  * estimate gave the tokens that actually came next the highest recent
- * log-likelihood (a moving average over about 50 accesses; a lower
- * order must lead by 0.01 to take over): a first-order stream is not
- * answered from longer contexts seen only a few times.  smooth = false
+ * log-likelihood (a moving average over about 50 accesses; another
+ * order must lead the current one by 0.05 nats to take over): a
+ * first-order stream is not answered from longer contexts seen only a
+ * few times.  smooth = false
  * (Markov-1): P(x) = c1(x) / N1, nothing if the context is unseen.
  *
  * Bounds: `capacity` contexts (rounded up to a multiple of 8) in a
@@ -50,6 +51,7 @@ struct pred_ngram_stats {
   uint64_t inserts, evictions;
   uint64_t cache_hits, cache_misses;    /* distribution cache */
   unsigned order;                       /* the order answering now */
+  uint64_t order_changes;               /* times it changed */
 };
 void pred_ngram_stats (const struct pred_model *m, struct pred_ngram_stats *st);
 

@@ -214,7 +214,7 @@ create_model (struct predictor *p, enum pred_policy which)
      * as far as readahead's largest window (32 blocks), and where a
      * pattern ends the path probability stops the rollout anyway (on
      * the synthetic boot workload the hybrid keeps the n-gram's
-     * precision, 52.6% against 52.7%).
+     * precision, 51.6% against 51.8%).
      */
     struct pred_hybrid_config h = {
       .nstreams = c->streams, .slow_depth = c->lstm_depth, .ema = 0.02,

@@ -5,6 +5,7 @@
  * better of n-gram and LSTM by more than a small margin. */
 #include <config.h>
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +110,10 @@ START_TEST (test_periodic)
   struct pred_model *mk = new_ngram (&v, 1, false, 1024);
   ck_assert_str_eq (mk->ops->name, "markov1");
   ck_assert (periodic_accuracy (mk, p3, 3, 10, 300) >= 0.99);
+  /* One table entry per context seen: three. */
+  struct pred_ngram_stats st;
+  pred_ngram_stats (mk, &st);
+  ck_assert_uint_eq (st.used, 3);
   pred_model_destroy (mk);
   mk = new_ngram (&v, 1, false, 1024);
   ck_assert (periodic_accuracy (mk, p6, 8, 40, 400) < 0.9);
@@ -181,12 +186,17 @@ START_TEST (test_bounded)
 END_TEST
 
 /* Mean log-likelihood m gave the tokens of a first-order chain: after
- * token t comes (t * 7 + 3) % 40 + 1 with probability 0.7, any of the
- * 40 tokens otherwise.  Also the order the n-gram answers from at the
- * end, if order != NULL.
+ * token t comes chain_next (t) with probability 0.7, any of the 40
+ * tokens otherwise.  *last is the chain's last token.
  */
+static uint32_t
+chain_next (uint32_t t)
+{
+  return (t * 7 + 3) % 40 + 1;
+}
+
 static double
-chain_loglik (struct pred_model *m, unsigned n, unsigned *order)
+chain_loglik (struct pred_model *m, unsigned n, uint32_t *last)
 {
   struct pred_rng rng;
   uint32_t tok = 1;
@@ -195,7 +205,7 @@ chain_loglik (struct pred_model *m, unsigned n, unsigned *order)
 
   pred_rng_seed (&rng, 11);
   for (unsigned i = 0; i < n; i++) {
-    uint32_t next = pred_rng_below (&rng, 10) < 7 ? (tok * 7 + 3) % 40 + 1
+    uint32_t next = pred_rng_below (&rng, 10) < 7 ? chain_next (tok)
       : 1 + pred_rng_below (&rng, 40);
     if (i >= 200) {
       unsigned char ctx[8192];
@@ -209,45 +219,47 @@ chain_loglik (struct pred_model *m, unsigned n, unsigned *order)
     m->ops->observe (m, &ev);
     tok = next;
   }
-  if (order) {
-    struct pred_ngram_stats st;
-    pred_ngram_stats (m, &st);
-    *order = st.order;
-  }
+  *last = tok;
   return ll / judged;
 }
 
 /* The n-gram answers from the order that has predicted best lately: a
  * first-order chain with noise is answered from a short context (the
- * longer ones are seen too rarely to trust); a pattern that needs four tokens of context is
- * answered from all four.
+ * longer ones are seen too rarely to trust), without flapping between
+ * orders; a pattern that needs four tokens of context, coming after it,
+ * takes the order back to four.
  */
 START_TEST (test_order_selection)
 {
   static const uint32_t p6[] = { 2, 2, 2, 3, 2, 2, 2, 5 };
   struct pred_vocab v;
   struct pred_ngram_stats st;
-  unsigned order;
+  uint32_t last;
   make_vocab (&v, 64, 45);
 
   struct pred_model *ng = new_ngram (&v, 4, true, 16384);
   struct pred_model *mk = new_ngram (&v, 1, false, 16384);
-  double ll_ng = chain_loglik (ng, 3000, &order);
-  double ll_mk = chain_loglik (mk, 3000, NULL);
-  ck_assert_msg (order <= 2, "first-order chain answered from order %u", order);
+  double ll_ng = chain_loglik (ng, 3000, &last);
+  double ll_mk = chain_loglik (mk, 3000, &last);
+  pred_ngram_stats (ng, &st);
+  ck_assert_msg (st.order <= 2, "first-order chain answered from order %u",
+                 st.order);
+  ck_assert_msg (st.order_changes <= 4, "the order changed %" PRIu64 " times",
+                 st.order_changes);
   /* Smoothed, it gives the noise tokens some probability: ahead of
    * Markov-1 (about 1.84 against 2.04 nats; answered from order 4 the
    * n-gram is level with it, 2.04). */
   ck_assert_msg (ll_ng >= ll_mk + 0.1,
                  "n-gram %.3f, Markov-1 %.3f nats a token", ll_ng, ll_mk);
-  pred_model_destroy (ng);
-  pred_model_destroy (mk);
+  /* The distribution (cached) is the short context's too. */
+  ck_assert_uint_eq (top1 (ng, 0), chain_next (last));
 
-  ng = new_ngram (&v, 4, true, 1024);
-  ck_assert (periodic_accuracy (ng, p6, 8, 44, 400) >= 0.99);
+  /* Then a pattern that needs order 4, on the same model. */
+  ck_assert (periodic_accuracy (ng, p6, 8, 400, 400) >= 0.99);
   pred_ngram_stats (ng, &st);
   ck_assert_uint_eq (st.order, 4);
   pred_model_destroy (ng);
+  pred_model_destroy (mk);
   pred_vocab_free (&v);
 }
 END_TEST
