@@ -407,6 +407,7 @@ engine_conn_down (struct shadow_conn *c, const char *why)
   struct shadow *sh = c->sh;
   struct engine *e = sh->e;
   double now = ev_now (e->loop);
+  bool was_ready = c->state == CONN_READY;
   size_t held;
 
   if (c->state == CONN_READY || !c->ever_ready)
@@ -425,7 +426,15 @@ engine_conn_down (struct shadow_conn *c, const char *why)
   }
   held = process_completed (c, true);
   assert (c->in_flight == 0);
-  loss_start_replay (sh);
+  /* Only a connection that was up can have carried updates the server
+   * lost.  A reconnect that fails again (an extra connection the server
+   * keeps refusing) says nothing new about the data, and restarting the
+   * replay from the head at each attempt would never let a long one
+   * finish: the attempts come at most 2 s apart, and nothing else is
+   * sent to the shadow while it replays.
+   */
+  if (was_ready)
+    loss_start_replay (sh);
   if (held > 0)
     shadow_notice ("shadow %s: %zu write command%s in flight on the lost "
                    "connection will be retried and complete no sooner "
