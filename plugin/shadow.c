@@ -244,6 +244,12 @@ open_prefetcher (void)
   };
   char err[512];
 
+  if (shadow_debug_predictor_streams < 0 ||
+      shadow_debug_predictor_streams > 256) {
+    nbdkit_error ("-D shadow.predictor_streams=%d: must be 1 .. 256",
+                  shadow_debug_predictor_streams);
+    return -1;
+  }
   prefetcher = prefetcher_new (&cfg, err, sizeof err);
   if (prefetcher == NULL) {
     const char *why = err;
