@@ -38,6 +38,7 @@
  *   "size", "block_size", "blocks_total", "blocks_resident",
  *   "blocks_written", "bytes_resident",
  *   "bytes_copied": { "on_demand", "prefetch", "background", "total" },
+ *   "copies_busy": { "skipped", "requeued" },
  *   "client_reads": { "ops", "bytes_shadow", "bytes_origin", "hit_ratio" },
  *   "client_writes": { "ops", "bytes" },
  *   "prefetch": { "policy", "issued", "used", "wasted", "precision",

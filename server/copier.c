@@ -117,11 +117,12 @@ queue_pop (struct range_queue *q, struct range *out)
   return true;
 }
 
-void
+bool
 copier_request (struct copier *c, enum copy_priority prio, uint64_t first,
                 uint64_t count)
 {
   uint64_t end = first + count;
+  bool all_queued = true;
 
   if (end > c->v->res->nr_blocks)
     end = c->v->res->nr_blocks;
@@ -142,11 +143,14 @@ copier_request (struct copier *c, enum copy_priority prio, uint64_t first,
       c->stats.requests_dropped++;
     if (queue_push (&c->queue[prio], first, n))
       c->stats.requests_queued++;
-    else
+    else {
       c->stats.requests_dropped++;
+      all_queued = false;
+    }
   }
   cond_broadcast (&c->wake);
   mutex_unlock (&c->lock);
+  return all_queued;
 }
 
 /* A unit of work a worker picks. */

@@ -77,9 +77,10 @@ extern void copier_pause (struct copier *c, bool paused);
 extern void copier_set_rate (struct copier *c, uint64_t rate);
 
 /* Queue blocks [first, first+count) at priority prio.  Never blocks: a
- * full queue drops the request (counted).
+ * full queue drops the request (counted).  Returns false if any of it
+ * was dropped.
  */
-extern void copier_request (struct copier *c, enum copy_priority prio,
+extern bool copier_request (struct copier *c, enum copy_priority prio,
                             uint64_t first, uint64_t count);
 
 /* Measure client latency and adapt; called about twice a second. */

@@ -275,6 +275,27 @@ copy_op_wait (struct copy_op *op, uint64_t *copied)
   return err;
 }
 
+/* The range of a client read's copy was busy: the copier copies what is
+ * still absent of it once the holder is done (volume_set_requeue says
+ * why).  It reads the origin again; a busy range is rare enough.
+ */
+static void
+requeue_busy_copy (struct volume *v, uint64_t first, uint64_t count)
+{
+  bool queued = false;
+
+  mutex_lock (&v->requeue_lock);
+  if (v->requeue_fn)
+    queued = v->requeue_fn (v->requeue_opaque, first, count);
+  mutex_unlock (&v->requeue_lock);
+  if (queued)
+    STAT_ADD (v->stats.copies_requeued, 1);
+  else
+    shadow_debug ("copy of blocks %" PRIu64 "..%" PRIu64 " dropped: range "
+                  "busy and the copier cannot take it", first,
+                  first + count - 1);
+}
+
 void
 copy_from_buffer (struct volume *v, struct wlog_data *data, uint64_t first,
                   uint64_t count, enum copy_kind kind)
@@ -297,6 +318,7 @@ copy_from_buffer (struct volume *v, struct wlog_data *data, uint64_t first,
     }
     free (op);
     wlog_data_put (data);
+    requeue_busy_copy (v, first, count);
     return;
   }
   account (v, 1, op->bytes);

@@ -509,6 +509,23 @@ prefetch_request (void *opaque, bool hot, uint64_t first, uint64_t count)
   return ok;
 }
 
+/* A client read's busy copy (volume_set_requeue): on demand, since a
+ * client read the blocks.  After cutover there is no copier, and no
+ * copy-on-read either.
+ */
+static bool
+requeue_copy (void *opaque, uint64_t first, uint64_t count)
+{
+  struct migration *m = opaque;
+  bool ok;
+
+  mutex_lock (&m->lock);
+  ok = m->copier != NULL &&
+    copier_request (m->copier, COPY_PRIO_REQUESTED, first, count);
+  mutex_unlock (&m->lock);
+  return ok;
+}
+
 /* How much the copier is backing off for clients, 0..1. */
 static double
 copier_busy (void *opaque)
@@ -562,6 +579,8 @@ migration_start (const struct migration_config *cfg)
     };
 
     m->copier = copier_start (&cc);
+    if (m->copier)
+      volume_set_requeue (m->v, requeue_copy, m);
     if (m->copier == NULL ||
         (cfg->prefetcher &&
          prefetcher_start (cfg->prefetcher, m->v, prefetch_request,
@@ -578,6 +597,7 @@ migration_stop (struct migration *m)
 {
   if (m == NULL)
     return;
+  volume_set_requeue (m->v, NULL, NULL);
   mutex_lock (&m->lock);
   m->stopping = true;
   cond_broadcast (&m->wake);

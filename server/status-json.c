@@ -44,6 +44,10 @@ emit_copies (FILE *fp, struct volume *v)
   fprintf (fp, "\"bytes_copied\": {\"on_demand\": %" PRIu64
            ", \"prefetch\": %" PRIu64 ", \"background\": %" PRIu64
            ", \"total\": %" PRIu64 "}, ", od, pf, bg, od + pf + bg);
+  fprintf (fp, "\"copies_busy\": {\"skipped\": %" PRIu64
+           ", \"requeued\": %" PRIu64 "}, ",
+           STAT_GET (v->stats.copies_skipped_busy),
+           STAT_GET (v->stats.copies_requeued));
 }
 
 static void

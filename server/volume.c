@@ -65,6 +65,7 @@ volume_new (const struct volume_config *cfg, struct engine *engine)
     return NULL;
   }
   pthread_mutex_init (&v->copy_lock, NULL);
+  pthread_mutex_init (&v->requeue_lock, NULL);
   pthread_cond_init (&v->copy_idle, NULL);
   pthread_mutex_init (&v->rate_lock, NULL);
   pthread_mutex_init (&v->prefetch_lock, NULL);
@@ -103,6 +104,17 @@ volume_wait_copies (struct volume *v)
   mutex_unlock (&v->copy_lock);
 }
 
+void
+volume_set_requeue (struct volume *v,
+                    bool (*fn) (void *opaque, uint64_t first, uint64_t count),
+                    void *opaque)
+{
+  mutex_lock (&v->requeue_lock);
+  v->requeue_fn = fn;
+  v->requeue_opaque = opaque;
+  mutex_unlock (&v->requeue_lock);
+}
+
 int
 volume_close (struct volume *v)
 {
@@ -117,6 +129,7 @@ volume_close (struct volume *v)
   residency_free (v->res);
   pthread_cond_destroy (&v->copy_idle);
   pthread_mutex_destroy (&v->copy_lock);
+  pthread_mutex_destroy (&v->requeue_lock);
   pthread_mutex_destroy (&v->rate_lock);
   pthread_rwlock_destroy (&v->io_gate);
   blockset_free (v->prefetched);

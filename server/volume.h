@@ -115,6 +115,15 @@ struct volume {
   struct blockset *prefetched;
   _Atomic uint64_t prefetch_outstanding;
 
+  /* Where a client read's copy goes when its range is busy
+   * (copy_from_buffer): requeue_lock guards the pair, and is held across
+   * the call so that volume_set_requeue (NULL) returns only once no call
+   * is running.  NULL: the copy is dropped.
+   */
+  pthread_mutex_t requeue_lock;
+  bool (*requeue_fn) (void *opaque, uint64_t first, uint64_t count);
+  void *requeue_opaque;
+
   /* Rate sampler: rate_lock guards the ring. */
   pthread_mutex_t rate_lock;
   struct { double t; uint64_t bytes; } rate[RATE_SAMPLES];
@@ -131,6 +140,19 @@ extern struct volume *volume_new (const struct volume_config *cfg,
  * free.  The engine is the caller's.  Returns the final commit's result.
  */
 extern int volume_close (struct volume *v);
+
+/* A client read copies the blocks it read from the origin to the shadow
+ * only if no other copy or write holds part of their range at that
+ * moment (it must not wait: the client is waiting).  Dropping such a copy
+ * would leave the blocks absent until something else copies them, which
+ * with the background sweep off is never.  So the volume hands the range
+ * to fn (the migration's copier, at requested priority), which returns
+ * false if it could not take it.  fn NULL: no one to hand it to.
+ */
+extern void volume_set_requeue (struct volume *v,
+                                bool (*fn) (void *opaque, uint64_t first,
+                                            uint64_t count),
+                                void *opaque);
 
 /* No client request is in progress, nor ended in the last quiet_s
  * seconds.  A hint (requests may start right after), never blocks.

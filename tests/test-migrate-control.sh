@@ -26,7 +26,8 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 need = ["phase", "blocks_total", "blocks_resident", "blocks_written",
         "bytes_copied.on_demand", "bytes_copied.prefetch",
-        "bytes_copied.background", "client_reads.bytes_shadow",
+        "bytes_copied.background", "copies_busy.skipped",
+        "copies_busy.requeued", "client_reads.bytes_shadow",
         "client_reads.bytes_origin", "client_reads.hit_ratio",
         "prefetch.issued", "prefetch.used", "prefetch.accuracy",
         "copy_rate", "eta_seconds", "errors.origin", "errors.shadows",
