@@ -45,6 +45,11 @@
  *                 "accuracy": { model name: recent accuracy } },
  *   "copy_rate" (bytes/s), "rate_limit" (0 = none), "paused",
  *   "background", "eta_seconds" (null when unknown),
+ *   "copier": { "running", "transfers", "zero_transfers", "errors",
+ *               "window" (transfers allowed at once while clients are
+ *               active), "active" (transfers in progress), "pause_ms",
+ *               "client_latency_us", "client_latency_floor_us",
+ *               "requests_dropped" },
  *   "errors": { "origin": n, "shadows": [ { "uri", "connected",
  *               "connections", "connections_up", "errors",
  *               "reconnects", "retries", "replays" (times the

@@ -48,6 +48,7 @@ struct copier {
   struct copier_config cfg;
   struct volume *v;
   uint64_t transfer_blocks;
+  unsigned nr_threads;          /* workers[]: max (nr_workers, nr_idle_workers) */
 
   pthread_mutex_t lock;
   pthread_cond_t wake;
@@ -252,6 +253,18 @@ claim_sweep (struct copier *c, struct job *job)
   return true;
 }
 
+/* Transfers that may run at once: the window while clients are active,
+ * every worker while they are idle.  Caller holds c->lock.
+ */
+static unsigned
+allowed_at_once (struct copier *c)
+{
+  if (c->nr_threads > c->window &&
+      volume_clients_idle (c->v, VOLUME_CLIENTS_QUIET))
+    return c->nr_threads;
+  return c->window;
+}
+
 /* The next job, or false, with *wait > 0 if rate-limited work must wait
  * that long for the token bucket.  Requested ranges (a client waits for
  * them) ignore pause, window and rate.
@@ -268,7 +281,8 @@ pick_job (struct copier *c, struct job *job, double *wait)
                           .first = rg.first, .count = rg.count };
     return true;
   }
-  if (c->paused || c->active >= c->window || !tokens_available (c, wait))
+  if (c->paused || c->active >= allowed_at_once (c) ||
+      !tokens_available (c, wait))
     return false;
   for (p = COPY_PRIO_PREDICTED; p < COPY_PRIO_LEVELS; ++p)
     if (queue_pop (&c->queue[p], &rg)) {
@@ -521,12 +535,16 @@ copier_start (const struct copier_config *cfg)
   unsigned i;
   int r;
 
-  c = calloc (1, sizeof *c + cfg->nr_workers * sizeof c->workers[0]);
+  unsigned nr_threads = cfg->nr_idle_workers > cfg->nr_workers ?
+    cfg->nr_idle_workers : cfg->nr_workers;
+
+  c = calloc (1, sizeof *c + nr_threads * sizeof c->workers[0]);
   if (c == NULL) {
     shadow_error ("copier: out of memory");
     return NULL;
   }
   c->cfg = *cfg;
+  c->nr_threads = nr_threads;
   c->v = cfg->volume;
   c->transfer_blocks = cfg->max_transfer >> c->v->res->block_shift;
   if (c->transfer_blocks == 0)
@@ -537,7 +555,7 @@ copier_start (const struct copier_config *cfg)
   pthread_mutex_init (&c->lock, NULL);
   pthread_cond_init (&c->wake, NULL);
 
-  for (i = 0; i < cfg->nr_workers; ++i) {
+  for (i = 0; i < nr_threads; ++i) {
     struct worker *w = &c->workers[i];
 
     w->c = c;
@@ -566,7 +584,7 @@ copier_stop (struct copier *c)
   c->stopping = true;
   cond_broadcast (&c->wake);
   mutex_unlock (&c->lock);
-  for (i = 0; i < c->cfg.nr_workers; ++i)
+  for (i = 0; i < c->nr_threads; ++i)
     if (c->workers[i].started)
       pthread_join (c->workers[i].thread, NULL);
   pthread_cond_destroy (&c->wake);
@@ -589,6 +607,7 @@ copier_get_stats (struct copier *c, struct copier_stats *out)
   mutex_lock (&c->lock);
   *out = c->stats;
   out->window = c->window;
+  out->active = c->active;
   out->pause_ms = c->pause_ms;
   out->client_latency_us = c->last_latency_us;
   out->client_latency_floor_us = c->latency_floor_us;

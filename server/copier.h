@@ -20,7 +20,10 @@
  * pause (at most MAX_PAUSE) when the clients' latency rises above its
  * recent floor, and grows back when it falls.  It never stops: dm-clone
  * stops hydrating whenever any client I/O is in flight, which under a
- * steady load means never finishing.
+ * steady load means never finishing.  While clients are idle
+ * (VOLUME_CLIENTS_QUIET) more workers copy at once (nr_idle_workers):
+ * faster hydration, but a client's first read after the pause may wait
+ * behind those copies once.
  */
 
 #ifndef NBDSHADOW_COPIER_H
@@ -42,7 +45,8 @@ enum copy_priority {
 struct copier_config {
   struct volume *volume;
   struct origin *origin;        /* shared by the workers; the caller's */
-  unsigned nr_workers;
+  unsigned nr_workers;           /* transfers at once while clients are active */
+  unsigned nr_idle_workers;      /* ... while they are idle (>= nr_workers) */
   bool background;              /* the sweep (shadow-background) */
   uint64_t rate;                /* bytes/s for background + predicted, 0 = no cap */
   uint64_t max_transfer;        /* bytes per coalesced copy */
@@ -55,6 +59,7 @@ struct copier_stats {
   uint64_t transfers, zero_transfers, errors, requests_queued;
   uint64_t requests_dropped;    /* queue full */
   unsigned window;              /* transfers allowed at once now */
+  unsigned active;              /* transfers in progress */
   double pause_ms;              /* pause between transfers now */
   double client_latency_us;     /* last measured */
   double client_latency_floor_us;

@@ -15,14 +15,13 @@
 
 #define COPY_CHUNK (32 * 1024 * 1024) /* origin bytes per synchronous copy */
 
-/* While no client has been active for CLIENTS_QUIET s, copies go to the
+/* While clients are idle (VOLUME_CLIENTS_QUIET), copies go to the
  * shadow in commands of IDLE_COMMAND bytes, all in flight together:
  * 20-30% faster hydration than one command per transfer, but with a
  * client active the extra commands made its reads wait longer
  * (bench/results-migrate.md).
  */
 #define IDLE_COMMAND (256 * 1024)
-#define CLIENTS_QUIET 1.0
 
 struct copy_op {
   struct volume *v;
@@ -190,7 +189,8 @@ submit_sub (struct copy_op *op, uint64_t first, uint64_t count, bool zero)
       SHADOW_PRIO_CLIENT : SHADOW_PRIO_COPY,
     .done = copy_sub_done,
   };
-  if (op->kind != COPY_ON_DEMAND && volume_clients_idle (v, CLIENTS_QUIET))
+  if (op->kind != COPY_ON_DEMAND &&
+      volume_clients_idle (v, VOLUME_CLIENTS_QUIET))
     sub->io.max_command = IDLE_COMMAND;
   atomic_fetch_add (&op->pending, 1);
   engine_submit (v->engine, &sub->io);
@@ -327,6 +327,22 @@ copy_from_buffer (struct volume *v, struct wlog_data *data, uint64_t first,
     (void) copy_op_wait (op, &copied);
 }
 
+/* Bytes per origin read of a copy.  While clients are idle, pieces read
+ * one after another by more workers keep the origin busier than whole
+ * transfers by fewer (bench/results-migrate.md); with a client active
+ * they only lengthen the queue its reads wait in.
+ */
+static uint64_t
+origin_piece (struct volume *v, enum copy_kind kind)
+{
+  uint64_t piece = v->cfg.origin_read_max;
+
+  if (piece == 0 && kind != COPY_ON_DEMAND &&
+      volume_clients_idle (v, VOLUME_CLIENTS_QUIET))
+    piece = v->cfg.origin_idle_read_max;
+  return piece ? piece : COPY_CHUNK;
+}
+
 /* Copy one run [a, b) of blocks synchronously.  Returns bytes copied,
  * 0 if the range was busy and !blocking, -1 on error.
  */
@@ -335,7 +351,7 @@ copy_run_sync (struct volume *v, struct origin *o, uint64_t a, uint64_t b,
                enum copy_kind kind, bool blocking, int *err)
 {
   struct copy_op *op = copy_op_new (v, NULL, a, b - a, kind, true);
-  uint64_t piece = v->cfg.origin_read_max ? v->cfg.origin_read_max : COPY_CHUNK;
+  uint64_t piece = origin_piece (v, kind);
   uint64_t copied = 0, off = 0;
   int e;
 

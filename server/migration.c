@@ -573,7 +573,8 @@ migration_start (const struct migration_config *cfg)
   if (p < PHASE_CUTOVER) {
     struct copier_config cc = {
       .volume = m->v, .origin = cfg->worker_origin,
-      .nr_workers = cfg->nr_workers, .background = cfg->background,
+      .nr_workers = cfg->nr_workers, .nr_idle_workers = cfg->nr_idle_workers,
+      .background = cfg->background,
       .rate = cfg->rate, .max_transfer = cfg->max_transfer,
       .synced = on_synced, .opaque = m,
     };

@@ -41,7 +41,8 @@ struct migration_config {
   struct volume *volume;
   struct engine *engine;
   struct origin *worker_origin;         /* shared by the copier's workers */
-  unsigned nr_workers;
+  unsigned nr_workers;                  /* copier_config says */
+  unsigned nr_idle_workers;
   struct origin *verify_origin;
   bool background;
   uint64_t rate;

@@ -148,11 +148,11 @@ emit_copier (FILE *fp, struct migration_snapshot *s)
            s->cfg->background && s->have_copier ? "true" : "false", c->rate);
   fprintf (fp, "\"copier\": {\"running\": %s, \"transfers\": %" PRIu64
            ", \"zero_transfers\": %" PRIu64 ", \"errors\": %" PRIu64
-           ", \"window\": %u, \"pause_ms\": %.1f, "
+           ", \"window\": %u, \"active\": %u, \"pause_ms\": %.1f, "
            "\"client_latency_us\": %.1f, \"client_latency_floor_us\": %.1f"
            ", \"requests_dropped\": %" PRIu64 "}, ",
            s->have_copier ? "true" : "false", c->transfers,
-           c->zero_transfers, c->errors, c->window, c->pause_ms,
+           c->zero_transfers, c->errors, c->window, c->active, c->pause_ms,
            c->client_latency_us, c->client_latency_floor_us,
            c->requests_dropped);
 }

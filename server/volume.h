@@ -70,6 +70,7 @@ struct volume_config {
   unsigned test_commit_delay_ms; /* tests: widen the commit's windows */
   bool test_no_copy_on_read;    /* tests: look without hydrating */
   uint32_t origin_read_max;     /* bytes per origin read of a copy, 0: whole */
+  uint32_t origin_idle_read_max; /* the same while clients are idle */
   /* Every client access, for the predictor (prefetch.h); must not block. */
   void (*access_fn) (void *opaque, int op, uint64_t offset, uint32_t count);
   void *access_opaque;
@@ -153,6 +154,13 @@ extern void volume_set_requeue (struct volume *v,
                                 bool (*fn) (void *opaque, uint64_t first,
                                             uint64_t count),
                                 void *opaque);
+
+/* After this long without a client request the volume counts as idle,
+ * and copies go faster at the price of longer queues at the origin and
+ * the shadows (more copier workers, origin reads in pieces, 256 KiB
+ * commands to the shadows): bench/results-migrate.md.
+ */
+#define VOLUME_CLIENTS_QUIET 1.0
 
 /* No client request is in progress, nor ended in the last quiet_s
  * seconds.  A hint (requests may start right after), never blocks.

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# While no client has sent a request for a second the copier runs 16
+# transfers at once and reads the origin in 1 MiB pieces; with a client
+# active, at most 8 at once, each reading its whole 2 MiB transfer in
+# one request (copier.c allowed_at_once, copyop.c origin_piece).  The
+# origin answers every read after 300 ms, behind nbdkit's log filter,
+# whose request and reply lines give the reads in flight at any moment.
+source "${abs_top_srcdir}/tests/functions.sh"
+requires qemu-io --version
+
+size=$((256 * 1024 * 1024))
+random_file origin.img $size
+
+# copy_reads LOG FROM: "MAX-IN-FLIGHT LARGEST SMALLEST" over the origin
+# reads of at least 512 KiB (copies; a client's reads of absent blocks
+# are one 64 KiB block) issued at or after FROM (seconds since the
+# epoch, 0: all).
+copy_reads ()
+{
+    python3 - "$1" "$2" <<'PY'
+import re, sys, time
+from datetime import datetime
+start = re.compile(r'^(\S+ \S+) connection=(\d+) Read id=(\d+) offset=0x[0-9a-f]+ count=0x([0-9a-f]+) ')
+end = re.compile(r'^(\S+ \S+) connection=(\d+) \.\.\.Read id=(\d+) ')
+since = float(sys.argv[2])
+def t(s):
+    return datetime.strptime(s, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+flying, sizes, now, most = set(), [], 0, 0
+for line in open(sys.argv[1]):
+    m = start.match(line)
+    if m and int(m.group(4), 16) >= 512 * 1024 and t(m.group(1)) >= since:
+        flying.add((m.group(2), m.group(3)))
+        sizes.append(int(m.group(4), 16))
+        most = max(most, len(flying))
+        continue
+    m = end.match(line)
+    if m:
+        flying.discard((m.group(2), m.group(3)))
+print(most, max(sizes, default=0), min(sizes, default=0))
+PY
+}
+
+run_case ()
+{
+    local name=$1
+    truncate -s $size $name.img
+    rm -f $name-origin.log
+    start_nbdkit $name file $name.img
+    start_filter ${name}proxy --filter=log --filter=delay \
+        file origin.img logfile=$TESTDIR/$name-origin.log rdelay=300ms \
+        shadow="$(uri $TESTDIR/$name.sock)" shadow-control=$TESTDIR/$name.ctl \
+        shadow-prefetch=off
+}
+
+# No client: all 16 at once, 1 MiB reads.
+run_case idle
+wait_phase $TESTDIR/idle.ctl synced 60
+stop_filter idleproxy
+kill_pidfile $TESTDIR/idle.pid
+same_files origin.img idle.img
+read -r most largest smallest < <(copy_reads idle-origin.log 0)
+echo "no client: up to $most copy reads in flight, $smallest..$largest bytes"
+[ "$most" -gt 8 ] ||
+    fail "with no client at most $most copy reads were in flight (want more than 8)"
+[ "$largest" -le $((1024 * 1024)) ] ||
+    fail "with no client the origin got copy reads of $largest bytes (want 1 MiB pieces)"
+
+# A client reading one block every 50 ms for 6 s (from the shadow after
+# the first read, so that its latency stays low and the copier does not
+# shrink its window below 8 for it): from 1.5 s on, at most 8 at once,
+# whole 2 MiB transfers.
+run_case busy
+from=$(date +%s.%N)
+cmds=()
+for (( i=0; i<120; i++ )); do
+    cmds+=(-c "read 0 4096" -c "sleep 50")
+done
+qemu-io -f raw "$(uri $TESTDIR/busyproxy.sock)" "${cmds[@]}" >/dev/null &
+reader=$!
+wait $reader || fail "the client's reads failed"
+read -r most largest smallest < <(copy_reads busy-origin.log "$(awk -v t="$from" 'BEGIN { printf "%.3f", t + 1.5 }')")
+echo "a client active: up to $most copy reads in flight, $smallest..$largest bytes"
+[ "$largest" -gt 0 ] ||
+    fail "no copy read the origin while the client was active: the test no longer tests that"
+[ "$most" -le 8 ] ||
+    fail "with a client active $most copy reads were in flight (want at most 8)"
+[ "$smallest" -gt $((1024 * 1024)) ] ||
+    fail "with a client active the origin got copy reads of $smallest bytes (want whole transfers)"
+wait_phase $TESTDIR/busy.ctl synced 60
+stop_filter busyproxy
+kill_pidfile $TESTDIR/busy.pid
+same_files origin.img busy.img
