@@ -110,12 +110,13 @@ NBDKIT_DLL_PUBLIC int shadow_debug_drop_conn_at;
  */
 #define COPIER_WORKERS 8
 /* While no client has sent a request for a second, 16 workers reading
- * the origin in 1 MiB pieces hydrate 2-15% faster than 8 reading whole
- * transfers; with clients active the same doubled a sequential reader's
+ * the origin in 512 KiB pieces hydrate 10-15% faster than 8 reading
+ * whole transfers (1 MiB pieces: 2-15%; 256 KiB: slower on a half-sparse
+ * volume); with clients active 16 workers doubled a sequential reader's
  * stall (bench/results-migrate.md), so only then.
  */
 #define COPIER_IDLE_WORKERS 16
-#define IDLE_ORIGIN_READ (1024 * 1024)
+#define IDLE_ORIGIN_READ (512 * 1024)
 #define MAX_TRANSFER (2 * 1024 * 1024)
 
 static struct shadow_params params;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # While no client has sent a request for a second the copier runs 16
-# transfers at once and reads the origin in 1 MiB pieces; with a client
+# transfers at once and reads the origin in 512 KiB pieces; with a client
 # active, at most 8 at once, each reading its whole 2 MiB transfer in
 # one request (copier.c allowed_at_once, copyop.c origin_piece).  The
 # origin answers every read after 300 ms, behind nbdkit's log filter,
@@ -12,7 +12,7 @@ size=$((256 * 1024 * 1024))
 random_file origin.img $size
 
 # copy_reads LOG FROM: "MAX-IN-FLIGHT LARGEST SMALLEST" over the origin
-# reads of at least 512 KiB (copies; a client's reads of absent blocks
+# reads of at least 256 KiB (copies; a client's reads of absent blocks
 # are one 64 KiB block) issued at or after FROM (seconds since the
 # epoch, 0: all).
 copy_reads ()
@@ -28,7 +28,7 @@ def t(s):
 flying, sizes, now, most = set(), [], 0, 0
 for line in open(sys.argv[1]):
     m = start.match(line)
-    if m and int(m.group(4), 16) >= 512 * 1024 and t(m.group(1)) >= since:
+    if m and int(m.group(4), 16) >= 256 * 1024 and t(m.group(1)) >= since:
         flying.add((m.group(2), m.group(3)))
         sizes.append(int(m.group(4), 16))
         most = max(most, len(flying))
@@ -52,7 +52,7 @@ run_case ()
         shadow-prefetch=off
 }
 
-# No client: all 16 at once, 1 MiB reads.
+# No client: all 16 at once, 512 KiB reads.
 run_case idle
 wait_phase $TESTDIR/idle.ctl synced 60
 stop_filter idleproxy
@@ -62,8 +62,8 @@ read -r most largest smallest < <(copy_reads idle-origin.log 0)
 echo "no client: up to $most copy reads in flight, $smallest..$largest bytes"
 [ "$most" -gt 8 ] ||
     fail "with no client at most $most copy reads were in flight (want more than 8)"
-[ "$largest" -le $((1024 * 1024)) ] ||
-    fail "with no client the origin got copy reads of $largest bytes (want 1 MiB pieces)"
+[ "$largest" -le $((512 * 1024)) ] ||
+    fail "with no client the origin got copy reads of $largest bytes (want 512 KiB pieces)"
 
 # A client reading one block every 50 ms for 6 s (from the shadow after
 # the first read, so that its latency stays low and the copier does not
