@@ -49,7 +49,8 @@
  *               "window" (transfers allowed at once while clients are
  *               active), "active" (transfers in progress), "pause_ms",
  *               "client_latency_us", "client_latency_floor_us",
- *               "requests_dropped" },
+ *               "requests_dropped", "cut_short" (copies begun at
+ *               idle speed that stopped early when a client turned up) },
  *   "errors": { "origin": n, "shadows": [ { "uri", "connected",
  *               "connections", "connections_up", "errors",
  *               "reconnects", "retries", "replays" (times the

@@ -1,8 +1,9 @@
 /* nbdshadow: background hydration (see copier.h for the policy).
  *
  * Locking: c->lock guards every field below "lock" in struct copier;
- * c->wake is broadcast whenever work, the window, the pause state or
- * stopping change.  Workers copy without the lock; the copy itself is
+ * c->wake is broadcast whenever the window, the pause state, the rate or
+ * stopping change, and signalled once per range queued and per transfer
+ * ended (every worker can take any job, so one woken is enough).  Workers copy without the lock; the copy itself is
  * serialised against clients by the volume's range locks (copyop.c).
  */
 
@@ -123,6 +124,7 @@ copier_request (struct copier *c, enum copy_priority prio, uint64_t first,
                 uint64_t count)
 {
   uint64_t end = first + count;
+  unsigned queued = 0;
   bool all_queued = true;
 
   if (end > c->v->res->nr_blocks)
@@ -142,14 +144,24 @@ copier_request (struct copier *c, enum copy_priority prio, uint64_t first,
         c->queue[prio].len >= PREDICTED_CAP &&
         queue_pop (&c->queue[prio], &stale))
       c->stats.requests_dropped++;
-    if (queue_push (&c->queue[prio], first, n))
+    if (queue_push (&c->queue[prio], first, n)) {
       c->stats.requests_queued++;
+      queued++;
+    }
     else {
       c->stats.requests_dropped++;
       all_queued = false;
     }
   }
-  cond_broadcast (&c->wake);
+  /* One worker per new range: the predictor requests a few blocks at a
+   * time, hundreds of times a second, and waking every idle worker for
+   * each (16 of them, all but one going back to sleep) cost the clients'
+   * shadow reads ~20% at p50 on two CPUs (bench/e2e seq).
+   */
+  if (queued == 1)
+    cond_signal (&c->wake);
+  else if (queued > 1)
+    cond_broadcast (&c->wake);
   mutex_unlock (&c->lock);
   return all_queued;
 }
@@ -383,9 +395,13 @@ block_is_zero (struct volume *v, const struct extent *ext, size_t n,
   return false;                 /* not covered: assume data */
 }
 
+/* Copy (or zero) one segment of a job.  *cut_short: volume_copy_blocks
+ * stopped early because a client turned up.
+ */
 static int
 copy_segment (struct copier *c, struct worker *w, const struct job *job,
-              uint64_t first, uint64_t count, bool zero, int *err)
+              uint64_t first, uint64_t count, bool zero, bool *cut_short,
+              int *err)
 {
   int64_t r;
 
@@ -397,7 +413,7 @@ copy_segment (struct copier *c, struct worker *w, const struct job *job,
     return volume_zero_blocks (c->v, first, count, job->copy_kind, err);
   }
   r = volume_copy_blocks (c->v, w->origin, first, count, job->copy_kind,
-                          true, err);
+                          true, cut_short, err);
   return r == -1 ? -1 : 0;
 }
 
@@ -415,7 +431,7 @@ run_job (struct copier *c, struct worker *w, const struct job *job, int *err)
     residency_block_bytes (v->res, last);
   uint64_t blk, seg;
   size_t i = 0;
-  bool seg_zero = false;
+  bool seg_zero = false, cut = false;
 
   if (!residency_any_absent (v->res, job->first, job->count)) {
     refund_tokens (c, job, residency_block_offset (v->res, job->count));
@@ -435,8 +451,10 @@ run_job (struct copier *c, struct worker *w, const struct job *job, int *err)
       continue;
     }
     if (blk == last + 1 || z != seg_zero) {
-      if (copy_segment (c, w, job, seg, blk - seg, seg_zero, err) == -1)
+      if (copy_segment (c, w, job, seg, blk - seg, seg_zero, &cut, err) == -1)
         return -1;
+      if (cut)
+        return 0;               /* a client turned up: the rest waits */
       seg = blk;
       seg_zero = z;
     }
@@ -516,7 +534,7 @@ worker_thread (void *arg)
     mutex_lock (&c->lock);
     c->active--;
     pause = job.kind == JOB_SWEEP ? c->pause_ms / 1000 : 0;
-    cond_broadcast (&c->wake);
+    cond_signal (&c->wake);     /* one slot freed: one worker may take it */
     mutex_unlock (&c->lock);
     if (job.kind == JOB_SWEEP)
       check_synced (c);

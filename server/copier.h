@@ -22,8 +22,8 @@
  * stops hydrating whenever any client I/O is in flight, which under a
  * steady load means never finishing.  While clients are idle
  * (VOLUME_CLIENTS_QUIET) more workers copy at once (nr_idle_workers):
- * faster hydration, but a client's first read after the pause may wait
- * behind those copies once.
+ * faster hydration; a client that turns up cuts the background copies
+ * under way short (copyop.c blocks_to_keep).
  */
 
 #ifndef NBDSHADOW_COPIER_H

@@ -333,14 +333,35 @@ copy_from_buffer (struct volume *v, struct wlog_data *data, uint64_t first,
  * they only lengthen the queue its reads wait in.
  */
 static uint64_t
-origin_piece (struct volume *v, enum copy_kind kind)
+origin_piece (struct volume *v, enum copy_kind kind, bool *idle_pieces)
 {
   uint64_t piece = v->cfg.origin_read_max;
 
+  *idle_pieces = false;
   if (piece == 0 && kind != COPY_ON_DEMAND &&
-      volume_clients_idle (v, VOLUME_CLIENTS_QUIET))
+      volume_clients_idle (v, VOLUME_CLIENTS_QUIET)) {
     piece = v->cfg.origin_idle_read_max;
+    *idle_pieces = piece != 0;
+  }
   return piece ? piece : COPY_CHUNK;
+}
+
+/* A background copy reading in idle pieces when a client turns up stops
+ * after the blocks read so far (cut_copy): the rest of its range would
+ * keep the client's reads of those blocks, and its reads of the origin,
+ * waiting behind up to VOLUME_CLIENTS_QUIET's worth of idle-speed
+ * copying (bench/e2e: a sequential reader arriving at an idle volume
+ * stalled 0.2 s longer without this).  The rest stays absent for the
+ * sweep's next pass.  Returns the blocks to keep, 0: go on reading.
+ */
+static uint64_t
+blocks_to_keep (struct volume *v, enum copy_kind kind, bool idle_pieces,
+                uint64_t bytes_read)
+{
+  if (!idle_pieces || kind != COPY_BACKGROUND ||
+      volume_clients_idle (v, VOLUME_CLIENTS_QUIET))
+    return 0;
+  return bytes_read >> v->res->block_shift;
 }
 
 /* Copy one run [a, b) of blocks synchronously.  Returns bytes copied,
@@ -348,11 +369,12 @@ origin_piece (struct volume *v, enum copy_kind kind)
  */
 static int64_t
 copy_run_sync (struct volume *v, struct origin *o, uint64_t a, uint64_t b,
-               enum copy_kind kind, bool blocking, int *err)
+               enum copy_kind kind, bool blocking, bool *cut_short, int *err)
 {
   struct copy_op *op = copy_op_new (v, NULL, a, b - a, kind, true);
-  uint64_t piece = origin_piece (v, kind);
-  uint64_t copied = 0, off = 0;
+  bool idle_pieces;
+  uint64_t piece = origin_piece (v, kind, &idle_pieces);
+  uint64_t copied = 0, off = 0, keep;
   int e;
 
   if (op == NULL) {
@@ -387,6 +409,14 @@ copy_run_sync (struct volume *v, struct origin *o, uint64_t a, uint64_t b,
   op->buf = op->data->bytes;
   for (off = 0; off < op->bytes; ) {
     uint64_t n = op->bytes - off > piece ? piece : op->bytes - off;
+
+    if (off > 0 && (keep = blocks_to_keep (v, kind, idle_pieces, off)) > 0) {
+      op->count = keep;
+      op->bytes = residency_block_offset (v->res, keep);
+      STAT_ADD (v->stats.copies_cut_short, 1);
+      *cut_short = true;
+      break;
+    }
 
     if (o->ops->pread (o->ctx, op->buf + off, n,
                        residency_block_offset (v->res, a) + off, err) == -1) {
@@ -445,11 +475,12 @@ volume_zero_blocks (struct volume *v, uint64_t first, uint64_t count,
 int64_t
 volume_copy_blocks (struct volume *v, struct origin *o, uint64_t first,
                     uint64_t count, enum copy_kind kind, bool blocking,
-                    int *err)
+                    bool *cut_short, int *err)
 {
   uint64_t end = first + count;
   uint64_t chunk_blocks = COPY_CHUNK >> v->res->block_shift;
   int64_t total = 0;
+  bool cut = false;
 
   if (chunk_blocks == 0)
     chunk_blocks = 1;
@@ -464,11 +495,15 @@ volume_copy_blocks (struct volume *v, struct origin *o, uint64_t first,
     b = residency_run_end (v->res, a, end, &resident);
     if (b - a > chunk_blocks)
       b = a + chunk_blocks;
-    n = copy_run_sync (v, o, a, b, kind, blocking, err);
+    n = copy_run_sync (v, o, a, b, kind, blocking, &cut, err);
     if (n == -1)
       return -1;
     total += n;
+    if (cut)
+      break;
     first = b;
   }
+  if (cut_short)
+    *cut_short = cut;
   return total;
 }

@@ -28,6 +28,7 @@ struct volume_stats {
   _Atomic uint64_t copied_blocks[COPY_KINDS];
   _Atomic uint64_t copies_skipped_busy; /* range held by a writer/copier */
   _Atomic uint64_t copies_requeued;     /* ... and handed to the copier */
+  _Atomic uint64_t copies_cut_short;    /* idle-speed copies a client ended */
   _Atomic uint64_t copies_failed;
   _Atomic uint64_t fill_reads;          /* origin reads to fill partial writes */
   _Atomic uint64_t origin_errors;

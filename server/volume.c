@@ -741,7 +741,7 @@ do_cache (struct volume *v, struct origin *o, uint32_t count,
   first = residency_block_of (v->res, offset);
   end = residency_block_of (v->res, offset + count - 1) + 1;
   return volume_copy_blocks (v, o, first, end - first, COPY_ON_DEMAND, true,
-                             err) == -1 ? -1 : 0;
+                             NULL, err) == -1 ? -1 : 0;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -190,7 +190,7 @@ extern int volume_extents (struct volume *v, struct origin *o,
 extern int64_t volume_copy_blocks (struct volume *v, struct origin *o,
                                    uint64_t first, uint64_t count,
                                    enum copy_kind kind, bool blocking,
-                                   int *err);
+                                   bool *cut_short, int *err);
 
 /* Client requests served since the last call, and their mean latency;
  * the copier backs off when it rises (copier.c).

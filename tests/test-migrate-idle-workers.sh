@@ -5,6 +5,8 @@
 # one request (copier.c allowed_at_once, copyop.c origin_piece).  The
 # origin answers every read after 300 ms, behind nbdkit's log filter,
 # whose request and reply lines give the reads in flight at any moment.
+# And a copy begun at idle speed stops after its current piece when a
+# client turns up (copyop.c blocks_to_keep): none goes on reading pieces.
 source "${abs_top_srcdir}/tests/functions.sh"
 requires qemu-io --version
 
@@ -67,8 +69,9 @@ echo "no client: up to $most copy reads in flight, $smallest..$largest bytes"
 
 # A client reading one block every 50 ms for 6 s (from the shadow after
 # the first read, so that its latency stays low and the copier does not
-# shrink its window below 8 for it): from 1.5 s on, at most 8 at once,
-# whole 2 MiB transfers.
+# shrink its window below 8 for it), arriving while 16 idle-speed copies
+# of 4 pieces (1.2 s) each are under way: from 0.8 s on, at most 8 at
+# once, whole 2 MiB transfers.
 run_case busy
 from=$(date +%s.%N)
 cmds=()
@@ -78,14 +81,17 @@ done
 qemu-io -f raw "$(uri $TESTDIR/busyproxy.sock)" "${cmds[@]}" >/dev/null &
 reader=$!
 wait $reader || fail "the client's reads failed"
-read -r most largest smallest < <(copy_reads busy-origin.log "$(awk -v t="$from" 'BEGIN { printf "%.3f", t + 1.5 }')")
+read -r most largest smallest < <(copy_reads busy-origin.log "$(awk -v t="$from" 'BEGIN { printf "%.3f", t + 0.8 }')")
 echo "a client active: up to $most copy reads in flight, $smallest..$largest bytes"
 [ "$largest" -gt 0 ] ||
     fail "no copy read the origin while the client was active: the test no longer tests that"
 [ "$most" -le 8 ] ||
     fail "with a client active $most copy reads were in flight (want at most 8)"
 [ "$smallest" -gt $((1024 * 1024)) ] ||
-    fail "with a client active the origin got copy reads of $smallest bytes (want whole transfers)"
+    fail "with a client active the origin got copy reads of $smallest bytes (want whole transfers; idle-speed copies not cut short)"
+cut=$(ctl_json $TESTDIR/busy.ctl | json_get copier.cut_short)
+echo "idle-speed copies cut short by the client: $cut"
+[ "$cut" -ge 1 ] || fail "no idle-speed copy was cut short when the client turned up"
 wait_phase $TESTDIR/busy.ctl synced 60
 stop_filter busyproxy
 kill_pidfile $TESTDIR/busy.pid
