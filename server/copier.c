@@ -1,9 +1,11 @@
 /* nbdshadow: background hydration (see copier.h for the policy).
  *
  * Locking: c->lock guards every field below "lock" in struct copier;
- * c->wake is broadcast whenever the window, the pause state, the rate or
- * stopping change, and signalled once per range queued and per transfer
- * ended (every worker can take any job, so one woken is enough).  Workers copy without the lock; the copy itself is
+ * c->wake is broadcast whenever the window, the pause state, the rate
+ * or stopping change, and on every tick; it is signalled once per range
+ * queued and per transfer ended (any worker can take any job, so one
+ * woken is enough).  So when clients turn idle the extra idle-time
+ * workers start at the next tick, within TICK_INTERVAL.  Workers copy without the lock; the copy itself is
  * serialised against clients by the volume's range locks (copyop.c).
  */
 
@@ -312,10 +314,27 @@ pick_job (struct copier *c, struct job *job, double *wait)
   return true;
 }
 
+/* Is every block resident, and nobody said so yet?  Then it counts as
+ * said.  Caller holds no lock.
+ */
+static bool
+claim_synced_report (struct copier *c)
+{
+  bool report = false;
+
+  if (residency_count_resident (c->v->res) < c->v->res->nr_blocks)
+    return false;
+  mutex_lock (&c->lock);
+  if (!c->synced_reported)
+    report = c->synced_reported = true;
+  mutex_unlock (&c->lock);
+  return report;
+}
+
 /* AIMD on the window of concurrent transfers, driven by the clients'
  * latency against its recent floor.  With no client I/O: full speed.
  */
-void
+bool
 copier_tick (struct copier *c)
 {
   uint64_t n;
@@ -348,6 +367,11 @@ copier_tick (struct copier *c)
   }
   cond_broadcast (&c->wake);
   mutex_unlock (&c->lock);
+  /* Copy-on-read may copy the last absent block, with the sweep off or
+   * done: no worker's job would notice.  The caller reports it (it holds
+   * the lock cfg.synced takes).
+   */
+  return claim_synced_report (c);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -466,15 +490,7 @@ run_job (struct copier *c, struct worker *w, const struct job *job, int *err)
 static void
 check_synced (struct copier *c)
 {
-  bool report = false;
-
-  if (residency_count_resident (c->v->res) < c->v->res->nr_blocks)
-    return;
-  mutex_lock (&c->lock);
-  if (!c->synced_reported)
-    report = c->synced_reported = true;
-  mutex_unlock (&c->lock);
-  if (report && c->cfg.synced)
+  if (claim_synced_report (c) && c->cfg.synced)
     c->cfg.synced (c->cfg.opaque);
 }
 
@@ -536,8 +552,7 @@ worker_thread (void *arg)
     pause = job.kind == JOB_SWEEP ? c->pause_ms / 1000 : 0;
     cond_signal (&c->wake);     /* one slot freed: one worker may take it */
     mutex_unlock (&c->lock);
-    if (job.kind == JOB_SWEEP)
-      check_synced (c);
+    check_synced (c);
     sleep_s (pause);
   }
   return NULL;

@@ -88,8 +88,12 @@ extern void copier_set_rate (struct copier *c, uint64_t rate);
 extern bool copier_request (struct copier *c, enum copy_priority prio,
                             uint64_t first, uint64_t count);
 
-/* Measure client latency and adapt; called about twice a second. */
-extern void copier_tick (struct copier *c);
+/* Measure client latency and adapt; called about twice a second.
+ * Returns true, once, when every block is resident and no worker has
+ * reported it through cfg.synced: the caller reports it instead (copies
+ * outside the copier, copy-on-read, may have finished the volume).
+ */
+extern bool copier_tick (struct copier *c);
 
 extern void copier_get_stats (struct copier *c, struct copier_stats *out);
 

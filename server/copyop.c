@@ -291,8 +291,9 @@ requeue_busy_copy (struct volume *v, uint64_t first, uint64_t count)
   if (queued)
     STAT_ADD (v->stats.copies_requeued, 1);
   else
-    shadow_debug ("copy of blocks %" PRIu64 "..%" PRIu64 " dropped: range "
-                  "busy and the copier cannot take it", first,
+    shadow_debug ("copy of blocks %" PRIu64 "..%" PRIu64 " not (all) "
+                  "handed to the copier: range busy, copier gone or its "
+                  "queue full (the sweep, if on, copies them)", first,
                   first + count - 1);
 }
 

@@ -616,8 +616,10 @@ migration_tick (struct migration *m)
 {
   volume_sample_rate (m->v, 0);
   mutex_lock (&m->lock);
-  if (m->copier)
-    copier_tick (m->copier);
+  if (m->copier && copier_tick (m->copier)) {
+    m->synced_event = true;     /* as on_synced, whose lock we hold */
+    cond_broadcast (&m->wake);
+  }
   mutex_unlock (&m->lock);
 }
 

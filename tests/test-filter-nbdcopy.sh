@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Copy a whole volume through the filter with nbdcopy: the client gets
 # the origin's bytes, copy-on-read puts them on the shadow (read directly
-# afterwards), and the nbdinfo status line grows as data is read.
+# afterwards), and the nbdinfo status line grows as data is read.  With
+# every block copied by copy-on-read alone the migration itself enters
+# phase synced (cutover refuses any other), not just the status line.
 source "${abs_top_srcdir}/tests/functions.sh"
 requires nbdkit --version
 requires nbdcopy --version
@@ -12,9 +14,9 @@ size=$((24*1024*1024 + 3*4096))   # a partial last 64K block
 random_file origin.img $size
 
 start_nbdkit shadow memory $size
-# Copy-on-read only: no background hydration in this test.
+# Copy-on-read only: no background hydration, no prefetch in this test.
 start_filter proxy file origin.img shadow="$(uri $TESTDIR/shadow.sock)" \
-    shadow-background=off
+    shadow-background=off shadow-prefetch=off shadow-control=$TESTDIR/ctl
 
 # Nothing is resident yet.
 s=$(status proxy)
@@ -41,6 +43,7 @@ same_files origin.img copy.img
 
 # Every block is now on the shadow; read it directly.
 wait_synced proxy 30
+wait_phase $TESTDIR/ctl synced 5
 echo "after: $(status proxy)"
 status proxy | grep -q "hit [0-9.]*%" || fail "no hit ratio in: $(status proxy)"
 nbdcopy "$(uri $TESTDIR/shadow.sock)" shadow.img

@@ -13,24 +13,25 @@ requires qemu-io --version
 size=$((256 * 1024 * 1024))
 random_file origin.img $size
 
-# copy_reads LOG FROM: "MAX-IN-FLIGHT LARGEST SMALLEST" over the origin
-# reads of at least 256 KiB (copies; a client's reads of absent blocks
-# are one 64 KiB block) issued at or after FROM (seconds since the
-# epoch, 0: all).
+# copy_reads LOG FROM TO: "MAX-IN-FLIGHT LARGEST SMALLEST" over the
+# origin reads of at least 256 KiB (copies; a client's reads of absent
+# blocks are one 64 KiB block) issued from FROM to TO (seconds since the
+# epoch; 0 and inf: all).  nbdkit's log filter writes UTC.
 copy_reads ()
 {
-    python3 - "$1" "$2" <<'PY'
-import re, sys, time
-from datetime import datetime
+    python3 - "$1" "$2" "$3" <<'PY'
+import re, sys
+from datetime import datetime, timezone
 start = re.compile(r'^(\S+ \S+) connection=(\d+) Read id=(\d+) offset=0x[0-9a-f]+ count=0x([0-9a-f]+) ')
 end = re.compile(r'^(\S+ \S+) connection=(\d+) \.\.\.Read id=(\d+) ')
-since = float(sys.argv[2])
+since, until = float(sys.argv[2]), float(sys.argv[3])
 def t(s):
-    return datetime.strptime(s, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+    return datetime.strptime(s, "%Y-%m-%d %H:%M:%S.%f").replace(
+        tzinfo=timezone.utc).timestamp()
 flying, sizes, now, most = set(), [], 0, 0
 for line in open(sys.argv[1]):
     m = start.match(line)
-    if m and int(m.group(4), 16) >= 256 * 1024 and t(m.group(1)) >= since:
+    if m and int(m.group(4), 16) >= 256 * 1024 and since <= t(m.group(1)) <= until:
         flying.add((m.group(2), m.group(3)))
         sizes.append(int(m.group(4), 16))
         most = max(most, len(flying))
@@ -60,7 +61,7 @@ wait_phase $TESTDIR/idle.ctl synced 60
 stop_filter idleproxy
 kill_pidfile $TESTDIR/idle.pid
 same_files origin.img idle.img
-read -r most largest smallest < <(copy_reads idle-origin.log 0)
+read -r most largest smallest < <(copy_reads idle-origin.log 0 inf)
 echo "no client: up to $most copy reads in flight, $smallest..$largest bytes"
 [ "$most" -gt 8 ] ||
     fail "with no client at most $most copy reads were in flight (want more than 8)"
@@ -70,10 +71,13 @@ echo "no client: up to $most copy reads in flight, $smallest..$largest bytes"
 # A client reading one block every 50 ms for 6 s (from the shadow after
 # the first read, so that its latency stays low and the copier does not
 # shrink its window below 8 for it), arriving while 16 idle-speed copies
-# of 4 pieces (1.2 s) each are under way: from 0.8 s on, at most 8 at
-# once, whole 2 MiB transfers.
+# of 4 pieces (1.2 s) each are under way: from 0.2 s after its first
+# read returned until it leaves, at most 8 at once, whole 2 MiB
+# transfers.
 run_case busy
-from=$(date +%s.%N)
+qemu-io -f raw "$(uri $TESTDIR/busyproxy.sock)" -c "read 0 4096" >/dev/null ||
+    fail "the client's first read failed"
+from=$(date +%s.%N)             # the client has turned up by now
 cmds=()
 for (( i=0; i<120; i++ )); do
     cmds+=(-c "read 0 4096" -c "sleep 50")
@@ -81,7 +85,8 @@ done
 qemu-io -f raw "$(uri $TESTDIR/busyproxy.sock)" "${cmds[@]}" >/dev/null &
 reader=$!
 wait $reader || fail "the client's reads failed"
-read -r most largest smallest < <(copy_reads busy-origin.log "$(awk -v t="$from" 'BEGIN { printf "%.3f", t + 0.8 }')")
+to=$(date +%s.%N)               # idle again a second after this
+read -r most largest smallest < <(copy_reads busy-origin.log "$(awk -v t="$from" 'BEGIN { printf "%.3f", t + 0.2 }')" "$to")
 echo "a client active: up to $most copy reads in flight, $smallest..$largest bytes"
 [ "$largest" -gt 0 ] ||
     fail "no copy read the origin while the client was active: the test no longer tests that"
