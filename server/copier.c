@@ -5,8 +5,9 @@
  * or stopping change, and on every tick; it is signalled once per range
  * queued and per transfer ended (any worker can take any job, so one
  * woken is enough).  So when clients turn idle the extra idle-time
- * workers start at the next tick, within TICK_INTERVAL.  Workers copy without the lock; the copy itself is
- * serialised against clients by the volume's range locks (copyop.c).
+ * workers start at the next tick (twice a second).  Workers copy without
+ * the lock; the copy itself is serialised against clients by the
+ * volume's range locks (copyop.c).
  */
 
 #include <config.h>
@@ -51,7 +52,7 @@ struct copier {
   struct copier_config cfg;
   struct volume *v;
   uint64_t transfer_blocks;
-  unsigned nr_threads;          /* workers[]: max (nr_workers, nr_idle_workers) */
+  unsigned nr_threads;          /* workers[]: the larger worker count */
 
   pthread_mutex_t lock;
   pthread_cond_t wake;

@@ -348,7 +348,7 @@ origin_piece (struct volume *v, enum copy_kind kind, bool *idle_pieces)
 }
 
 /* A background copy reading in idle pieces when a client turns up stops
- * after the blocks read so far (cut_copy): the rest of its range would
+ * after the blocks read so far (copy_run_sync): the rest of its range would
  * keep the client's reads of those blocks, and its reads of the origin,
  * waiting behind up to VOLUME_CLIENTS_QUIET's worth of idle-speed
  * copying (bench/e2e: a sequential reader arriving at an idle volume

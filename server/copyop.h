@@ -7,8 +7,12 @@
  * with the may-trim flag, which keeps a thin shadow thin.
  *
  * Copies from a client read (copy-on-read) run asynchronously with the
- * data already in hand; they only try the lock, because a busy range is
- * being written or copied by someone who will make it resident anyway.
+ * data already in hand; they only try the lock (the client must not wait
+ * for other copies).  A busy range goes to the copier instead
+ * (volume_set_requeue), which reads what is still absent of it from the
+ * origin again once the range is free: the holder may cover only part
+ * of it, and with the background sweep off nothing else would copy the
+ * rest.
  * Too much copy data in flight (volume_config.copy_memory) makes the
  * reader wait for its copy instead: back-pressure, not unbounded memory.
  */

@@ -184,8 +184,10 @@ extern int volume_extents (struct volume *v, struct origin *o,
                            origin_extent_fn fn, void *opaque, int *err);
 
 /* Copy the absent blocks of [first, first+count) from origin o now, and
- * wait.  blocking: wait for busy ranges (else skip them).  Returns the
- * number of bytes copied, or -1 with *err.
+ * wait.  blocking: wait for busy ranges (else skip them).  *cut_short
+ * (cut_short may be NULL): a background copy begun while clients were
+ * idle stopped early because one turned up; the rest is left absent.
+ * Returns the number of bytes copied, or -1 with *err.
  */
 extern int64_t volume_copy_blocks (struct volume *v, struct origin *o,
                                    uint64_t first, uint64_t count,

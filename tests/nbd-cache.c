@@ -47,6 +47,7 @@ main (int argc, char *argv[])
   nbd = nbd_create ();
   if (nbd == NULL || nbd_connect_uri (nbd, argv[1]) == -1) {
     fprintf (stderr, "nbd-cache: %s: %s\n", argv[1], nbd_get_error ());
+    nbd_close (nbd);
     return 1;
   }
   if (nbd_can_cache (nbd) != 1) {
