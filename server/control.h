@@ -38,7 +38,9 @@
  *   "size", "block_size", "blocks_total", "blocks_resident",
  *   "blocks_written", "bytes_resident",
  *   "bytes_copied": { "on_demand", "prefetch", "background", "total" },
- *   "copies_busy": { "skipped", "requeued" },
+ *   "copies_busy": { "skipped" (client reads' copies whose range was
+ *                   busy), "requeued" (client reads' copies handed to
+ *                   the copier: busy, failed or out of memory) },
  *   "client_reads": { "ops", "bytes_shadow", "bytes_origin", "hit_ratio" },
  *   "client_writes": { "ops", "bytes" },
  *   "prefetch": { "policy", "issued", "used", "wasted", "precision",
@@ -49,7 +51,9 @@
  *               "window" (transfers allowed at once while clients are
  *               active), "active" (transfers in progress), "pause_ms",
  *               "client_latency_us", "client_latency_floor_us",
- *               "requests_dropped", "cut_short" (copies begun at
+ *               "requests_dropped", "requests_retried" (failed
+ *               requested ranges queued again: with the sweep off),
+ *               "cut_short" (copies begun at
  *               idle speed that stopped early when a client turned up) },
  *   "errors": { "origin": n, "shadows": [ { "uri", "connected",
  *               "connections", "connections_up", "errors",

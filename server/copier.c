@@ -66,17 +66,14 @@ struct copier {
   double tokens, tokens_time;   /* token bucket, bytes */
   struct copier_stats stats;
 
+  /* Requested ranges that failed, with the sweep off (after_error). */
+  struct range_queue retry;
+  double retry_at;              /* take none before (monotonic s) */
+  unsigned retry_failures;      /* failed attempts in a row */
+  bool retry_probing;           /* one is on trial: the others wait */
+
   struct worker workers[];
 };
-
-static double
-monotonic_s (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* An absolute CLOCK_REALTIME deadline s seconds from now. */
 static void
@@ -175,8 +172,10 @@ enum job_kind { JOB_NONE, JOB_RANGE, JOB_SWEEP };
 struct job {
   enum job_kind kind;
   enum copy_kind copy_kind;
+  enum copy_priority prio;      /* JOB_RANGE: the queue it came from */
   uint64_t first, count;
   bool rate_limited;
+  bool retry;                   /* from c->retry */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -219,8 +218,8 @@ spend_tokens (struct copier *c, int64_t n)
 }
 
 /* A picked job that moves fewer bytes than it paid for (zero ranges
- * become write-zeroes, blocks already resident are skipped) gets the
- * difference back.
+ * become write-zeroes, blocks already resident are skipped, a copy is
+ * cut short for a client) gets the difference back.
  */
 static void
 refund_tokens (struct copier *c, const struct job *job, uint64_t bytes)
@@ -268,6 +267,34 @@ claim_sweep (struct copier *c, struct job *job)
   return true;
 }
 
+/* A failed requested range, if one is due.  After a failure only one is
+ * tried at a time (a probe): while the shadow or origin is still broken
+ * that costs one failed transfer per backoff, not one per range.  Not
+ * due yet: *wait says how long.
+ */
+static bool
+claim_retry (struct copier *c, struct job *job, double *wait)
+{
+  struct range rg;
+  double now;
+
+  if (c->retry.len == 0 || c->retry_probing)
+    return false;
+  now = monotonic_s ();
+  if (now < c->retry_at) {
+    *wait = c->retry_at - now;
+    return false;
+  }
+  if (!queue_pop (&c->retry, &rg))
+    return false;
+  c->retry_probing = c->retry_failures > 0;
+  *job = (struct job) { .kind = JOB_RANGE, .copy_kind = COPY_ON_DEMAND,
+                        .prio = COPY_PRIO_REQUESTED, .retry = true,
+                        .first = rg.first, .count = rg.count,
+                        .rate_limited = true };
+  return true;
+}
+
 /* Transfers that may run at once: the window while clients are active,
  * every worker while they are idle.  Caller holds c->lock.
  */
@@ -293,16 +320,19 @@ pick_job (struct copier *c, struct job *job, double *wait)
   *wait = 0;
   if (queue_pop (&c->queue[COPY_PRIO_REQUESTED], &rg)) {
     *job = (struct job) { .kind = JOB_RANGE, .copy_kind = COPY_ON_DEMAND,
+                          .prio = COPY_PRIO_REQUESTED,
                           .first = rg.first, .count = rg.count };
     return true;
   }
   if (c->paused || c->active >= allowed_at_once (c) ||
       !tokens_available (c, wait))
     return false;
+  if (claim_retry (c, job, wait))
+    goto pay;
   for (p = COPY_PRIO_PREDICTED; p < COPY_PRIO_LEVELS; ++p)
     if (queue_pop (&c->queue[p], &rg)) {
       *job = (struct job) {
-        .kind = JOB_RANGE, .first = rg.first, .count = rg.count,
+        .kind = JOB_RANGE, .prio = p, .first = rg.first, .count = rg.count,
         .copy_kind = COPY_PREFETCH,     /* hot regions are predictions too */
         .rate_limited = true,
       };
@@ -426,10 +456,11 @@ block_is_zero (struct volume *v, const struct extent *ext, size_t n,
 static int
 copy_segment (struct copier *c, struct worker *w, const struct job *job,
               uint64_t first, uint64_t count, bool zero, bool *cut_short,
-              int *err)
+              uint64_t *copied, int *err)
 {
   int64_t r;
 
+  *copied = 0;
   if (zero) {
     mutex_lock (&c->lock);
     c->stats.zero_transfers++;
@@ -439,7 +470,10 @@ copy_segment (struct copier *c, struct worker *w, const struct job *job,
   }
   r = volume_copy_blocks (c->v, w->origin, first, count, job->copy_kind,
                           true, cut_short, err);
-  return r == -1 ? -1 : 0;
+  if (r == -1)
+    return -1;
+  *copied = r;
+  return 0;
 }
 
 /* Copy a job's blocks, turning the origin's zero ranges into
@@ -454,7 +488,7 @@ run_job (struct copier *c, struct worker *w, const struct job *job, int *err)
   uint64_t last = job->first + job->count - 1;
   uint64_t end = residency_block_offset (v->res, last) +
     residency_block_bytes (v->res, last);
-  uint64_t blk, seg;
+  uint64_t blk, seg, copied;
   size_t i = 0;
   bool seg_zero = false, cut = false;
 
@@ -476,10 +510,14 @@ run_job (struct copier *c, struct worker *w, const struct job *job, int *err)
       continue;
     }
     if (blk == last + 1 || z != seg_zero) {
-      if (copy_segment (c, w, job, seg, blk - seg, seg_zero, &cut, err) == -1)
+      if (copy_segment (c, w, job, seg, blk - seg, seg_zero, &cut, &copied,
+                        err) == -1)
         return -1;
-      if (cut)
-        return 0;               /* a client turned up: the rest waits */
+      if (cut) {                /* a client turned up: the rest waits */
+        refund_tokens (c, job, end - residency_block_offset (v->res, seg) -
+                       copied);
+        return 0;
+      }
       seg = blk;
       seg_zero = z;
     }
@@ -495,22 +533,70 @@ check_synced (struct copier *c)
     c->cfg.synced (c->cfg.opaque);
 }
 
+/* A job failed: wait before the next (the origin or a shadow is in
+ * trouble).  The blocks stay absent.  With the sweep on, its next pass
+ * copies them; with it off nothing would, so a requested range (a
+ * client read those blocks, or asked for them) goes to c->retry, taken
+ * again after a backoff that grows with each failed retry
+ * (claim_retry): the volume can still reach synced once the trouble
+ * ends.  Retries are background work (pause, window and rate apply: no
+ * client waits for them).  Predictions are not retried: a failed guess
+ * is not worth it.
+ */
 static void
 after_error (struct copier *c, struct worker *w, const struct job *job,
              int err)
 {
   double backoff = fmin (0.1 * pow (2, w->errors_in_a_row),
                          ERROR_BACKOFF_MAX);
+  bool retry = !c->cfg.background && job->kind == JOB_RANGE &&
+    job->prio == COPY_PRIO_REQUESTED;
+  bool queued = false;
+  double retry_in = 0;
 
   mutex_lock (&c->lock);
   c->stats.errors++;
+  if (retry) {
+    queued = queue_push (&c->retry, job->first, job->count);
+    if (queued)
+      c->stats.requests_retried++;
+    else
+      c->stats.requests_dropped++;
+    if ((job->retry || c->retry_failures == 0) && c->retry_failures < 16)
+      c->retry_failures++;
+    retry_in = fmin (0.1 * pow (2, c->retry_failures - 1), ERROR_BACKOFF_MAX);
+    c->retry_at = monotonic_s () + retry_in;
+    if (job->retry)
+      c->retry_probing = false;
+  }
   mutex_unlock (&c->lock);
   w->errors_in_a_row++;
-  shadow_error ("copier: blocks %" PRIu64 "..%" PRIu64 " not copied: %s "
-                "(left absent, retried later; next attempt in %.1f s)",
-                job->first, job->first + job->count - 1, strerror (err),
-                backoff);
+  if (queued)
+    shadow_error ("copier: blocks %" PRIu64 "..%" PRIu64 " not copied: %s "
+                  "(left absent, tried again in %.1f s)", job->first,
+                  job->first + job->count - 1, strerror (err), retry_in);
+  else
+    shadow_error ("copier: blocks %" PRIu64 "..%" PRIu64 " not copied: %s "
+                  "(left absent, %s)", job->first,
+                  job->first + job->count - 1, strerror (err),
+                  c->cfg.background ? "the sweep retries them" :
+                  retry ? "retry queue full: copied when a client reads them" :
+                  "copied when a client reads them");
   sleep_s (backoff);
+}
+
+/* A retried range was copied: whatever was broken works again, so the
+ * other retries may all go now.
+ */
+static void
+retry_succeeded (struct copier *c)
+{
+  mutex_lock (&c->lock);
+  c->retry_probing = false;
+  c->retry_failures = 0;
+  c->retry_at = 0;
+  cond_broadcast (&c->wake);
+  mutex_unlock (&c->lock);
 }
 
 static void *
@@ -545,8 +631,11 @@ worker_thread (void *arg)
 
     if (run_job (c, w, &job, &err) == -1)
       after_error (c, w, &job, err);
-    else
+    else {
       w->errors_in_a_row = 0;
+      if (job.retry)
+        retry_succeeded (c);
+    }
 
     mutex_lock (&c->lock);
     c->active--;

@@ -58,6 +58,7 @@ struct copier_config {
 struct copier_stats {
   uint64_t transfers, zero_transfers, errors, requests_queued;
   uint64_t requests_dropped;    /* queue full */
+  uint64_t requests_retried;    /* failed requested ranges queued again */
   unsigned window;              /* transfers allowed at once now */
   unsigned active;              /* transfers in progress */
   double pause_ms;              /* pause between transfers now */

@@ -32,6 +32,7 @@ struct copy_op {
   uint64_t bytes;               /* length of buf */
   enum copy_kind kind;
   bool zeroes;                  /* no buffer: the blocks are all zero */
+  bool requeue_on_error;        /* a client read's copy (requeue_copy) */
   _Atomic unsigned pending;     /* subs not completed, +1 while submitting */
   _Atomic uint64_t copied;      /* bytes made resident */
   _Atomic int err;
@@ -111,6 +112,35 @@ copy_op_new (struct volume *v, struct wlog_data *data, uint64_t first,
   return op;
 }
 
+/* A client read's copy could not be made: its range was busy
+ * (volume_set_requeue says why that happens), memory ran out, or a
+ * shadow failed the write.  The copier copies what is still absent of
+ * it, reading the origin again: rare enough.  Without this, with the
+ * sweep off, nothing would ever copy those blocks unless a client read
+ * them again, and the volume would never reach synced.  Any thread (the
+ * engine's, for a failed write); takes requeue_lock, then the
+ * migration's and the copier's locks, none of which is held while
+ * waiting for the engine.
+ */
+static void
+requeue_copy (struct volume *v, uint64_t first, uint64_t count,
+              const char *why)
+{
+  bool queued = false;
+
+  mutex_lock (&v->requeue_lock);
+  if (v->requeue_fn)
+    queued = v->requeue_fn (v->requeue_opaque, first, count);
+  mutex_unlock (&v->requeue_lock);
+  if (queued)
+    STAT_ADD (v->stats.copies_requeued, 1);
+  else
+    shadow_debug ("copy of blocks %" PRIu64 "..%" PRIu64 " (%s) not (all) "
+                  "handed to the copier: copier gone or its queue full "
+                  "(the sweep, if on, copies them)", first,
+                  first + count - 1, why);
+}
+
 /* The last sub completed: unlock, account, wake or free. */
 static void
 copy_op_finish (struct copy_op *op)
@@ -118,6 +148,8 @@ copy_op_finish (struct copy_op *op)
   struct volume *v = op->v;
 
   rangelock_release (&v->locks, &op->hold);
+  if (op->requeue_on_error && atomic_load (&op->err) != 0)
+    requeue_copy (v, op->first, op->count, "failed");
   wlog_data_put (op->data);     /* the log may keep it longer */
   op->data = NULL;
   op->buf = NULL;
@@ -275,28 +307,6 @@ copy_op_wait (struct copy_op *op, uint64_t *copied)
   return err;
 }
 
-/* The range of a client read's copy was busy: the copier copies what is
- * still absent of it once the holder is done (volume_set_requeue says
- * why).  It reads the origin again; a busy range is rare enough.
- */
-static void
-requeue_busy_copy (struct volume *v, uint64_t first, uint64_t count)
-{
-  bool queued = false;
-
-  mutex_lock (&v->requeue_lock);
-  if (v->requeue_fn)
-    queued = v->requeue_fn (v->requeue_opaque, first, count);
-  mutex_unlock (&v->requeue_lock);
-  if (queued)
-    STAT_ADD (v->stats.copies_requeued, 1);
-  else
-    shadow_debug ("copy of blocks %" PRIu64 "..%" PRIu64 " not (all) "
-                  "handed to the copier: range busy, copier gone or its "
-                  "queue full (the sweep, if on, copies them)", first,
-                  first + count - 1);
-}
-
 void
 copy_from_buffer (struct volume *v, struct wlog_data *data, uint64_t first,
                   uint64_t count, enum copy_kind kind)
@@ -309,8 +319,10 @@ copy_from_buffer (struct volume *v, struct wlog_data *data, uint64_t first,
   if (op == NULL) {
     wlog_data_put (data);
     STAT_ADD (v->stats.copies_failed, 1);
+    requeue_copy (v, first, count, "out of memory");
     return;
   }
+  op->requeue_on_error = true;
   if (!rangelock_try (&v->locks, &op->hold, first, count)) {
     STAT_ADD (v->stats.copies_skipped_busy, 1);
     if (sync) {
@@ -319,7 +331,7 @@ copy_from_buffer (struct volume *v, struct wlog_data *data, uint64_t first,
     }
     free (op);
     wlog_data_put (data);
-    requeue_busy_copy (v, first, count);
+    requeue_copy (v, first, count, "range busy");
     return;
   }
   account (v, 1, op->bytes);
@@ -414,6 +426,8 @@ copy_run_sync (struct volume *v, struct origin *o, uint64_t a, uint64_t b,
     if (off > 0 && (keep = blocks_to_keep (v, kind, idle_pieces, off)) > 0) {
       op->count = keep;
       op->bytes = residency_block_offset (v->res, keep);
+      /* The client's reads of the rest may copy it now. */
+      rangelock_shrink (&v->locks, &op->hold, a + keep);
       STAT_ADD (v->stats.copies_cut_short, 1);
       *cut_short = true;
       break;

@@ -12,7 +12,7 @@
  * (volume_set_requeue), which reads what is still absent of it from the
  * origin again once the range is free: the holder may cover only part
  * of it, and with the background sweep off nothing else would copy the
- * rest.
+ * rest.  So does a copy that fails (a shadow's write error, no memory).
  * Too much copy data in flight (volume_config.copy_memory) makes the
  * reader wait for its copy instead: back-pressure, not unbounded memory.
  */

@@ -48,4 +48,20 @@ cond_timedwait (pthread_cond_t *c, pthread_mutex_t *m,
   return r == ETIMEDOUT;
 }
 
+/* Seconds on CLOCK_MONOTONIC, which timeouts and rates are measured
+ * on.  It cannot fail on Linux; if it ever did, every wait would be
+ * wrong, so abort like the lock calls above.
+ */
+static inline double
+monotonic_s (void)
+{
+  struct timespec ts;
+
+  if (clock_gettime (CLOCK_MONOTONIC, &ts) == -1) {
+    fprintf (stderr, "nbdshadow: clock_gettime: %s\n", strerror (errno));
+    abort ();
+  }
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 #endif /* NBDSHADOW_LOCKUTIL_H */

@@ -509,8 +509,8 @@ prefetch_request (void *opaque, bool hot, uint64_t first, uint64_t count)
   return ok;
 }
 
-/* A client read's busy copy (volume_set_requeue): on demand, since a
- * client read the blocks.  After cutover there is no copier, and no
+/* A client read's busy or failed copy (volume_set_requeue): on demand,
+ * since a client read the blocks.  After cutover there is no copier, and no
  * copy-on-read either.
  */
 static bool

@@ -72,15 +72,6 @@ struct prefetcher {
   _Atomic double threshold;
 };
 
-static double
-monotonic_s (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* ---------------------------------------------------------------------- */
 /* The I/O path's side: never blocks. */
 

@@ -101,3 +101,13 @@ rangelock_release (struct rangelock *rl, struct range_hold *h)
   cond_broadcast (&rl->released);
   mutex_unlock (&rl->lock);
 }
+
+void
+rangelock_shrink (struct rangelock *rl, struct range_hold *h, uint64_t end)
+{
+  assert (h->first < end && end <= h->end);
+  mutex_lock (&rl->lock);
+  h->end = end;
+  cond_broadcast (&rl->released);
+  mutex_unlock (&rl->lock);
+}

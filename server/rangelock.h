@@ -8,8 +8,8 @@
  * absent") until the block is marked resident:
  *
  *  - client writes/zeroes touching an absent block wait for the lock;
- *  - copies only try the lock and give up when it is busy (the block is
- *    being written or copied by someone else, who will make it resident).
+ *  - the copier's copies wait for it too; a client read's copy only tries
+ *    it and, when it is busy, hands the range to the copier (copyop.h).
  *
  * Blocks never go back from resident to absent, so once a holder sees a
  * block resident under the lock, no copy can touch it any more and writes
@@ -54,5 +54,12 @@ extern bool rangelock_try (struct rangelock *rl, struct range_hold *h,
                            uint64_t first, uint64_t count);
 
 extern void rangelock_release (struct rangelock *rl, struct range_hold *h);
+
+/* Hold only [h->first, end) of h from now on (h->first < end <= h->end):
+ * a holder that will not touch the rest of its range lets others have
+ * it at once.
+ */
+extern void rangelock_shrink (struct rangelock *rl, struct range_hold *h,
+                              uint64_t end);
 
 #endif /* NBDSHADOW_RANGELOCK_H */

@@ -116,8 +116,8 @@ struct volume {
   struct blockset *prefetched;
   _Atomic uint64_t prefetch_outstanding;
 
-  /* Where a client read's copy goes when its range is busy
-   * (copy_from_buffer): requeue_lock guards the pair, and is held across
+  /* Where a client read's copy goes when its range is busy or the copy
+   * fails (copyop.c): requeue_lock guards the pair, and is held across
    * the call so that volume_set_requeue (NULL) returns only once no call
    * is running.  NULL: the copy is dropped.
    */
@@ -144,11 +144,13 @@ extern int volume_close (struct volume *v);
 
 /* A client read copies the blocks it read from the origin to the shadow
  * only if no other copy or write holds part of their range at that
- * moment (it must not wait: the client is waiting).  Dropping such a copy
- * would leave the blocks absent until something else copies them, which
- * with the background sweep off is never.  So the volume hands the range
- * to fn (the migration's copier, at requested priority), which returns
- * false if it could not take it.  fn NULL: no one to hand it to.
+ * moment (it must not wait: the client is waiting), and the copy may
+ * fail (a shadow fails the write, memory runs out).  Dropping such a
+ * copy would leave the blocks absent until something else copies them,
+ * which with the background sweep off is never.  So the volume hands the
+ * range to fn (the migration's copier, at requested priority), which
+ * returns false if it could not take it.  fn NULL: no one to hand it to.
+ * fn may be called on any thread, the engine's included.
  */
 extern void volume_set_requeue (struct volume *v,
                                 bool (*fn) (void *opaque, uint64_t first,

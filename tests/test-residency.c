@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,6 +208,49 @@ START_TEST (test_rangelock_try)
 }
 END_TEST
 
+/* A shrunk hold frees its tail at once, wakes a waiter for it, and
+ * keeps its head.
+ */
+static struct rangelock shrink_lock;
+static _Atomic bool got_tail;
+
+static void *
+acquire_tail (void *arg)
+{
+  struct range_hold h;
+
+  (void) arg;
+  rangelock_acquire (&shrink_lock, &h, 15, 5);
+  atomic_store (&got_tail, true);
+  rangelock_release (&shrink_lock, &h);
+  return NULL;
+}
+
+START_TEST (test_rangelock_shrink)
+{
+  struct range_hold a, b;
+  pthread_t t;
+  int i;
+
+  ck_assert_int_eq (rangelock_init (&shrink_lock), 0);
+  ck_assert (rangelock_try (&shrink_lock, &a, 10, 10));
+  ck_assert_int_eq (pthread_create (&t, NULL, acquire_tail, NULL), 0);
+  usleep (200 * 1000);          /* let it block on the tail */
+  ck_assert (!atomic_load (&got_tail));
+  rangelock_shrink (&shrink_lock, &a, 14);
+  for (i = 0; i < 500 && !atomic_load (&got_tail); ++i)
+    usleep (10 * 1000);
+  ck_assert_msg (atomic_load (&got_tail),
+                 "a waiter for the freed tail was not woken in 5 s");
+  ck_assert_int_eq (pthread_join (t, NULL), 0);
+  ck_assert (!rangelock_try (&shrink_lock, &b, 13, 1));
+  ck_assert (rangelock_try (&shrink_lock, &b, 14, 6));
+  rangelock_release (&shrink_lock, &b);
+  rangelock_release (&shrink_lock, &a);
+  rangelock_destroy (&shrink_lock);
+}
+END_TEST
+
 START_TEST (test_human)
 {
   static const struct { uint64_t n; const char *s; } sizes[] = {
@@ -246,6 +290,7 @@ main (void)
   tcase_add_test (tc, test_pending_freeze);
   tcase_add_test (tc, test_rangelock_exclusion);
   tcase_add_test (tc, test_rangelock_try);
+  tcase_add_test (tc, test_rangelock_shrink);
   tcase_add_test (tc, test_human);
   suite_add_tcase (s, tc);
   sr = srunner_create (s);
