@@ -172,6 +172,10 @@ cpu_s ()
     awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
+# minflt PID: minor page faults of a live process so far (each a page
+# the kernel mapped, and for fresh memory zeroed, on first touch).
+minflt () { awk '{ print $10 }' "/proc/$1/stat"; }
+
 make_volume ()
 {
     rm -f origin.img
@@ -224,7 +228,7 @@ servers_cpu ()
 run_filter ()
 {
     local vol=$1 rep=$2 who=${3:-filter} ctl=$dir/proxy.ctl t0 t_poll="" t_note fpid out
-    local i cpu=0 la json so=$FILTER envs=()
+    local i cpu=0 faults=0 la json so=$FILTER envs=()
     case "$who" in
         candidate*)
             so=$CANDIDATE_FILTER
@@ -267,6 +271,7 @@ run_filter ()
                 *'"phase": "synced"'*|*'"phase": "cutover"'*|*'"phase": "done"'*)
                     t_poll=$EPOCHREALTIME
                     cpu=$(cpu_s "$fpid")
+                    faults=$(minflt "$fpid")
                     servers_cpu
                     json=$out
                     break ;;
@@ -290,7 +295,7 @@ print(who, vol, rep, "%.3f" % (tn - t0), "%.3f" % (tp - t0), "%.2f" % cpu,
       d["commits"]["count"], la.replace(" ", "/"))
 PY
     tail -1 $results | awk -v s="$size" '{ printf "  %-13s %-6s rep %d: synced after %.2f s (poll %.2f s) = %.0f MiB/s, filter CPU %.1f s, %s bytes copied in %s transfers (%s zero), %s commits, load %s\n", $1, $2, $3, $4, $5, s / $4 / 1048576, $6, $7, $8, $9, $10, $11 }'
-    echo "    $servers_line"
+    echo "    $servers_line; filter's minor page faults: $faults"
     if [ "$verify" = 1 ] && [ "$rep" = 1 ]; then check_copy "$who $vol"; else stop "$shadow_pid"; fi
     rm -rf state "$shadow_img"
 }
