@@ -224,10 +224,16 @@ spend_tokens (struct copier *c, int64_t n)
 static void
 refund_tokens (struct copier *c, const struct job *job, uint64_t bytes)
 {
-  if (!job->rate_limited)
+  bool was_in_debt;
+
+  if (!job->rate_limited || bytes == 0)
     return;
   mutex_lock (&c->lock);
+  was_in_debt = c->rate > 0 && c->tokens < 0;
   spend_tokens (c, -(int64_t) bytes);
+  /* Workers waiting out the debt may go now, not at their deadline. */
+  if (was_in_debt && c->tokens >= 0)
+    cond_broadcast (&c->wake);
   mutex_unlock (&c->lock);
 }
 
