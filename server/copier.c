@@ -176,6 +176,7 @@ struct job {
   uint64_t first, count;
   bool rate_limited;
   bool retry;                   /* from c->retry */
+  bool probe;                   /* ... tried alone after failures */
 };
 
 /* ---------------------------------------------------------------------- */
@@ -296,6 +297,7 @@ claim_retry (struct copier *c, struct job *job, double *wait)
   c->retry_probing = c->retry_failures > 0;
   *job = (struct job) { .kind = JOB_RANGE, .copy_kind = COPY_ON_DEMAND,
                         .prio = COPY_PRIO_REQUESTED, .retry = true,
+                        .probe = c->retry_probing,
                         .first = rg.first, .count = rg.count,
                         .rate_limited = true };
   return true;
@@ -568,12 +570,19 @@ after_error (struct copier *c, struct worker *w, const struct job *job,
       c->stats.requests_retried++;
     else
       c->stats.requests_dropped++;
-    if ((job->retry || c->retry_failures == 0) && c->retry_failures < 16)
-      c->retry_failures++;
-    retry_in = fmin (0.1 * pow (2, c->retry_failures - 1), ERROR_BACKOFF_MAX);
-    c->retry_at = monotonic_s () + retry_in;
-    if (job->retry)
+    /* Only a failed probe doubles the backoff; the first failure starts
+     * it; other failures (copies under way when the trouble began) leave
+     * it alone.
+     */
+    if (job->probe || c->retry_failures == 0) {
+      if (c->retry_failures < 16)
+        c->retry_failures++;
+      c->retry_at = monotonic_s () +
+        fmin (0.1 * pow (2, c->retry_failures - 1), ERROR_BACKOFF_MAX);
+    }
+    if (job->probe)
       c->retry_probing = false;
+    retry_in = fmax (c->retry_at - monotonic_s (), 0);
   }
   mutex_unlock (&c->lock);
   w->errors_in_a_row++;
