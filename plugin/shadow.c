@@ -77,6 +77,11 @@ NBDKIT_DLL_PUBLIC int shadow_debug_prefetch_round_blocks;
  * predictor tells apart (1 .. 256), instead of its default.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_predictor_streams;
+/* -D shadow.lstm_cpu_permille=N: benchmarks only: the LSTM's training
+ * may use N/1000 of one core (1 .. 1000) instead of the predictor's
+ * default.
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_lstm_cpu_permille;
 /* -D shadow.origin_read_kib=N: benchmarks only: read the origin for
  * every copy (background, prefetch, a client's cache request) in pieces
  * of N KiB (1 .. 32768), one after another.
@@ -255,6 +260,8 @@ open_prefetcher (void)
       (unsigned) shadow_debug_prefetch_round_blocks : 0,
     .streams = shadow_debug_predictor_streams > 0 ?
       (unsigned) shadow_debug_predictor_streams : 0,
+    .lstm_cpu_share = shadow_debug_lstm_cpu_permille > 0 ?
+      shadow_debug_lstm_cpu_permille / 1000.0 : 0,
   };
   char err[512];
 
@@ -262,6 +269,12 @@ open_prefetcher (void)
       shadow_debug_predictor_streams > 256) {
     nbdkit_error ("-D shadow.predictor_streams=%d: must be 1 .. 256",
                   shadow_debug_predictor_streams);
+    return -1;
+  }
+  if (shadow_debug_lstm_cpu_permille < 0 ||
+      shadow_debug_lstm_cpu_permille > 1000) {
+    nbdkit_error ("-D shadow.lstm_cpu_permille=%d: must be 1 .. 1000",
+                  shadow_debug_lstm_cpu_permille);
     return -1;
   }
   prefetcher = prefetcher_new (&cfg, err, sizeof err);

@@ -277,6 +277,8 @@ prefetcher_new (const struct prefetch_config *cfg, char *err, size_t errlen)
   pc.model_path = cfg->model_path;
   if (cfg->streams)
     pc.streams = cfg->streams;
+  if (cfg->lstm_cpu_share > 0)
+    pc.lstm_cpu_share = cfg->lstm_cpu_share;
   pf->p = predictor_new (&pc, err, errlen);
   if (pf->p == NULL)
     goto fail;

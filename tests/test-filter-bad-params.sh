@@ -153,4 +153,10 @@ expect_fail "size mismatch: the origin is 67108864 bytes but shadow $(uri $TESTD
 expect_fail "shadow-writes=both: the origin is not writable" \
     pattern 64M "$s64" shadow-writes=both
 
+# Benchmark knobs out of their range.
+expect_fail "-D shadow.predictor_streams=300: must be 1 .. 256" \
+    -D shadow.predictor_streams=300 memory 64M "$s64"
+expect_fail "-D shadow.lstm_cpu_permille=2000: must be 1 .. 1000" \
+    -D shadow.lstm_cpu_permille=2000 memory 64M "$s64"
+
 echo "$nr bad inputs refused"
