@@ -488,7 +488,8 @@ copy_segment (struct copier *c, struct worker *w, const struct job *job,
  * write-zeroes instead of reads.
  */
 static int
-run_job (struct copier *c, struct worker *w, const struct job *job, int *err)
+run_job (struct copier *c, struct worker *w, const struct job *job,
+         bool *moved, int *err)
 {
   struct volume *v = c->v;
   struct extent_list ext = { .n = 0 };
@@ -500,6 +501,7 @@ run_job (struct copier *c, struct worker *w, const struct job *job, int *err)
   size_t i = 0;
   bool seg_zero = false, cut = false;
 
+  *moved = false;
   if (!residency_any_absent (v->res, job->first, job->count)) {
     refund_tokens (c, job, residency_block_offset (v->res, job->count));
     return 0;
@@ -521,6 +523,8 @@ run_job (struct copier *c, struct worker *w, const struct job *job, int *err)
       if (copy_segment (c, w, job, seg, blk - seg, seg_zero, &cut, &copied,
                         err) == -1)
         return -1;
+      if (seg_zero || copied > 0)
+        *moved = true;
       if (cut) {                /* a client turned up: the rest waits */
         refund_tokens (c, job, end - residency_block_offset (v->res, seg) -
                        copied);
@@ -600,17 +604,26 @@ after_error (struct copier *c, struct worker *w, const struct job *job,
   sleep_s (backoff);
 }
 
-/* A retried range was copied: whatever was broken works again, so the
- * other retries may all go now.
+/* A retry ended without an error.  If it wrote to the shadow, whatever
+ * was broken works again, so the other retries may all go now.  If a
+ * client had made its blocks resident meanwhile it proves nothing: the
+ * next probe may go at once, the backoff stays.
  */
 static void
-retry_succeeded (struct copier *c)
+retry_ended (struct copier *c, const struct job *job, bool moved)
 {
   mutex_lock (&c->lock);
-  c->retry_probing = false;
-  c->retry_failures = 0;
-  c->retry_at = 0;
-  cond_broadcast (&c->wake);
+  if (job->probe)
+    c->retry_probing = false;
+  if (moved) {
+    c->retry_failures = 0;
+    c->retry_at = 0;
+    cond_broadcast (&c->wake);
+  }
+  else if (job->probe) {
+    c->retry_at = 0;
+    cond_signal (&c->wake);
+  }
   mutex_unlock (&c->lock);
 }
 
@@ -623,6 +636,7 @@ worker_thread (void *arg)
   for (;;) {
     struct job job = { .kind = JOB_NONE };
     double pause, wait;
+    bool moved;
     int err = 0;
 
     mutex_lock (&c->lock);
@@ -644,12 +658,12 @@ worker_thread (void *arg)
     c->stats.transfers++;
     mutex_unlock (&c->lock);
 
-    if (run_job (c, w, &job, &err) == -1)
+    if (run_job (c, w, &job, &moved, &err) == -1)
       after_error (c, w, &job, err);
     else {
       w->errors_in_a_row = 0;
       if (job.retry)
-        retry_succeeded (c);
+        retry_ended (c, &job, moved);
     }
 
     mutex_lock (&c->lock);
