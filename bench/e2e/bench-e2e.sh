@@ -42,7 +42,9 @@
 #                (default: 2 GiB and ~15 s; wsrch 30 s)
 #   --repeat N   run every (workload, policy) N times; tables give medians
 #   --out DIR    raw results (default: bench/e2e/out); plots go to
-#                bench/e2e/plots unless PLOTS=DIR
+#                DIR/plots unless PLOTS=DIR (the committed plots of a
+#                full run: PLOTS=bench/e2e/plots; never by default, so
+#                that a subset run cannot overwrite them)
 #   --keep       keep the scratch directory (images, logs)
 # Environment: E2E_TMP (scratch parent, default /var/tmp), SHADOW_TMP
 # (where the shadow image lives, default /dev/shm if it has room for two
@@ -81,7 +83,7 @@ builddir=$(cd "$builddir" && pwd)
 workloads=${workloads//,/ }
 policies=${policies//,/ }
 tracedir=${TRACEDIR:-$srcdir/../shared/traces}
-plots=${PLOTS:-$here/plots}
+plots=${PLOTS:-$out/plots}
 RDELAY=${RDELAY:-2ms}
 RATE=${RATE:-800M}
 
