@@ -76,8 +76,9 @@ extern struct copier *copier_start (const struct copier_config *cfg);
 /* Stop and join the workers (copies in flight finish first). */
 extern void copier_stop (struct copier *c);
 
-/* Pause / resume background, predicted and hot copying (requested ranges
- * are still copied: a client is waiting for them).
+/* Pause / resume background, predicted and hot copying, and the retries
+ * of failed requested ranges (requested ranges themselves are still
+ * copied: a client may be waiting for them).
  */
 extern void copier_pause (struct copier *c, bool paused);
 extern void copier_set_rate (struct copier *c, uint64_t rate);
