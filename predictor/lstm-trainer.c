@@ -380,6 +380,8 @@ trainer_thread (void *arg)
 {
   struct pred_lstm_trainer *t = arg;
 
+  /* For top -H and perf; failing to name it changes nothing else. */
+  (void) pthread_setname_np (pthread_self (), "lstm-trainer");
   lower_priority (t);
 
   while (!atomic_load (&t->stop)) {

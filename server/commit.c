@@ -122,6 +122,7 @@ committer_thread (void *arg)
   struct committer *c = arg;
   struct timespec deadline;
 
+  thread_name ("shadow-commit");
   mutex_lock (&c->lock);
   deadline_after (&deadline, c->interval);
   for (;;) {

@@ -40,6 +40,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "lockutil.h"
 #include "control.h"
 #include "log.h"
 
@@ -604,6 +605,7 @@ control_thread (void *vp)
   struct pollfd fds[2 + MAX_CLIENTS];
   struct client *polled[MAX_CLIENTS];
 
+  thread_name ("shadow-control");
   for (;;) {
     int timeout = accept_pause_ms (c);
     size_t i, n = c->nr_clients;

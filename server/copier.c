@@ -633,6 +633,7 @@ worker_thread (void *arg)
   struct worker *w = arg;
   struct copier *c = w->c;
 
+  thread_name ("shadow-copier");
   for (;;) {
     struct job job = { .kind = JOB_NONE };
     double pause, wait;

@@ -992,6 +992,7 @@ engine_thread (void *arg)
 {
   struct engine *e = arg;
 
+  thread_name ("shadow-engine");
   ev_run (e->loop, 0);
   return NULL;
 }

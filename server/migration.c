@@ -453,6 +453,7 @@ orchestrator_thread (void *arg)
 {
   struct migration *m = arg;
 
+  thread_name ("shadow-phases");
   mutex_lock (&m->lock);
   for (;;) {
     while (!m->stopping && !m->synced_event && !m->verify_requested)

@@ -206,6 +206,7 @@ predictor_thread (void *arg)
   struct prefetcher *pf = arg;
   struct pred_access a;
 
+  thread_name ("shadow-predict");
   while (!atomic_load (&pf->stopping)) {
     bool got = false;
     double now;

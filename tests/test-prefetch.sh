@@ -106,6 +106,13 @@ start_proxy shadow-prefetch=hybrid
 run_client random.cmds
 figures | tee random.txt
 ctl_json $ctl > random.json
+# The filter's threads carry names (top -H, perf sched), one per role.
+names=$(cat /proc/"$(cat $TESTDIR/proxy.pid)"/task/*/comm | sort | uniq -c)
+echo "$names"
+for t in shadow-engine shadow-copier shadow-predict lstm-trainer shadow-commit \
+         shadow-phases shadow-control; do
+    grep -q " $t\$" <<<"$names" || fail "no thread named $t"
+done
 stop_proxy
 python3 - random.json <<'PY' || fail "prefetch traffic or memory blew up on random reads"
 import json, sys
