@@ -44,7 +44,10 @@
  *   "client_reads": { "ops", "bytes_shadow", "bytes_origin", "hit_ratio" },
  *   "client_writes": { "ops", "bytes" },
  *   "prefetch": { "policy", "issued", "used", "wasted", "precision",
- *                 "accuracy": { model name: recent accuracy } },
+ *                 "accuracy": { model name: recent accuracy (share of
+ *                 accesses whose first block was among the candidates
+ *                 the model gave after the previous access of the same
+ *                 stream; predictor.h) } },
  *   "copy_rate" (bytes/s), "rate_limit" (0 = none), "paused",
  *   "background", "eta_seconds" (null when unknown),
  *   "copier": { "running", "transfers", "zero_transfers", "errors",
