@@ -15,7 +15,8 @@
  * the shadows as write-zeroes, never read.
  *
  * Bandwidth: shadow-rate caps background and predicted copying with a
- * token bucket.  Without a cap the copier still yields to clients: it
+ * token bucket, predictions first (they may borrow ahead, the sweep
+ * waits the debt off: pick_job).  Without a cap the copier still yields to clients: it
  * halves its window of concurrent transfers (down to one) and adds a
  * pause (at most MAX_PAUSE) when the clients' latency rises above its
  * recent floor, and grows back when it falls.  It never stops: dm-clone
