@@ -30,9 +30,9 @@
 #define MAX_PAUSE_MS 50.0       /* the most a congested copier waits */
 #define MAX_EXTENTS 512         /* origin extents examined per transfer */
 #define ERROR_BACKOFF_MAX 5.0   /* seconds */
-/* Predictions may take the bucket this far into debt beyond what one
- * sweep transfer leaves (seconds of the rate); the sweep waits until it
- * is paid off (pick_job). */
+/* Predictions may start while the bucket's debt is below one transfer
+ * plus this many seconds of the rate; the sweep waits until it is paid
+ * off (pick_job). */
 #define PREDICTED_BORROW 0.25
 
 struct range {
@@ -64,6 +64,7 @@ struct copier {
   struct range_queue queue[COPY_PRIO_LEVELS];
   uint64_t cursor;              /* the sweep's next block */
   unsigned window, active;
+  double transfer_bytes;        /* of a whole transfer */
   double pause_ms;
   double latency_floor_us, last_latency_us;
   uint64_t rate;
@@ -208,18 +209,37 @@ tokens_available (struct copier *c, double *wait)
   return false;
 }
 
-/* May a prediction start on borrowed tokens?  The sweep starts only out
- * of debt, so it leaves at most one transfer's worth; predictions may
- * go beyond that by PREDICTED_BORROW.  Caller holds c->lock and has
- * just refilled the bucket (tokens_available).
+/* The debt below which predictions may still start.  The sweep starts
+ * only out of debt, so it leaves at most one transfer's worth;
+ * predictions may go beyond that by PREDICTED_BORROW (and the last one
+ * to start by its own size, at most a transfer).
+ */
+static double
+borrow_limit (const struct copier *c)
+{
+  return c->transfer_bytes + (double) c->rate * PREDICTED_BORROW;
+}
+
+/* May a prediction start on borrowed tokens?  If not, *wait says how
+ * long until one may.  Caller holds c->lock and has just refilled the
+ * bucket (tokens_available).
  */
 static bool
-predictions_may_borrow (const struct copier *c)
+predictions_may_borrow (const struct copier *c, double *wait)
 {
-  double transfer = (double) residency_block_offset (c->v->res,
-                                                     c->transfer_blocks);
+  double over = -c->tokens - borrow_limit (c);
 
-  return c->tokens > -(transfer + (double) c->rate * PREDICTED_BORROW);
+  if (over < 0)
+    return true;
+  *wait = over / c->rate + 0.001;
+  return false;
+}
+
+static bool
+predictions_queued (const struct copier *c)
+{
+  return c->queue[COPY_PRIO_PREDICTED].len > 0 ||
+    c->queue[COPY_PRIO_HOT].len > 0;
 }
 
 /* Spend n bytes (negative: give them back).  A job pays for all its
@@ -243,15 +263,19 @@ spend_tokens (struct copier *c, int64_t n)
 static void
 refund_tokens (struct copier *c, const struct job *job, uint64_t bytes)
 {
-  bool was_in_debt;
+  double before;
 
   if (!job->rate_limited || bytes == 0)
     return;
   mutex_lock (&c->lock);
-  was_in_debt = c->rate > 0 && c->tokens < 0;
+  before = c->tokens;
   spend_tokens (c, -(int64_t) bytes);
-  /* Workers waiting out the debt may go now, not at their deadline. */
-  if (was_in_debt && c->tokens >= 0)
+  /* Workers waiting out the debt (or, for predictions, the part beyond
+   * the borrow limit) may go now, not at their deadline.
+   */
+  if (c->rate > 0 &&
+      ((before < 0 && c->tokens >= 0) ||
+       (before <= -borrow_limit (c) && c->tokens > -borrow_limit (c))))
     cond_broadcast (&c->wake);
   mutex_unlock (&c->lock);
 }
@@ -342,7 +366,8 @@ allowed_at_once (struct copier *c)
  * late: with shadow-rate=25M on bench/e2e inter (four readers needing
  * ~26 MB/s of prefetch), the clients' reads took 4-6 s longer in all
  * than without a cap.  Over any stretch of time the cap still holds,
- * give or take one transfer and a quarter second's worth.
+ * give or take two transfers and half a second's worth (the bucket's
+ * burst, the borrow limit and the last prediction's size).
  */
 static bool
 pick_job (struct copier *c, struct job *job, double *wait)
@@ -361,7 +386,8 @@ pick_job (struct copier *c, struct job *job, double *wait)
   if (c->paused || c->active >= allowed_at_once (c))
     return false;
   have_tokens = tokens_available (c, wait);
-  if (!have_tokens && !predictions_may_borrow (c))
+  if (!have_tokens && predictions_queued (c) &&
+      !predictions_may_borrow (c, wait))
     return false;
   if (have_tokens && claim_retry (c, job, wait))
     goto pay;
@@ -730,6 +756,8 @@ copier_start (const struct copier_config *cfg)
   c->transfer_blocks = cfg->max_transfer >> c->v->res->block_shift;
   if (c->transfer_blocks == 0)
     c->transfer_blocks = 1;
+  c->transfer_bytes = (double) residency_block_offset (c->v->res,
+                                                      c->transfer_blocks);
   c->window = cfg->nr_workers;
   c->rate = cfg->rate;
   c->tokens_time = monotonic_s ();
