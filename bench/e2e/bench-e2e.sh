@@ -49,9 +49,12 @@
 # Environment: E2E_TMP (scratch parent, default /var/tmp), SHADOW_TMP
 # (where the shadow image lives, default /dev/shm if it has room for two
 # volumes), RDELAY (2ms),
-# RATE (800M bits/s = 100 MB/s), TRACEDIR (default ../shared/traces),
+# RATE (800M bits/s = 100 MB/s), BACKGROUND (shadow-background=, default
+# on; off for experiments: the migration then never completes, and
+# completion is "not synced"), TRACEDIR (default ../shared/traces),
 # E2E_NBDKIT_OPTS (words given to the filter's nbdkit before its
-# filters, e.g. '-D shadow.shadow_request_kib=32768').
+# filters, e.g. '-D shadow.shadow_request_kib=32768'), E2E_PARAMS
+# (words added to the filter's parameters, e.g. 'shadow-rate=25M').
 #
 # Needs root (loop devices, mount), /dev/fuse, nbdfuse, fio, gnuplot,
 # mkfs.ext4 (scripts/lib.sh installs the packages).
@@ -86,6 +89,7 @@ tracedir=${TRACEDIR:-$srcdir/../shared/traces}
 plots=${PLOTS:-$out/plots}
 RDELAY=${RDELAY:-2ms}
 RATE=${RATE:-800M}
+BACKGROUND=${BACKGROUND:-on}
 
 FILTER=$builddir/plugin/.libs/nbdkit-shadow-filter.so
 NBDSHADOW=$builddir/server/nbdshadow
@@ -236,12 +240,13 @@ start_proxy ()
     fi
     filters+=(--filter="$FILTER" --filter=delay --filter=rate)
     rm -f "$W/proxy.sock" "$W/proxy.pid" "$W/ctl.sock"
-    echo "nbdkit -f -U proxy.sock ${filters[*]} file $(basename "$img") rdelay=$RDELAY rate=$RATE burstiness=0.1 shadow=$(uri shadow.sock) shadow-control=ctl.sock ${params[*]}" > "$rd/command"
+    echo "nbdkit -f -U proxy.sock ${E2E_NBDKIT_OPTS:-} ${filters[*]} file $(basename "$img") rdelay=$RDELAY rate=$RATE burstiness=0.1 shadow=$(uri shadow.sock) shadow-control=ctl.sock shadow-background=$BACKGROUND ${params[*]} ${E2E_PARAMS:-}" > "$rd/command"
     # shellcheck disable=SC2086 # words on purpose
     nbdkit -f -U "$W/proxy.sock" -P "$W/proxy.pid" ${E2E_NBDKIT_OPTS:-} \
         "${filters[@]}" file "$img" rdelay="$RDELAY" rate="$RATE" burstiness=0.1 \
         shadow="$(uri "$W/shadow.sock")" shadow-control="$W/ctl.sock" \
-        shadow-background=on "${params[@]}" >"$rd/proxy.log" 2>&1 &
+        shadow-background="$BACKGROUND" "${params[@]}" ${E2E_PARAMS:-} \
+        >"$rd/proxy.log" 2>&1 &
     for (( i=0; i<300; i++ )); do
         [ -S "$W/ctl.sock" ] && [ -s "$W/proxy.pid" ] &&
             nbdinfo --size "$(uri "$W/proxy.sock")" >/dev/null 2>&1 && return 0
@@ -415,7 +420,11 @@ run_one ()
     start_proxy "$policy" "$(image_for "$wl")" "$rd" "$logfile"
     start_poller "$rd/status.log"
     run_workload "$wl" "$rd/main"
-    wait_synced "$rd/synced_at" || synced=0
+    if [ "$BACKGROUND" = on ]; then
+        wait_synced "$rd/synced_at" || synced=0
+    else
+        : > "$rd/synced_at"; synced=0
+    fi
     "$NBDSHADOW" status --json "$W/ctl.sock" > "$rd/final.json"
     printf '%s %s\n' "$t0" "$synced" > "$rd/t0"
     stop_poller
@@ -436,8 +445,8 @@ run_one ()
     echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "load:    $(loadavg) (1, 5, 15 min) at start"
     echo "command: $0 $([ $quick = 1 ] && echo --quick) --repeat $repeat --workloads '$workloads' --policies '$policies' $builddir"
-    echo "setup:   volume $((V >> 20)) MiB, 64 KiB blocks; origin rdelay=$RDELAY rate=$RATE bits/s burstiness=0.1; background on; workloads ~${T} s; origin images in $E2E_TMP, shadow in $SHADOW_TMP"
-    echo "build:   filter built $(date -u -r "$FILTER" '+%H:%M UTC'), tree at $(cd "$srcdir" && git rev-parse --short HEAD)$(cd "$srcdir" && git diff --quiet HEAD -- server plugin predictor || echo ' (with uncommitted changes in server/ plugin/ predictor/)')"
+    echo "setup:   volume $((V >> 20)) MiB, 64 KiB blocks; origin rdelay=$RDELAY rate=$RATE bits/s burstiness=0.1; background $BACKGROUND${E2E_PARAMS:+; filter parameters: $E2E_PARAMS}${E2E_NBDKIT_OPTS:+; nbdkit options: $E2E_NBDKIT_OPTS}; workloads ~${T} s; origin images in $E2E_TMP, shadow in $SHADOW_TMP"
+    echo "build:   filter built $(date -u -r "$FILTER" '+%H:%M UTC'), tree at $(git -C "$builddir" rev-parse --short HEAD)$(git -C "$builddir" diff --quiet HEAD -- :/server :/plugin :/predictor || echo ' (with uncommitted changes in server/ plugin/ predictor/)')"
 } | tee "$out/header.txt"
 
 start=$(date +%s)
