@@ -168,11 +168,12 @@ int predictor_start_training (struct predictor *p);
 void predictor_stop_training (struct predictor *p);
 
 /* Per-model figures.  A model "hits" when the first block of an access
- * was among the candidates it gave for it (before absent filtering): the
- * best PENDING_MAX (32) it gave after its stream's previous access, or,
- * for an access that starts a stream, all it gave after the previous
- * access of any stream.  Only the policy's own model predicts, so only
- * it scores. */
+ * (the first its stream's previous access did not touch, if it
+ * continues a stream) was among the candidates it gave for it (before
+ * absent filtering): the best PENDING_MAX (32) it gave after its
+ * stream's previous access, or, for an access that starts a stream,
+ * all it gave after the previous access of any stream.  Only the
+ * policy's own model predicts, so only it scores. */
 struct predictor_model_stats {
   bool exists, active;
   uint64_t observes, predicts;

@@ -132,6 +132,25 @@ START_TEST (test_interleaved_accuracy)
                  st.model[PRED_POLICY_NGRAM].recent_accuracy);
   predictor_free (p);
 
+  /* Readers whose accesses straddle two blocks, each beginning in the
+   * block the last one ended in (64 KiB reads at unaligned offsets):
+   * readahead predicts from the next block on, and that is what is
+   * scored, not the block the access shares with the one before. */
+  p = make (PRED_POLICY_READAHEAD, PRED_TRAIN_SYNC, NULL);
+  for (unsigned i = 0; i < 400; i++) {
+    struct pred_access a = rd (t++, 0, 1);
+
+    a.offset = ((i % 4) * 100000 + i / 4) * (uint64_t) BS + 1000;
+    predictor_observe (p, &a);
+    (void) predictor_predict (p, c, 64, NULL, NULL);
+  }
+  predictor_refresh_stats (p);
+  predictor_get_stats (p, &st);
+  ck_assert_uint_ge (st.model[PRED_POLICY_READAHEAD].scored, 390);
+  ck_assert_msg (st.model[PRED_POLICY_READAHEAD].recent_accuracy > 0.95,
+                 "%g", st.model[PRED_POLICY_READAHEAD].recent_accuracy);
+  predictor_free (p);
+
   p = make (PRED_POLICY_NGRAM, PRED_TRAIN_SYNC, NULL);
   pred_rng_seed (&rng, 11);
   for (unsigned i = 0; i < 400; i++) {
