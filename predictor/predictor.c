@@ -264,6 +264,9 @@ switch_policy (struct predictor *p, enum pred_policy policy)
     p->active[i] = (need >> i) & 1;
   p->policy = policy;
   p->cl_owner = -1;
+  /* Candidates the old policy gave are not the new one's to score. */
+  for (unsigned s = 0; s < p->cfg.streams; s++)
+    p->pending[s].owner = -1;
   return true;
 }
 

@@ -172,8 +172,12 @@ void predictor_stop_training (struct predictor *p);
  * continues a stream) was among the candidates it gave for it (before
  * absent filtering): the best PENDING_MAX (32) it gave after its
  * stream's previous access, or, for an access that starts a stream,
- * all it gave after the previous access of any stream.  Only the
- * policy's own model predicts, so only it scores. */
+ * all it gave after the previous access of any stream (so one list may
+ * be scored twice: by a new stream, then by its own stream's next
+ * access).  Accesses after which nothing was predicted for their stream
+ * (the filter predicts once per batch of accesses) are not scored.
+ * Only the policy's own model predicts, so only it scores; a policy
+ * switch drops the old policy's lists. */
 struct predictor_model_stats {
   bool exists, active;
   uint64_t observes, predicts;

@@ -45,9 +45,11 @@
  *   "client_writes": { "ops", "bytes" },
  *   "prefetch": { "policy", "issued", "used", "wasted", "precision",
  *                 "accuracy": { model name: recent accuracy (share of
- *                 accesses whose first block was among the candidates
- *                 the model gave after the previous access of the same
- *                 stream; predictor.h) } },
+ *                 accesses whose first new block -- the first their
+ *                 stream had not touched -- was among the candidates
+ *                 the model gave after that stream's previous access;
+ *                 predictor.h), "hybrid.ngram"/"hybrid.lstm": the
+ *                 hybrid's own soft accuracy of its two parts } },
  *   "copy_rate" (bytes/s), "rate_limit" (0 = none), "paused",
  *   "background", "eta_seconds" (null when unknown),
  *   "copier": { "running", "transfers", "zero_transfers", "errors",

@@ -9,8 +9,12 @@
  * had 200; the n-gram's 0.98 on a 400-access run was the snapshot of
  * access 256.  These tests drive the facade exactly like the filter and
  * check that the snapshot follows, and that for every policy `hits`
- * counts what predictor.h says: the next access's first block among the
- * candidates given for it, before absent filtering.
+ * counts the next access's first block among the candidates given for
+ * it, before absent filtering.  That is predictor.h's rule for this
+ * workload (single-block reads, each stream's next access the very next
+ * one, hits within the top 32); its per-stream parts (interleaved
+ * streams, reads straddling blocks) are test-predict-facade's
+ * test_interleaved_accuracy.
  */
 #include <config.h>
 

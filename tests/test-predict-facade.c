@@ -149,6 +149,18 @@ START_TEST (test_interleaved_accuracy)
   ck_assert_uint_ge (st.model[PRED_POLICY_READAHEAD].scored, 390);
   ck_assert_msg (st.model[PRED_POLICY_READAHEAD].recent_accuracy > 0.95,
                  "%g", st.model[PRED_POLICY_READAHEAD].recent_accuracy);
+
+  /* A policy switch drops the old policy's lists: the next access is
+   * not scored for readahead, nor for the n-gram that predicted
+   * nothing yet. */
+  uint64_t ra_scored = st.model[PRED_POLICY_READAHEAD].scored;
+  ck_assert_int_eq (predictor_set_policy (p, PRED_POLICY_NGRAM), 0);
+  struct pred_access next = rd (t++, 3 * 100000 + 101, 1);
+  predictor_observe (p, &next);
+  predictor_refresh_stats (p);
+  predictor_get_stats (p, &st);
+  ck_assert_uint_eq (st.model[PRED_POLICY_READAHEAD].scored, ra_scored);
+  ck_assert_uint_eq (st.model[PRED_POLICY_NGRAM].scored, 0);
   predictor_free (p);
 
   p = make (PRED_POLICY_NGRAM, PRED_TRAIN_SYNC, NULL);
