@@ -437,6 +437,18 @@ run_one ()
     say "$wl $policy #$rep: $(python3 "$here/e2e-analyze.py" --one "$rd")"
 }
 
+# The commit the build tree belongs to, and whether its sources differ.
+build_tree ()
+{
+    local rc=0 head
+    head=$(git -C "$builddir" rev-parse --short HEAD 2>/dev/null) ||
+        { printf 'unknown (not in a git tree)'; return 0; }
+    git -C "$builddir" diff --quiet HEAD -- :/server :/plugin :/predictor 2>/dev/null || rc=$?
+    printf '%s%s' "$head" \
+        "$([ $rc = 1 ] && echo ' (with uncommitted changes in server/ plugin/ predictor/)')"
+    return 0
+}
+
 # ------------------------------------------------------------------------
 
 {
@@ -446,7 +458,7 @@ run_one ()
     echo "load:    $(loadavg) (1, 5, 15 min) at start"
     echo "command: $0 $([ $quick = 1 ] && echo --quick) --repeat $repeat --workloads '$workloads' --policies '$policies' $builddir"
     echo "setup:   volume $((V >> 20)) MiB, 64 KiB blocks; origin rdelay=$RDELAY rate=$RATE bits/s burstiness=0.1; background $BACKGROUND${E2E_PARAMS:+; filter parameters: $E2E_PARAMS}${E2E_NBDKIT_OPTS:+; nbdkit options: $E2E_NBDKIT_OPTS}; workloads ~${T} s; origin images in $E2E_TMP, shadow in $SHADOW_TMP"
-    echo "build:   filter built $(date -u -r "$FILTER" '+%H:%M UTC'), tree at $(git -C "$builddir" rev-parse --short HEAD)$(git -C "$builddir" diff --quiet HEAD -- :/server :/plugin :/predictor || echo ' (with uncommitted changes in server/ plugin/ predictor/)')"
+    echo "build:   filter built $(date -u -r "$FILTER" '+%H:%M UTC'), tree at $(build_tree)"
 } | tee "$out/header.txt"
 
 start=$(date +%s)

@@ -19,7 +19,7 @@
 # on /var/tmp the shadow's writeback tripled the clients' extra time).
 set -euo pipefail
 
-[ $# -ge 2 ] || { sed -n '12,18p' "$0" >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n '12,19p' "$0" >&2; exit 2; }
 builddir=$(cd "$1" && pwd) policy=$2
 shift 2
 FILTER=$builddir/plugin/.libs/nbdkit-shadow-filter.so
@@ -30,26 +30,26 @@ for t in nbdkit fio python3; do
 done
 
 V=$((2 << 30))
-W=$(mktemp -d "${E2E_TMP:-/var/tmp}/nbdshadow-probe.XXXXXX")
-WS=$(mktemp -d "${SHADOW_TMP:-/dev/shm}/nbdshadow-probe-shadow.XXXXXX")
+W= WS= proxy_pid=
 # The filter first, and wait for it: its last commit flushes the shadow
 # (with the shadow gone it would wait shadow-reconnect-timeout for it).
 cleanup ()
 {
-    local f p i
-    for f in "$W/proxy.pid" "$W/shadow.pid"; do
-        [ -s "$f" ] || continue
-        p=$(cat "$f")
-        kill "$p" 2>/dev/null || continue
+    local p i
+    for p in "$proxy_pid" "$([ -n "$W" ] && cat "$W/shadow.pid" 2>/dev/null)"; do
+        [ -n "$p" ] && kill "$p" 2>/dev/null || continue
         for (( i=0; i<300; i++ )); do
             kill -0 "$p" 2>/dev/null || break
             sleep 0.1
         done
     done
-    rm -rf "$W" "$WS"
+    [ -z "$W" ] || rm -rf "$W"
+    [ -z "$WS" ] || rm -rf "$WS"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+W=$(mktemp -d "${E2E_TMP:-/var/tmp}/nbdshadow-probe.XXXXXX")
+WS=$(mktemp -d "${SHADOW_TMP:-/dev/shm}/nbdshadow-probe-shadow.XXXXXX")
 
 data=${PROBE_DATA:-$W/data.img}
 if [ ! -f "$data" ]; then
@@ -67,12 +67,13 @@ nbdkit -f -U "$W/proxy.sock" -P "$W/proxy.pid" ${NBDKIT_OPTS:-} \
     shadow="nbd+unix:///?socket=$W/shadow.sock" shadow-control="$W/ctl.sock" \
     shadow-background="${BACKGROUND:-on}" shadow-prefetch="$policy" "$@" \
     > "$W/proxy.log" 2>&1 &
+proxy_pid=$!
 for (( i=0; i<200; i++ )); do
     [ -S "$W/ctl.sock" ] && [ -s "$W/proxy.pid" ] && break
     sleep 0.05
 done
 [ -S "$W/ctl.sock" ] || { cat "$W/proxy.log" >&2; echo "$0: the filter did not start" >&2; exit 1; }
-pid=$(cat "$W/proxy.pid")
+pid=$proxy_pid
 
 {
     printf '[global]\nioengine=nbd\nuri=nbd+unix:///?socket=%s\n' "$W/proxy.sock"
@@ -83,11 +84,13 @@ pid=$(cat "$W/proxy.pid")
     done
 } > "$W/job.fio"
 
+# A thread may exit between the glob and the reads: skip it.
 snapshot ()
 {
-    local t
+    local t comm stat
     for t in /proc/"$pid"/task/*; do
-        echo "${t##*/} $(cat "$t/comm") $(cat "$t/schedstat")"
+        comm=$(cat "$t/comm" 2>/dev/null) && stat=$(cat "$t/schedstat" 2>/dev/null) &&
+            echo "${t##*/} $comm $stat"
     done
     head -1 /proc/stat
 }
@@ -118,7 +121,8 @@ for tid, (comm, run, wait, n) in t1.items():
     _, run0, wait0, n0 = t0.get(tid, (comm, 0, 0, 0))
     r = roles.setdefault(comm, [0, 0, 0, 0])
     r[0] += 1; r[1] += run - run0; r[2] += wait - wait0; r[3] += n - n0
-print("filter threads alive at the end (client connection threads have exited):")
+print("filter threads alive at both ends of the run (not the clients' "
+      "connection threads):")
 for comm, (k, run, wait, n) in sorted(roles.items(), key=lambda x: -x[1][1]):
     print("  %-16s x%-3d cpu %6.2f s  waiting for a cpu %6.3f s  over %d slices"
           % (comm, k, run / 1e9, wait / 1e9, n))
@@ -131,6 +135,8 @@ for f in glob.glob(f"{w}/fio_lat.*.log"):
         if p[2].strip() == "0":
             lat.append(int(p[1]) / 1e9)
 lat.sort()
+if not lat:
+    sys.exit("no client reads in fio's latency logs")
 print("client reads %d: median %.3f ms, time beyond 0.25 ms %.2f s, %d over 1 ms "
       "(%.2f s beyond 1 ms)" % (len(lat), lat[len(lat) // 2] * 1e3,
                                 sum(max(0, l - 0.00025) for l in lat),
