@@ -16,15 +16,15 @@
  *
  * Bandwidth: shadow-rate caps background and predicted copying with a
  * token bucket, predictions first (they may borrow ahead, the sweep
- * waits the debt off: pick_job).  Without a cap the copier still yields to clients: it
- * halves its window of concurrent transfers (down to one) and adds a
- * pause (at most MAX_PAUSE) when the clients' latency rises above its
- * recent floor, and grows back when it falls.  It never stops: dm-clone
- * stops hydrating whenever any client I/O is in flight, which under a
- * steady load means never finishing.  While clients are idle
- * (VOLUME_CLIENTS_QUIET) more workers copy at once (nr_idle_workers):
- * faster hydration; a client that turns up cuts the background copies
- * under way short (copyop.c blocks_to_keep).
+ * waits the debt off: pick_job).  Without a cap the copier still
+ * yields to clients: it halves its window of concurrent transfers (down
+ * to one) and adds a pause (at most MAX_PAUSE) when the clients'
+ * latency rises above its recent floor, and grows back when it falls.
+ * It never stops: dm-clone stops hydrating whenever any client I/O is
+ * in flight, which under a steady load means never finishing.  While
+ * clients are idle (VOLUME_CLIENTS_QUIET) more workers copy at once
+ * (nr_idle_workers): faster hydration; a client that turns up cuts
+ * the background copies under way short (copyop.c blocks_to_keep).
  */
 
 #ifndef NBDSHADOW_COPIER_H
