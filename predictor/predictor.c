@@ -36,6 +36,9 @@
 /* Candidates kept per stream for scoring: the hybrid looks 32 accesses
  * ahead, and the next access of a stream is near the top anyway. */
 #define PENDING_MAX 32
+/* Streams a batch of observed accesses may leave to predict for
+ * (predictor_predict_batch); beyond, the oldest is dropped. */
+#define UNPREDICTED_MAX 8
 
 static const char *const policy_names[PRED_POLICY__COUNT] = {
   [PRED_POLICY_OFF] = "off",
@@ -125,6 +128,10 @@ struct predictor {
   struct pred_candlist cl;
   int cl_owner;                 /* policy whose candidates cl holds, -1 */
   struct pending *pending;      /* per stream slot (cfg.streams) */
+  /* The latest event of each stream accessed since the last prediction,
+   * oldest first (predictor_predict_batch). */
+  struct pred_event unpredicted[UNPREDICTED_MAX];
+  unsigned nr_unpredicted;
 
   uint64_t accesses, predictions, candidates;
 
@@ -463,11 +470,11 @@ score_event (struct predictor *p, const struct pred_event *ev)
   p->cl_owner = -1;
 }
 
-/* Keep the best candidates just given for the last event's stream. */
+/* Keep the best candidates just given for a stream. */
 static void
-remember_candidates (struct predictor *p)
+remember_candidates (struct predictor *p, unsigned stream)
 {
-  struct pending *pd = &p->pending[p->last.stream];
+  struct pending *pd = &p->pending[stream];
   unsigned i;
 
   for (i = 0; i < p->cl.n && i < PENDING_MAX; i++)
@@ -488,6 +495,26 @@ maybe_refresh_stats (struct predictor *p)
   if (p->accesses - p->pub_accesses >= STATS_EVERY ||
       now_ns () - p->pub_ns >= STATS_MAX_AGE_NS)
     predictor_refresh_stats (p);
+}
+
+/* ev is its stream's latest event: it replaces the stream's older one
+ * (a recycled stream slot is a new stream, whose history replaced the
+ * old one's in every model) and goes to the end. */
+static void
+note_unpredicted (struct predictor *p, const struct pred_event *ev)
+{
+  unsigned i, j;
+
+  for (i = j = 0; i < p->nr_unpredicted; i++)
+    if (p->unpredicted[i].stream != ev->stream)
+      p->unpredicted[j++] = p->unpredicted[i];
+  p->nr_unpredicted = j;
+  if (p->nr_unpredicted == UNPREDICTED_MAX) {
+    memmove (&p->unpredicted[0], &p->unpredicted[1],
+             (UNPREDICTED_MAX - 1) * sizeof p->unpredicted[0]);
+    p->nr_unpredicted--;
+  }
+  p->unpredicted[p->nr_unpredicted++] = *ev;
 }
 
 void
@@ -520,27 +547,24 @@ predictor_observe (struct predictor *p, const struct pred_access *a)
   }
   p->last = ev;
   p->have_last = true;
+  note_unpredicted (p, &ev);
  out:
   maybe_refresh_stats (p);
 }
 
-size_t
-predictor_predict (struct predictor *p, struct pred_cand *out, size_t max,
-                   predictor_absent_fn absent, void *opaque)
+/* Candidates for what follows ev, ev's stream's latest event. */
+static size_t
+predict_after (struct predictor *p, const struct pred_event *ev,
+               struct pred_cand *out, size_t max,
+               predictor_absent_fn absent, void *opaque)
 {
-  struct pred_model *m;
+  struct pred_model *m = p->model[p->policy];
   size_t n = 0;
   uint64_t t0;
 
-  apply_requested (p);
-  if (p->policy == PRED_POLICY_OFF || !p->have_last || max == 0) {
-    maybe_refresh_stats (p);
-    return 0;
-  }
-  m = p->model[p->policy];
   pred_candlist_reset (&p->cl);
   t0 = now_ns ();
-  m->ops->predict (m, &p->last, &p->cl);
+  m->ops->predict (m, ev, &p->cl);
   pred_candlist_sort (&p->cl);
   for (unsigned i = 0; i < p->cl.n && n < max; i++) {
     const struct pred_cand *c = &p->cl.c[i];
@@ -553,14 +577,50 @@ predictor_predict (struct predictor *p, struct pred_cand *out, size_t max,
   p->ms[p->policy].predict_ns += now_ns () - t0;
   p->ms[p->policy].predicts++;
   p->cl_owner = p->policy;
-  remember_candidates (p);
+  remember_candidates (p, ev->stream);
   if (n) {
     p->predictions++;
     p->candidates += n;
   }
   p->stats_dirty = true;
+  return n;
+}
+
+size_t
+predictor_predict (struct predictor *p, struct pred_cand *out, size_t max,
+                   predictor_absent_fn absent, void *opaque)
+{
+  size_t n = 0;
+
+  apply_requested (p);
+  p->nr_unpredicted = 0;
+  if (p->policy != PRED_POLICY_OFF && p->have_last && max > 0)
+    n = predict_after (p, &p->last, out, max, absent, opaque);
   maybe_refresh_stats (p);
   return n;
+}
+
+bool
+predictor_predict_batch (struct predictor *p, struct pred_cand *out,
+                         size_t max, predictor_absent_fn absent,
+                         void *opaque, size_t *n)
+{
+  struct pred_event ev;
+
+  apply_requested (p);
+  *n = 0;
+  if (p->policy == PRED_POLICY_OFF || max == 0)
+    p->nr_unpredicted = 0;
+  if (p->nr_unpredicted == 0) {
+    maybe_refresh_stats (p);
+    return false;
+  }
+  ev = p->unpredicted[0];
+  memmove (&p->unpredicted[0], &p->unpredicted[1],
+           --p->nr_unpredicted * sizeof p->unpredicted[0]);
+  *n = predict_after (p, &ev, out, max, absent, opaque);
+  maybe_refresh_stats (p);
+  return true;
 }
 
 int

@@ -20,16 +20,16 @@
  *       predictor_start_training (p);
  *   predictor thread loop:
  *       while (pred_ring_pop (ring, &a)) predictor_observe (p, &a);
- *       n = predictor_predict (p, cand, N, is_absent, volume);
- *       ... hand cand[0..n) to the scheduler, best first ...
+ *       while (predictor_predict_batch (p, cand, N, is_absent, volume, &n))
+ *         ... hand cand[0..n) to the scheduler, best first ...
  *       pred_ring_wait (ring, 10);
  *   control socket (any thread): predictor_set_policy, predictor_get_stats
  *   .cleanup: stop the predictor thread, predictor_free (p).
  *
  * Threading contract:
- *  - predictor_observe, predictor_predict, predictor_refresh_stats and
- *    predictor_save_model: ONE thread (the predictor thread), never
- *    concurrently with each other.
+ *  - predictor_observe, predictor_predict, predictor_predict_batch,
+ *    predictor_refresh_stats and predictor_save_model: ONE thread (the
+ *    predictor thread), never concurrently with each other.
  *  - predictor_set_policy, predictor_get_policy, predictor_get_stats,
  *    predictor_start_training, predictor_stop_training: any thread, any
  *    time between new and free.  set_policy takes effect at the next
@@ -152,6 +152,20 @@ typedef bool (*predictor_absent_fn) (void *opaque, uint64_t block);
 size_t predictor_predict (struct predictor *p, struct pred_cand *out,
                           size_t max, predictor_absent_fn absent,
                           void *opaque);
+
+/* Predictor thread, for a caller that observes accesses in batches (the
+ * filter drains its ring, then predicts): one call per stream accessed
+ * since the last prediction, in the order of each stream's latest
+ * access, for that access; at most 8 streams, the oldest dropped
+ * beyond.  Returns false when no stream is left (and at once with
+ * policy off), else true with *n candidates in out as predictor_predict
+ * gives them (*n may be 0).  predictor_predict answers only for the
+ * last access: with four interleaved readers the other three streams of
+ * a batch got no prediction until their next access.  Either call
+ * consumes the streams waiting. */
+bool predictor_predict_batch (struct predictor *p, struct pred_cand *out,
+                              size_t max, predictor_absent_fn absent,
+                              void *opaque, size_t *n);
 
 /* Any thread: switch policy; takes effect at the next observe/predict.
  * Models not used by the new policy stop learning and keep their state;

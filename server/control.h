@@ -44,6 +44,12 @@
  *   "client_reads": { "ops", "bytes_shadow", "bytes_origin", "hit_ratio" },
  *   "client_writes": { "ops", "bytes" },
  *   "prefetch": { "policy", "issued", "used", "wasted", "precision",
+ *                 "depth", "threshold" (the current lookahead and the
+ *                 probability a candidate needs), "rounds" (predictions
+ *                 that gave candidates), "batched_rounds" (predictions
+ *                 for streams other than the last one of a batch the
+ *                 predictor thread found waiting), "accesses",
+ *                 "ring_dropped" (accesses lost to a full ring),
  *                 "accuracy": { model name: recent accuracy (share of
  *                 accesses whose first new block -- the first their
  *                 stream had not touched -- was among the candidates

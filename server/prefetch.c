@@ -67,7 +67,7 @@ struct prefetcher {
   double precision;             /* smoothed used / (used + wasted) */
 
   /* Read by stats from any thread. */
-  _Atomic uint64_t issued, rounds, traced;
+  _Atomic uint64_t issued, rounds, batched_rounds, traced;
   _Atomic unsigned depth;
   _Atomic double threshold;
 };
@@ -123,20 +123,16 @@ issue (struct prefetcher *pf, bool hot, uint64_t first, uint64_t count,
   }
 }
 
-/* Ask the model for the next blocks; queue those likely enough, adjacent
- * ones as one range.
+/* Queue the candidates of one prediction likely enough, adjacent ones
+ * as one range.
  */
 static void
-predict_round (struct prefetcher *pf)
+queue_candidates (struct prefetcher *pf, size_t n)
 {
   double threshold = atomic_load (&pf->threshold), now = monotonic_s ();
-  size_t n, i;
+  size_t i;
   uint64_t first = 0, count = 0;
 
-  n = predictor_predict (pf->p, pf->cand, atomic_load (&pf->depth),
-                         worth_copying, pf);
-  if (n == 0)
-    return;
   for (i = 0; i < n && pf->cand[i].p >= threshold; ++i) {
     uint64_t b = pf->cand[i].block;
 
@@ -151,7 +147,31 @@ predict_round (struct prefetcher *pf)
   }
   if (count)
     issue (pf, false, first, count, now);
-  atomic_fetch_add (&pf->rounds, 1);    /* after: tests wait on it */
+}
+
+/* Ask the model for the next blocks of every stream the batch just
+ * observed touched, not only the last access's: when the thread falls
+ * behind (two CPUs shared with the servers and the copier), a batch
+ * holds accesses of several interleaved readers.
+ */
+static void
+predict_rounds (struct prefetcher *pf)
+{
+  size_t n;
+  uint64_t streams = 0, rounds = 0;
+
+  while (predictor_predict_batch (pf->p, pf->cand, atomic_load (&pf->depth),
+                                  worth_copying, pf, &n)) {
+    if (n) {
+      queue_candidates (pf, n);
+      rounds++;
+    }
+    streams++;
+  }
+  if (streams > 1)
+    atomic_fetch_add (&pf->batched_rounds, streams - 1);
+  if (rounds)
+    atomic_fetch_add (&pf->rounds, rounds);     /* after: tests wait on it */
 }
 
 /* Queue the absent start of each hot region. */
@@ -225,7 +245,7 @@ predictor_thread (void *arg)
       got = true;
     }
     if (got)
-      predict_round (pf);
+      predict_rounds (pf);
     now = monotonic_s ();
     if (now - pf->last_adapt >= 1.0) {
       pf->last_adapt = now;
@@ -388,6 +408,7 @@ prefetcher_get_stats (struct prefetcher *pf, struct prefetch_stats *out)
   out->policy = predictor_policy_name (predictor_get_policy (pf->p));
   out->issued = atomic_load (&pf->issued);
   out->rounds = atomic_load (&pf->rounds);
+  out->batched_rounds = atomic_load (&pf->batched_rounds);
   out->accesses = rs.popped;
   out->trace_records = atomic_load (&pf->traced);
   out->ring_dropped = rs.dropped;

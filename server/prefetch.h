@@ -76,7 +76,9 @@ extern int prefetcher_set_policy (struct prefetcher *pf, const char *name,
 struct prefetch_stats {
   const char *policy;
   uint64_t issued;              /* blocks queued for prefetch */
-  uint64_t rounds;              /* prediction rounds */
+  uint64_t rounds;              /* predictions that gave candidates */
+  uint64_t batched_rounds;      /* predictions for a stream other than the
+                                   last one of a batch of accesses */
   uint64_t accesses, ring_dropped;
   uint64_t trace_records;
   unsigned depth;               /* current candidates per round */

@@ -179,6 +179,74 @@ START_TEST (test_interleaved_accuracy)
 }
 END_TEST
 
+/* Accesses observed in a batch: predictor_predict_batch answers once
+ * per stream, oldest stream first, each for its latest access, and
+ * then says there is no stream left.  predictor_predict answers only
+ * for the last access (the filter used it, and three of four
+ * interleaved readers went without a prediction whenever the predictor
+ * thread found their accesses waiting together). */
+START_TEST (test_batch_per_stream)
+{
+  struct predictor *p = make (PRED_POLICY_NGRAM, PRED_TRAIN_SYNC, NULL);
+  struct pred_cand c[64];
+  uint64_t t = 0;
+  size_t n;
+  unsigned r;
+
+  /* Four sequential readers taking turns, one prediction each time. */
+  for (unsigned i = 0; i < 200; i++) {
+    struct pred_access a = rd (t++, (i % 4) * 100000 + i / 4, 1);
+    predictor_observe (p, &a);
+    ck_assert (predictor_predict_batch (p, c, 64, NULL, NULL, &n));
+    ck_assert (!predictor_predict_batch (p, c, 64, NULL, NULL, &n));
+  }
+  /* Two turns of all four in one batch (reader 0 read 50 and 51 ...). */
+  for (unsigned i = 200; i < 208; i++) {
+    struct pred_access a = rd (t++, (i % 4) * 100000 + i / 4, 1);
+    predictor_observe (p, &a);
+  }
+  /* A repeat of reader 1's last block changes nothing. */
+  struct pred_access again = rd (t++, 1 * 100000 + 51, 1);
+  predictor_observe (p, &again);
+  for (r = 0; predictor_predict_batch (p, c, 64, NULL, NULL, &n); r++) {
+    ck_assert_uint_lt (r, 4);
+    ck_assert_msg (n >= 4, "stream %u: %zu candidates", r, n);
+    ck_assert_msg (c[0].block == r * 100000 + 52,
+                   "stream %u: first candidate %" PRIu64, r, c[0].block);
+  }
+  ck_assert_uint_eq (r, 4);
+
+  /* predictor_predict: the last access only, and the batch is consumed. */
+  for (unsigned i = 208; i < 212; i++) {
+    struct pred_access a = rd (t++, (i % 4) * 100000 + i / 4, 1);
+    predictor_observe (p, &a);
+  }
+  n = predictor_predict (p, c, 64, NULL, NULL);
+  ck_assert_uint_ge (n, 4);
+  ck_assert_uint_eq (c[0].block, 3 * 100000 + 53);
+  ck_assert (!predictor_predict_batch (p, c, 64, NULL, NULL, &n));
+
+  /* More than 8 streams waiting: the 8 latest, oldest first. */
+  for (unsigned s = 0; s < 12; s++) {
+    struct pred_access a = rd (t++, 500000 + s * 10000, 1);
+    predictor_observe (p, &a);
+  }
+  for (r = 0; predictor_predict_batch (p, c, 64, NULL, NULL, &n); r++)
+    ck_assert_uint_lt (r, 8);
+  ck_assert_uint_eq (r, 8);
+
+  /* Policy off: nothing to predict, and nothing left afterwards. */
+  struct pred_access last = rd (t++, 700000, 1);
+  predictor_observe (p, &last);
+  ck_assert_int_eq (predictor_set_policy (p, PRED_POLICY_OFF), 0);
+  ck_assert (!predictor_predict_batch (p, c, 64, NULL, NULL, &n));
+  ck_assert_uint_eq (n, 0);
+  ck_assert_int_eq (predictor_set_policy (p, PRED_POLICY_NGRAM), 0);
+  ck_assert (!predictor_predict_batch (p, c, 64, NULL, NULL, &n));
+  predictor_free (p);
+}
+END_TEST
+
 START_TEST (test_errors)
 {
   struct predictor_config c;
@@ -537,6 +605,7 @@ facade_suite (void)
   tcase_set_timeout (tc, 300);
   tcase_add_test (tc, test_sequential_predictions);
   tcase_add_test (tc, test_interleaved_accuracy);
+  tcase_add_test (tc, test_batch_per_stream);
   tcase_add_test (tc, test_errors);
   tcase_add_test (tc, test_policy_switch);
   tcase_add_test (tc, test_warm_start);

@@ -13,6 +13,9 @@
  * four interleaved readers stalled twice as long).  A round queues at
  * most ROUND_BLOCKS new blocks; the lookahead still fills, a few blocks
  * per access.
+ *
+ * Batches: the thread drains every access waiting, then predicts for
+ * each stream among them, not only the last access's.
  */
 
 #include <config.h>
@@ -215,6 +218,60 @@ START_TEST (test_round_cap)
 }
 END_TEST
 
+/* Every stream of a batch gets its round.  The accesses of four
+ * interleaved sequential readers are all waiting when the predictor
+ * thread starts (as when it falls behind on a busy machine): each
+ * reader's next block is queued, not only the last access's reader's.
+ */
+START_TEST (test_batch_streams)
+{
+  struct volume *v = fake_volume ();
+  struct prefetch_config cfg = {
+    .block_size = BLOCK, .nr_blocks = NR_BLOCKS, .policy = "ngram",
+  };
+  char err[256];
+  struct prefetcher *pf = prefetcher_new (&cfg, err, sizeof err);
+  struct prefetch_stats st;
+  const unsigned readers = 4, reads = 8;
+  const uint64_t spacing = 10000;
+
+  ck_assert_msg (pf != NULL, "prefetcher_new: %s", err);
+  clear_records ();
+  for (unsigned i = 0; i < readers * reads; i++) {
+    uint64_t b = (i % readers) * spacing + i / readers;
+
+    read_block (pf, b);
+    residency_mark (v->res, b, 1, MARK_COPIED);
+  }
+  ck_assert_int_eq (prefetcher_start (pf, v, record_request, never_busy,
+                                      NULL), 0);
+  wait_observed (pf, readers * reads, 0);
+  for (int i = 0; i < 5000; i++) {
+    prefetcher_get_stats (pf, &st);
+    if (st.rounds >= readers)
+      break;
+    usleep (1000);
+  }
+  ck_assert_msg (st.rounds >= readers && st.batched_rounds >= readers - 1,
+                 "%" PRIu64 " rounds, %" PRIu64 " batched for %u readers",
+                 st.rounds, st.batched_rounds, readers);
+  for (unsigned r = 0; r < readers; r++) {
+    uint64_t next = r * spacing + reads;
+    bool queued = false;
+
+    pthread_mutex_lock (&rec_lock);
+    for (size_t i = 0; i < nr_rec && !queued; i++)
+      queued = !rec[i].hot && rec[i].first <= next &&
+        next < rec[i].first + rec[i].count;
+    pthread_mutex_unlock (&rec_lock);
+    ck_assert_msg (queued, "reader %u: its next block %" PRIu64
+                   " was not queued", r, next);
+  }
+  prefetcher_free (pf);
+  free_volume (v);
+}
+END_TEST
+
 static Suite *
 prefetcher_suite (void)
 {
@@ -223,6 +280,7 @@ prefetcher_suite (void)
 
   tcase_set_timeout (tc, 120);
   tcase_add_loop_test (tc, test_round_cap, 0, 2);
+  tcase_add_test (tc, test_batch_streams);
   suite_add_tcase (s, tc);
   return s;
 }

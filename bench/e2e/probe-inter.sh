@@ -149,4 +149,8 @@ print("resident %.1f%%; copied MiB: prefetch %d, background %d, on demand %d; "
       % (100 * s["blocks_resident"] / s["blocks_total"], b["prefetch"] >> 20,
          b["background"] >> 20, b["on_demand"] >> 20, p["used"], p["copied"],
          p["accuracy"]))
+print("prediction rounds %d (%s of them for a stream other than the last of "
+      "a batch); client bytes from the shadow %.2f%%"
+      % (p["rounds"], p.get("batched_rounds", "none counted"),
+         100 * s["client_reads"]["hit_ratio"]))
 PY
