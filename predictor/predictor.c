@@ -274,6 +274,9 @@ switch_policy (struct predictor *p, enum pred_policy policy)
   /* Candidates the old policy gave are not the new one's to score. */
   for (unsigned s = 0; s < p->cfg.streams; s++)
     p->pending[s].owner = -1;
+  /* Nor are the streams waiting for a prediction the new model's to
+   * answer: it may have seen none of their accesses (a cold LSTM). */
+  p->nr_unpredicted = 0;
   return true;
 }
 

@@ -162,7 +162,11 @@ size_t predictor_predict (struct predictor *p, struct pred_cand *out,
  * gives them (*n may be 0).  predictor_predict answers only for the
  * last access: with four interleaved readers the other three streams of
  * a batch got no prediction until their next access.  Either call
- * consumes the streams waiting. */
+ * consumes the streams waiting, and so does a policy switch.  Models
+ * keep their state per stream, so an earlier access of another stream
+ * is answered as it would have been right after it; Leap (an evaluation
+ * baseline, not offered by the filter) keeps one global trend and
+ * answers every stream from the latest. */
 bool predictor_predict_batch (struct predictor *p, struct pred_cand *out,
                               size_t max, predictor_absent_fn absent,
                               void *opaque, size_t *n);

@@ -43,13 +43,17 @@
  *                   the copier: busy, failed or out of memory) },
  *   "client_reads": { "ops", "bytes_shadow", "bytes_origin", "hit_ratio" },
  *   "client_writes": { "ops", "bytes" },
- *   "prefetch": { "policy", "issued", "used", "wasted", "precision",
- *                 "depth", "threshold" (the current lookahead and the
- *                 probability a candidate needs), "rounds" (predictions
- *                 that gave candidates), "batched_rounds" (predictions
- *                 for streams other than the last one of a batch the
- *                 predictor thread found waiting), "accesses",
- *                 "ring_dropped" (accesses lost to a full ring),
+ *   "prefetch": { "policy", "issued" (blocks queued), "copied" (blocks
+ *                 prefetch copied), "used", "wasted", "outstanding"
+ *                 (prefetched blocks neither read nor overwritten yet),
+ *                 "precision", "depth", "threshold" (the current
+ *                 lookahead and the probability a candidate needs),
+ *                 "rounds" (predictions that gave candidates),
+ *                 "batched_rounds" (rounds beyond the first of a batch
+ *                 of accesses the predictor thread found waiting: one
+ *                 per stream among them), "accesses", "ring_dropped"
+ *                 (accesses lost to a full ring), "trace_records",
+ *                 "memory_bytes" (the predictor's),
  *                 "accuracy": { model name: recent accuracy (share of
  *                 accesses whose first new block -- the first their
  *                 stream had not touched -- was among the candidates

@@ -150,28 +150,28 @@ queue_candidates (struct prefetcher *pf, size_t n)
 }
 
 /* Ask the model for the next blocks of every stream the batch just
- * observed touched, not only the last access's: when the thread falls
- * behind (two CPUs shared with the servers and the copier), a batch
- * holds accesses of several interleaved readers.
+ * observed touched (at most 8), not only the last access's: when the
+ * thread falls behind (two CPUs shared with the servers and the
+ * copier), a batch holds accesses of several interleaved readers, and
+ * the others went without a round until their next access.
  */
 static void
 predict_rounds (struct prefetcher *pf)
 {
+  uint64_t rounds = 0;
   size_t n;
-  uint64_t streams = 0, rounds = 0;
 
   while (predictor_predict_batch (pf->p, pf->cand, atomic_load (&pf->depth),
-                                  worth_copying, pf, &n)) {
-    if (n) {
+                                  worth_copying, pf, &n))
+    if (n > 0) {
       queue_candidates (pf, n);
       rounds++;
     }
-    streams++;
-  }
-  if (streams > 1)
-    atomic_fetch_add (&pf->batched_rounds, streams - 1);
-  if (rounds)
-    atomic_fetch_add (&pf->rounds, rounds);     /* after: tests wait on it */
+  if (rounds == 0)
+    return;
+  if (rounds > 1)
+    atomic_fetch_add (&pf->batched_rounds, rounds - 1);
+  atomic_fetch_add (&pf->rounds, rounds);       /* after: tests wait on it */
 }
 
 /* Queue the absent start of each hot region. */

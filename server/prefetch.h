@@ -4,7 +4,8 @@
  * nbdkit's worker threads hand every client access to a lock-free ring
  * (predictor/ring.h) and go on: the I/O path never waits for a model.
  * One predictor thread drains the ring, feeds the predictor (and the
- * trace file of shadow-trace), asks it for the likely next blocks, and
+ * trace file of shadow-trace), asks it for the likely next blocks of
+ * each stream the batch touched (one round per stream, at most 8), and
  * queues the absent ones at the copier's "predicted" priority; every
  * second it also queues the analyzer's hottest regions at "hot".
  *
@@ -77,8 +78,8 @@ struct prefetch_stats {
   const char *policy;
   uint64_t issued;              /* blocks queued for prefetch */
   uint64_t rounds;              /* predictions that gave candidates */
-  uint64_t batched_rounds;      /* predictions for a stream other than the
-                                   last one of a batch of accesses */
+  uint64_t batched_rounds;      /* rounds beyond the first of a batch of
+                                   accesses (one per stream waiting) */
   uint64_t accesses, ring_dropped;
   uint64_t trace_records;
   unsigned depth;               /* current candidates per round */

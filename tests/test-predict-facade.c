@@ -226,13 +226,19 @@ START_TEST (test_batch_per_stream)
   ck_assert_uint_eq (c[0].block, 3 * 100000 + 53);
   ck_assert (!predictor_predict_batch (p, c, 64, NULL, NULL, &n));
 
-  /* More than 8 streams waiting: the 8 latest, oldest first. */
+  /* More than 8 streams waiting: the 8 latest, oldest first (the model
+   * learns that each new reader starts 10000 blocks after the last one:
+   * each answer's first candidate names its stream). */
   for (unsigned s = 0; s < 12; s++) {
     struct pred_access a = rd (t++, 500000 + s * 10000, 1);
     predictor_observe (p, &a);
   }
-  for (r = 0; predictor_predict_batch (p, c, 64, NULL, NULL, &n); r++)
+  for (r = 0; predictor_predict_batch (p, c, 64, NULL, NULL, &n); r++) {
     ck_assert_uint_lt (r, 8);
+    ck_assert_uint_ge (n, 1);
+    ck_assert_msg (c[0].block == 500000 + (4 + r) * 10000 + 10000,
+                   "answer %u: first candidate %" PRIu64, r, c[0].block);
+  }
   ck_assert_uint_eq (r, 8);
 
   /* Policy off: nothing to predict, and nothing left afterwards. */
@@ -243,6 +249,38 @@ START_TEST (test_batch_per_stream)
   ck_assert_uint_eq (n, 0);
   ck_assert_int_eq (predictor_set_policy (p, PRED_POLICY_NGRAM), 0);
   ck_assert (!predictor_predict_batch (p, c, 64, NULL, NULL, &n));
+  predictor_free (p);
+
+  /* Two stream slots, three readers: the third takes over the slot of
+   * the one read longest ago within the batch, and that reader's
+   * waiting access goes with it (its history is gone from the models). */
+  struct predictor_config pc;
+  char err[256];
+  predictor_config_default (&pc);
+  pc.policy = PRED_POLICY_NGRAM;
+  pc.train = PRED_TRAIN_SYNC;
+  pc.nr_blocks = 1 << 20;
+  pc.streams = 2;
+  p = predictor_new (&pc, err, sizeof err);
+  ck_assert_msg (p != NULL, "%s", err);
+  for (unsigned i = 0; i < 40; i++) {
+    struct pred_access a = rd (t++, (i % 2) * 100000 + i / 2, 1);
+    predictor_observe (p, &a);
+    (void) predictor_predict (p, c, 64, NULL, NULL);
+  }
+  struct pred_access a0 = rd (t++, 20, 1), a1 = rd (t++, 100020, 1);
+  struct pred_access a2 = rd (t++, 300000, 1);
+  predictor_observe (p, &a0);
+  predictor_observe (p, &a1);
+  predictor_observe (p, &a2);
+  uint64_t want[2] = { 100021, 300001 };
+  for (r = 0; predictor_predict_batch (p, c, 64, NULL, NULL, &n); r++) {
+    ck_assert_uint_lt (r, 2);
+    ck_assert_uint_ge (n, 1);
+    ck_assert_msg (c[0].block == want[r], "answer %u: first candidate %"
+                   PRIu64 ", want %" PRIu64, r, c[0].block, want[r]);
+  }
+  ck_assert_uint_eq (r, 2);
   predictor_free (p);
 }
 END_TEST
