@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "copier.h"
 #include "copyop.h"
@@ -60,6 +59,7 @@ struct copier {
 
   pthread_mutex_t lock;
   pthread_cond_t wake;
+  pthread_cond_t stop_cond;     /* broadcast when stopping is set */
   bool stopping, paused, synced_reported;
   struct range_queue queue[COPY_PRIO_LEVELS];
   uint64_t cursor;              /* the sweep's next block */
@@ -93,11 +93,26 @@ deadline_after (struct timespec *ts, double s)
   }
 }
 
+/* Wait s seconds, or until the copier stops.  Workers rest here after
+ * an error (up to ERROR_BACKOFF_MAX) and after a sweep transfer while
+ * the copier backs off, outside their transfer slot, and copier_stop (a
+ * cutover waits for it) need not wait for them.  Not on c->wake: a
+ * resting worker must not swallow a signal meant for an idle one.
+ * Caller holds no lock.
+ */
 static void
-sleep_s (double s)
+rest (struct copier *c, double s)
 {
-  if (s > 0)
-    usleep ((useconds_t) (s * 1e6));
+  struct timespec deadline;
+
+  if (s <= 0)
+    return;
+  deadline_after (&deadline, s);
+  mutex_lock (&c->lock);
+  while (!c->stopping &&
+         !cond_timedwait (&c->stop_cond, &c->lock, &deadline))
+    ;
+  mutex_unlock (&c->lock);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -426,6 +441,9 @@ claim_synced_report (struct copier *c)
 
 /* AIMD on the window of concurrent transfers, driven by the clients'
  * latency against its recent floor.  With no client I/O: full speed.
+ * A tick in which a client request was in flight but none ended (one
+ * slower than the tick) leaves window and pause as they are: going to
+ * full speed there flooded the origin just while a client waited.
  */
 bool
 copier_tick (struct copier *c)
@@ -436,11 +454,11 @@ copier_tick (struct copier *c)
   volume_take_client_latency (c->v, &n, &mean);
   mutex_lock (&c->lock);
   c->last_latency_us = mean;
-  if (n == 0) {
+  if (n == 0 && volume_clients_idle (c->v, 0)) {
     c->window = c->cfg.nr_workers;
     c->pause_ms = 0;
   }
-  else {
+  else if (n > 0) {
     /* The floor follows the best latency seen and slowly forgets it
      * (doubles in about 35 s), so that it tracks a changing origin.
      */
@@ -599,8 +617,10 @@ check_synced (struct copier *c)
     c->cfg.synced (c->cfg.opaque);
 }
 
-/* A job failed: wait before the next (the origin or a shadow is in
- * trouble).  The blocks stay absent.  With the sweep on, its next pass
+/* A job failed: returns how long its worker should rest before the
+ * next (the origin or a shadow is in trouble); it rests outside its
+ * transfer slot, which held for those seconds would shut predictions
+ * out of a window that clients narrowed to one.  The blocks stay absent.  With the sweep on, its next pass
  * copies them; with it off nothing would, so a requested range (a
  * client read those blocks, or asked for them) goes to c->retry, taken
  * again after a backoff that grows with each failed retry
@@ -609,7 +629,7 @@ check_synced (struct copier *c)
  * client waits for them).  Predictions are not retried: a failed guess
  * is not worth it.
  */
-static void
+static double
 after_error (struct copier *c, struct worker *w, const struct job *job,
              int err)
 {
@@ -655,7 +675,7 @@ after_error (struct copier *c, struct worker *w, const struct job *job,
                   c->cfg.background ? "the sweep retries them" :
                   retry ? "retry queue full: copied when a client reads them" :
                   "copied when a client reads them");
-  sleep_s (backoff);
+  return backoff;
 }
 
 /* A retry ended without an error.  If it wrote to the shadow, whatever
@@ -690,7 +710,7 @@ worker_thread (void *arg)
   thread_name ("shadow-copier");
   for (;;) {
     struct job job = { .kind = JOB_NONE };
-    double pause, wait;
+    double rest_s = 0, wait;
     bool moved;
     int err = 0;
 
@@ -714,7 +734,7 @@ worker_thread (void *arg)
     mutex_unlock (&c->lock);
 
     if (run_job (c, w, &job, &moved, &err) == -1)
-      after_error (c, w, &job, err);
+      rest_s = after_error (c, w, &job, err);
     else {
       w->errors_in_a_row = 0;
       if (job.retry)
@@ -723,11 +743,12 @@ worker_thread (void *arg)
 
     mutex_lock (&c->lock);
     c->active--;
-    pause = job.kind == JOB_SWEEP ? c->pause_ms / 1000 : 0;
+    if (job.kind == JOB_SWEEP)
+      rest_s += c->pause_ms / 1000;
     cond_signal (&c->wake);     /* one slot freed: one worker may take it */
     mutex_unlock (&c->lock);
     check_synced (c);
-    sleep_s (pause);
+    rest (c, rest_s);
   }
   return NULL;
 }
@@ -763,6 +784,7 @@ copier_start (const struct copier_config *cfg)
   c->tokens_time = monotonic_s ();
   pthread_mutex_init (&c->lock, NULL);
   pthread_cond_init (&c->wake, NULL);
+  pthread_cond_init (&c->stop_cond, NULL);
 
   for (i = 0; i < nr_threads; ++i) {
     struct worker *w = &c->workers[i];
@@ -792,11 +814,13 @@ copier_stop (struct copier *c)
   mutex_lock (&c->lock);
   c->stopping = true;
   cond_broadcast (&c->wake);
+  cond_broadcast (&c->stop_cond);
   mutex_unlock (&c->lock);
   for (i = 0; i < c->nr_threads; ++i)
     if (c->workers[i].started)
       pthread_join (c->workers[i].thread, NULL);
   pthread_cond_destroy (&c->wake);
+  pthread_cond_destroy (&c->stop_cond);
   pthread_mutex_destroy (&c->lock);
   free (c);
 }

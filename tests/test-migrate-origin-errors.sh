@@ -2,7 +2,8 @@
 # The origin fails reads (nbdkit's error filter, while a trigger file
 # exists).  A client read of an absent block gets EIO; a read of a
 # resident block still works; nothing becomes resident while the origin
-# fails; and once the errors stop, the migration completes and verifies.
+# fails; the filter stops promptly while its copier backs off; and once
+# the errors stop, the migration completes and verifies.
 source "${abs_top_srcdir}/tests/functions.sh"
 requires qemu-io --version
 requires python3 --version
@@ -42,6 +43,18 @@ echo "while broken: errors $(json_get errors < broken.json), copier $(json_get c
 [ "$(json_get copier.errors < broken.json)" -gt 0 ] || fail "no copier errors counted"
 [ "$(json_get blocks_resident < broken.json)" = 0 ] ||
     fail "blocks became resident while every origin read failed"
+
+# Stopping while the copier's workers back off (after five seconds of
+# failures each rests 1.6-5 s before its next try) is prompt: they rest
+# outside their transfer slots and wake when the copier stops.
+sleep 5
+t0=$(date +%s%N)
+stop_filter proxy
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+echo "stopped in $ms ms while the workers backed off"
+[ "$ms" -lt 2000 ] || fail "stopping took $ms ms: workers slept out their backoff"
+start_filter proxy nbd socket=$TESTDIR/origin.sock \
+    shadow="$(uri $TESTDIR/shadow.sock)" shadow-control=$ctl
 
 rm inject
 wait_phase $ctl synced 60
