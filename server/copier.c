@@ -681,7 +681,9 @@ after_error (struct copier *c, struct worker *w, const struct job *job,
 /* A retry ended without an error.  If it wrote to the shadow, whatever
  * was broken works again, so the other retries may all go now.  If a
  * client had made its blocks resident meanwhile it proves nothing: the
- * next probe may go at once, the backoff stays.
+ * next probe may go at once, the backoff stays -- unless no retry is
+ * left: the next trouble is a new one, and starts at the shortest
+ * backoff, not where this one's ended.
  */
 static void
 retry_ended (struct copier *c, const struct job *job, bool moved)
@@ -689,7 +691,7 @@ retry_ended (struct copier *c, const struct job *job, bool moved)
   mutex_lock (&c->lock);
   if (job->probe)
     c->retry_probing = false;
-  if (moved) {
+  if (moved || (c->retry.len == 0 && !c->retry_probing)) {
     c->retry_failures = 0;
     c->retry_at = 0;
     cond_broadcast (&c->wake);

@@ -897,8 +897,15 @@ client_leave (struct volume *v, double t0)
 {
   double now = monotonic_us ();
 
-  STAT_ADD (v->client_lat_sum_us, (uint64_t) (now - t0));
-  STAT_ADD (v->client_lat_count, 1);
+  uint64_t us = (uint64_t) (now - t0);
+
+  /* No sample may carry into the count: one of over three months (!)
+   * counts as that long. */
+  if (us > CLIENT_LAT_SUM_MASK / 2)
+    us = CLIENT_LAT_SUM_MASK / 2;
+  atomic_fetch_add_explicit (&v->client_lat,
+                             (UINT64_C (1) << CLIENT_LAT_SUM_BITS) + us,
+                             memory_order_relaxed);
   atomic_store_explicit (&v->client_last_us, (uint64_t) now,
                          memory_order_relaxed);
   atomic_fetch_sub_explicit (&v->clients_active, 1, memory_order_relaxed);
@@ -928,9 +935,10 @@ void
 volume_take_client_latency (struct volume *v, uint64_t *count,
                             double *mean_us)
 {
-  uint64_t sum = atomic_exchange (&v->client_lat_sum_us, 0);
+  uint64_t w = atomic_exchange (&v->client_lat, 0);
+  uint64_t sum = w & CLIENT_LAT_SUM_MASK;
 
-  *count = atomic_exchange (&v->client_lat_count, 0);
+  *count = w >> CLIENT_LAT_SUM_BITS;
   *mean_us = *count ? (double) sum / *count : 0;
 }
 

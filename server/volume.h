@@ -79,6 +79,9 @@ struct volume_config {
 /* Copy rate samples, for status. */
 #define RATE_SAMPLES 16
 
+#define CLIENT_LAT_SUM_BITS 44
+#define CLIENT_LAT_SUM_MASK ((UINT64_C (1) << CLIENT_LAT_SUM_BITS) - 1)
+
 struct volume {
   struct volume_config cfg;
   struct residency *res;
@@ -99,8 +102,13 @@ struct volume {
   /* Client I/O takes this for reading; cutover for writing. */
   pthread_rwlock_t io_gate;
 
-  /* Client request latency since the copier last looked. */
-  _Atomic uint64_t client_lat_sum_us, client_lat_count;
+  /* Client request latency since the copier last looked: the count in
+   * the top 20 bits, the sum of microseconds in the other
+   * CLIENT_LAT_SUM_BITS, one word so that the copier takes both for the
+   * same requests (two words let a request's sum land in one tick and
+   * its count in the next).
+   */
+  _Atomic uint64_t client_lat;
 
   /* Client requests in progress, and when the last one ended
    * (CLOCK_MONOTONIC us): volume_clients_idle.
