@@ -620,7 +620,8 @@ check_synced (struct copier *c)
 /* A job failed: returns how long its worker should rest before the
  * next (the origin or a shadow is in trouble); it rests outside its
  * transfer slot, which held for those seconds would shut predictions
- * out of a window that clients narrowed to one.  The blocks stay absent.  With the sweep on, its next pass
+ * out of a window that clients narrowed to one.  The blocks stay
+ * absent.  With the sweep on, its next pass
  * copies them; with it off nothing would, so a requested range (a
  * client read those blocks, or asked for them) goes to c->retry, taken
  * again after a backoff that grows with each failed retry
