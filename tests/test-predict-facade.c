@@ -35,8 +35,10 @@ rd (uint64_t t, uint64_t block, uint32_t nblocks)
   return a;
 }
 
+/* A predictor for a 64 GiB volume; streams 0: the default number. */
 static struct predictor *
-make (enum pred_policy pol, enum pred_train_mode train, const char *model)
+make_streams (enum pred_policy pol, enum pred_train_mode train,
+              const char *model, unsigned streams)
 {
   struct predictor_config c;
   char err[256];
@@ -45,9 +47,17 @@ make (enum pred_policy pol, enum pred_train_mode train, const char *model)
   c.train = train;
   c.nr_blocks = 1 << 20;
   c.model_path = model;
+  if (streams)
+    c.streams = streams;
   struct predictor *p = predictor_new (&c, err, sizeof err);
   ck_assert_msg (p != NULL, "%s", err);
   return p;
+}
+
+static struct predictor *
+make (enum pred_policy pol, enum pred_train_mode train, const char *model)
+{
+  return make_streams (pol, train, model, 0);
 }
 
 static bool
@@ -254,15 +264,7 @@ START_TEST (test_batch_per_stream)
   /* Two stream slots, three readers: the third takes over the slot of
    * the one read longest ago within the batch, and that reader's
    * waiting access goes with it (its history is gone from the models). */
-  struct predictor_config pc;
-  char err[256];
-  predictor_config_default (&pc);
-  pc.policy = PRED_POLICY_NGRAM;
-  pc.train = PRED_TRAIN_SYNC;
-  pc.nr_blocks = 1 << 20;
-  pc.streams = 2;
-  p = predictor_new (&pc, err, sizeof err);
-  ck_assert_msg (p != NULL, "%s", err);
+  p = make_streams (PRED_POLICY_NGRAM, PRED_TRAIN_SYNC, NULL, 2);
   for (unsigned i = 0; i < 40; i++) {
     struct pred_access a = rd (t++, (i % 2) * 100000 + i / 2, 1);
     predictor_observe (p, &a);
