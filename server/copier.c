@@ -621,12 +621,11 @@ check_synced (struct copier *c)
  * next (the origin or a shadow is in trouble); it rests outside its
  * transfer slot, which held for those seconds would shut predictions
  * out of a window that clients narrowed to one.  The blocks stay
- * absent.  With the sweep on, its next pass
- * copies them; with it off nothing would, so a requested range (a
- * client read those blocks, or asked for them) goes to c->retry, taken
- * again after a backoff that grows with each failed retry
- * (claim_retry): the volume can still reach synced once the trouble
- * ends.  Retries are background work (pause, window and rate apply: no
+ * absent.  With the sweep on, its next pass copies them; with it off
+ * nothing would, so a requested range (a client read those blocks, or
+ * asked for them) goes to c->retry, taken again after a backoff that
+ * grows with each failed retry (claim_retry): the volume can still
+ * reach synced once the trouble ends.  Retries are background work (pause, window and rate apply: no
  * client waits for them).  Predictions are not retried: a failed guess
  * is not worth it.
  */

@@ -900,7 +900,9 @@ client_leave (struct volume *v, double t0)
   uint64_t us = (uint64_t) (now - t0);
 
   /* No sample may carry into the count: one of over three months (!)
-   * counts as that long. */
+   * counts as that long.  The copier's tick empties the word twice a
+   * second; once no copier runs, nothing reads it, and the sum may in
+   * the end (after 2^44 us of requests) wrap into the count unread. */
   if (us > CLIENT_LAT_SUM_MASK / 2)
     us = CLIENT_LAT_SUM_MASK / 2;
   atomic_fetch_add_explicit (&v->client_lat,
