@@ -553,7 +553,12 @@ pred_ngram_new (const struct pred_ngram_config *cfg, const struct pred_vocab *vo
   while (nb * WAYS < cfg->capacity)
     nb <<= 1;
   g->nbuckets = nb;
-  g->order = g->cfg.max_order;
+  /* Until the averages say otherwise, answer from order 1: early on a
+   * longer context has been seen once or twice, and trusting it covered
+   * fewer first touches (tpcc device 8 at 8 KiB blocks: 20.5% against
+   * 22.0% starting from order 1, at the same precision).
+   */
+  g->order = 1;
   g->base.ops = g->cfg.smooth || g->cfg.max_order > 1 ? &ngram_ops : &markov1_ops;
   g->base.vocab = vocab;
   g->tab = calloc ((size_t) nb * WAYS, sizeof *g->tab);

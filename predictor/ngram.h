@@ -13,10 +13,10 @@
  * (Tk distinct followers, Nk their count), up to the order k* whose
  * estimate gave the tokens that actually came next the highest recent
  * log-likelihood (a moving average over about 50 accesses; another
- * order must lead the current one by 0.05 nats to take over): a
- * first-order stream is not answered from longer contexts seen only a
- * few times.  smooth = false
- * (Markov-1): P(x) = c1(x) / N1, nothing if the context is unseen.
+ * order must lead the current one by 0.05 nats to take over; order 1
+ * answers first): a first-order stream is not answered from longer
+ * contexts seen only a few times.  smooth = false (Markov-1):
+ * P(x) = c1(x) / N1, nothing if the context is unseen.
  *
  * Bounds: `capacity` contexts (rounded up to a multiple of 8) in a
  * set-associative table of 8-way buckets; a new context replaces the

@@ -239,6 +239,9 @@ START_TEST (test_order_selection)
 
   struct pred_model *ng = new_ngram (&v, 4, true, 16384);
   struct pred_model *mk = new_ngram (&v, 1, false, 16384);
+  /* Before any evidence it answers from order 1. */
+  pred_ngram_stats (ng, &st);
+  ck_assert_uint_eq (st.order, 1);
   double ll_ng = chain_loglik (ng, 3000, &last);
   double ll_mk = chain_loglik (mk, 3000, &last);
   pred_ngram_stats (ng, &st);
