@@ -42,7 +42,7 @@ params_init (struct shadow_params *p)
   p->block_size = 64 * 1024;
   p->background = true;
   p->prefetch = PREFETCH_HYBRID;
-  p->connections = 1;
+  p->connections = 2;
   p->retry_hold = DEFAULT_RETRY_HOLD;
   p->reconnect_timeout = DEFAULT_RECONNECT_TIMEOUT;
 }

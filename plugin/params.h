@@ -46,7 +46,7 @@ struct shadow_params {
   "shadow-writes=shadow|both  where client writes go (default shadow)\n" \
   "shadow-background=on|off   background hydration (default on)\n" \
   "shadow-rate=BYTES          background+prefetch copy ceiling per second\n" \
-  "shadow-connections=N       connections per multi-conn shadow, 1..16 (default 1)\n" \
+  "shadow-connections=N       connections per multi-conn shadow, 1..16 (default 2)\n" \
   "shadow-retry-hold=SECONDS  hold writes retried after a lost connection (default 5)\n" \
   "shadow-reconnect-timeout=SECONDS  how long a shadow may stay away (default 60)\n" \
   "shadow-prefetch=off|readahead|ngram|lstm|hybrid  predictor (default hybrid)\n" \

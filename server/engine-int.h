@@ -132,6 +132,7 @@ struct shadow_conn {
   double down_since;            /* ev_now when it went down, or 0 */
   struct subq completed;        /* filled by libnbd completion callbacks */
   unsigned in_flight;
+  unsigned copy_in_flight;      /* of in_flight, the copier's */
 };
 
 struct engine_waiter {

@@ -37,9 +37,10 @@
  *
  * A shadow that advertises multi-conn may have several connections
  * (engine_config.connections).  Its commands wait in the shadow's queue,
- * not a connection's, and go to whichever ready connection has the
- * fewest in flight; a connection that dies puts its commands back at the
- * front of the shadow's queue, where the others pick them up.  A flush
+ * not a connection's; the first ready connection is left to clients
+ * and copies go to the others (pick_conn says why); a connection that
+ * dies puts its commands back at the front of the shadow's queue, where
+ * the others pick them up.  A flush
  * goes to any one connection: multi-conn means it covers the writes
  * completed on all of them.
  *
@@ -382,8 +383,10 @@ process_completed (struct shadow_conn *c, bool dead)
   while ((s = subq_pop (&c->completed)) != NULL) {
     c->in_flight--;
     c->sh->in_flight--;
-    if (s->io->priority == SHADOW_PRIO_COPY)
+    if (s->io->priority == SHADOW_PRIO_COPY) {
+      c->copy_in_flight--;
       c->sh->copy_in_flight--;
+    }
     if (s->replay)
       loss_replay_completed (s, dead && s->err != 0);
     else if (s->err == ESHUTDOWN)    /* refused, so never executed */
@@ -425,7 +428,7 @@ engine_conn_down (struct shadow_conn *c, const char *why)
     c->nbd = NULL;
   }
   held = process_completed (c, true);
-  assert (c->in_flight == 0);
+  assert (c->in_flight == 0 && c->copy_in_flight == 0);
   /* Only a connection that was up can have carried updates the server
    * lost.  A reconnect that fails again (an extra connection the server
    * keeps refusing) says nothing new about the data, and restarting the
@@ -636,8 +639,10 @@ engine_issue_sub (struct sub *s, struct shadow_conn *c)
   }
   c->in_flight++;
   sh->in_flight++;
-  if (io->priority == SHADOW_PRIO_COPY)
+  if (io->priority == SHADOW_PRIO_COPY) {
+    c->copy_in_flight++;
     sh->copy_in_flight++;
+  }
   if (io->op == SHADOW_WRITE && sh->e->cfg.drop_conn_at != 0 &&
       s->offset == sh->e->cfg.drop_conn_at && sh == &sh->e->shadows[0] &&
       ++sh->e->drop_conn_seen == 2) {
@@ -674,6 +679,41 @@ engine_least_busy_conn (struct shadow *sh)
   return best;
 }
 
+/* The connection a sub of the given priority goes to.  A server reads
+ * a connection's requests in order, payloads included, so a client read
+ * sent after the copier's writes (2 MiB each while clients are active)
+ * waits until the server has taken all of them in: on bench/e2e's inter
+ * workload (four sequential readers beside the sweep) that was most of
+ * the clients' time beyond a quarter millisecond.  With two connections
+ * or more the first ready one is left to clients: copies go to the
+ * others, and client commands to the connection with the fewest copies
+ * in flight (then the fewest commands).  With one, all share it.
+ */
+static struct shadow_conn *
+pick_conn (struct shadow *sh, enum shadow_priority prio)
+{
+  struct shadow_conn *best = NULL, *clients = NULL;
+  size_t i;
+
+  for (i = 0; i < sh->nr_conns; ++i) {
+    struct shadow_conn *c = &sh->conns[i];
+
+    if (c->state != CONN_READY)
+      continue;
+    if (prio == SHADOW_PRIO_COPY) {
+      if (clients == NULL)
+        clients = c;            /* kept for clients, unless alone */
+      else if (best == NULL || c->in_flight < best->in_flight)
+        best = c;
+    }
+    else if (best == NULL || c->copy_in_flight < best->copy_in_flight ||
+             (c->copy_in_flight == best->copy_in_flight &&
+              c->in_flight < best->in_flight))
+      best = c;
+  }
+  return best ? best : clients;
+}
+
 /* Issue queued subs of sh, client traffic first, within the caps. */
 static void
 issue_queued (struct shadow *sh)
@@ -693,7 +733,7 @@ issue_queued (struct shadow *sh)
         break;
       q = &sh->queue[SHADOW_PRIO_COPY];
     }
-    if (q->len == 0 || (c = engine_least_busy_conn (sh)) == NULL)
+    if (q->len == 0 || (c = pick_conn (sh, q->head->io->priority)) == NULL)
       break;
     if (sh->replaying)          /* a connection was lost meanwhile */
       break;

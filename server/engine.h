@@ -4,9 +4,10 @@
  * (qemu-nbd accepts a single client by default), and that one handle must
  * carry many concurrent requests from nbdkit's worker threads and from
  * the copier.  A shadow that advertises multi-conn (nbdkit's file plugin
- * does) gets cfg.connections handles instead, so that the server
- * receives several streams at once (one stream is what limited hydration
- * to 0.76 of nbdcopy, bench/results-migrate.md).  One engine thread runs
+ * does) gets cfg.connections handles instead: the first is left to
+ * clients, so that their reads do not queue behind the copier's large
+ * writes, and copies go over the others (more than two let the server
+ * receive several copy streams at once).  One engine thread runs
  * a libev loop over all the handles' sockets
  * (nbd_aio_get_fd / nbd_aio_get_direction / nbd_aio_notify_*), and other
  * threads only hand it work through a mutex-protected queue and
