@@ -40,9 +40,8 @@
  * not a connection's; the first ready connection is left to clients
  * and copies go to the others (pick_conn says why); a connection that
  * dies puts its commands back at the front of the shadow's queue, where
- * the others pick them up.  A flush
- * goes to any one connection: multi-conn means it covers the writes
- * completed on all of them.
+ * the others pick them up.  A flush goes to any one connection:
+ * multi-conn means it covers the writes completed on all of them.
  *
  * Locking: e->lock guards e->incoming and e->stopping (written by any
  * thread).  Everything else in struct engine, struct shadow and struct
@@ -682,12 +681,14 @@ engine_least_busy_conn (struct shadow *sh)
 /* The connection a sub of the given priority goes to.  A server reads
  * a connection's requests in order, payloads included, so a client read
  * sent after the copier's writes (2 MiB each while clients are active)
- * waits until the server has taken all of them in: on bench/e2e's inter
- * workload (four sequential readers beside the sweep) that was most of
- * the clients' time beyond a quarter millisecond.  With two connections
- * or more the first ready one is left to clients: copies go to the
- * others, and client commands to the connection with the fewest copies
- * in flight (then the fewest commands).  With one, all share it.
+ * waits until the server has taken all of them in.  With two
+ * connections or more the first ready one is left to clients: copies go
+ * to the others, and client commands to the connection with the fewest
+ * copies in flight (then the fewest commands).  With one, all share it.
+ * On bench/e2e's inter workload (four sequential readers beside the
+ * sweep) that took a fifth off the clients' time beyond a quarter
+ * millisecond and 39% off their reads over a millisecond
+ * (bench/e2e/RESULTS.md, "A connection for clients").
  */
 static struct shadow_conn *
 pick_conn (struct shadow *sh, enum shadow_priority prio)
