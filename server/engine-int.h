@@ -28,6 +28,8 @@
 #define ZERO_BUF_SIZE (1024 * 1024)       /* zero emulated by writes */
 #define BACKOFF_MIN 0.05
 #define BACKOFF_MAX 2.0
+#define GIVEN_UP_RETRY 30.0     /* seconds, for a connection refused at
+                                   start-up while another was up */
 #define CONNECT_TIMEOUT 60.0
 #define LOG_CAP_DEFAULT (64 * 1024 * 1024)
 #define LOG_RETRY 1.0             /* s after a failed flush or replay */
@@ -126,6 +128,8 @@ struct shadow_conn {
   struct nbd_handle *nbd;       /* NULL while down */
   enum conn_state state;
   bool ever_ready;
+  bool given_up;                /* refused at start-up while another was
+                                   up: start-up did not wait for it */
   ev_io io;
   ev_timer retry;
   double backoff;
@@ -162,6 +166,7 @@ struct engine {
   pthread_mutex_t start_lock;   /* guards the start-up fields below */
   pthread_cond_t start_cond;
   size_t nr_ready;              /* connections that came up */
+  size_t nr_given_up;           /* ... or were given up (conn_give_up) */
   bool start_failed;
 
   struct shadow_io *held;       /* completed, waiting for hold_until */

@@ -310,7 +310,11 @@ conn_became_ready (struct shadow_conn *c)
   }
   else {
     c->ever_ready = true;
-    startup_report (e, true);
+    if (!c->given_up)
+      startup_report (e, true);
+    else                        /* start-up counted it already */
+      shadow_notice ("shadow %s: the connection given up at start-up is "
+                     "up", sh->info.uri);
   }
 }
 
@@ -400,6 +404,40 @@ process_completed (struct shadow_conn *c, bool dead)
   return held;
 }
 
+/* A connection that failed at start-up while another of its shadow was
+ * up: the server advertises multi-conn yet takes fewer connections than
+ * shadow-connections asked for (nbdkit's limit filter, for one).
+ * Going on with those it took beats failing the start after
+ * CONNECT_TIMEOUT, now that the default asks for two.  Start-up stops
+ * waiting for it; it is retried quietly every GIVEN_UP_RETRY seconds
+ * (the failure may also have been passing), and joins the others if it
+ * ever comes up.
+ */
+static void
+conn_give_up (struct shadow_conn *c)
+{
+  struct shadow *sh = c->sh;
+  struct engine *e = sh->e;
+  size_t up = 0, i;
+
+  if (!c->given_up) {
+    for (i = 0; i < sh->nr_conns; ++i)
+      up += sh->conns[i].state == CONN_READY;
+    c->given_up = true;
+    shadow_notice ("shadow %s: going on with %zu of %zu connections: the "
+                   "server refused another while %s up (it may take "
+                   "fewer than shadow-connections); retrying it every "
+                   "%g s", sh->info.uri, up, sh->nr_conns,
+                   up == 1 ? "one was" : "others were", GIVEN_UP_RETRY);
+    mutex_lock (&e->start_lock);
+    e->nr_given_up++;
+    cond_broadcast (&e->start_cond);
+    mutex_unlock (&e->start_lock);
+  }
+  ev_timer_set (&c->retry, GIVEN_UP_RETRY, 0);
+  ev_timer_start (e->loop, &c->retry);
+}
+
 /* The connection is gone (or never came up): close the handle, retry its
  * commands after a reconnect, schedule the reconnect.
  */
@@ -412,7 +450,7 @@ engine_conn_down (struct shadow_conn *c, const char *why)
   bool was_ready = c->state == CONN_READY;
   size_t held;
 
-  if (c->state == CONN_READY || !c->ever_ready)
+  if (c->state == CONN_READY || (!c->ever_ready && !c->given_up))
     shadow_error ("shadow %s: connection lost: %s", sh->info.uri,
                   why ? why : "unknown error");
   if (c->state == CONN_READY)
@@ -443,8 +481,14 @@ engine_conn_down (struct shadow_conn *c, const char *why)
                    "than %g s from now (shadow-retry-hold)", sh->info.uri,
                    held, held == 1 ? "" : "s", e->cfg.retry_hold);
 
+  if (!c->ever_ready && (c->given_up || shadow_ready (sh))) {
+    conn_give_up (c);
+    return;
+  }
   if (!c->ever_ready && now - c->down_since > CONNECT_TIMEOUT &&
       c->down_since > 0) {
+    shadow_error ("shadow %s: no connection within %g s", sh->info.uri,
+                  CONNECT_TIMEOUT);
     startup_report (e, false);
     return;
   }
@@ -1120,14 +1164,14 @@ engine_free (struct engine *e)
   free (e);
 }
 
-/* Wait until every connection is up or one failed. */
+/* Wait until every connection is up (or given up) or one failed. */
 static bool
 wait_started (struct engine *e)
 {
   bool ok;
 
   mutex_lock (&e->start_lock);
-  while (!e->start_failed && e->nr_ready < e->nr_conns)
+  while (!e->start_failed && e->nr_ready + e->nr_given_up < e->nr_conns)
     cond_wait (&e->start_cond, &e->start_lock);
   ok = !e->start_failed;
   mutex_unlock (&e->start_lock);

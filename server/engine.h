@@ -190,7 +190,9 @@ extern int engine_probe (const struct engine_config *cfg,
                          struct shadow_info *info);
 
 /* Create the engine, start its thread and connect every shadow.  Waits
- * until all are connected; on failure reports which and returns NULL.
+ * until all connections are up, but for those a server refused while
+ * another of its connections was up (retried in the background); on
+ * failure reports which and returns NULL.
  */
 extern struct engine *engine_start (const struct engine_config *cfg);
 
