@@ -625,9 +625,9 @@ check_synced (struct copier *c)
  * nothing would, so a requested range (a client read those blocks, or
  * asked for them) goes to c->retry, taken again after a backoff that
  * grows with each failed retry (claim_retry): the volume can still
- * reach synced once the trouble ends.  Retries are background work (pause, window and rate apply: no
- * client waits for them).  Predictions are not retried: a failed guess
- * is not worth it.
+ * reach synced once the trouble ends.  Retries are background work
+ * (pause, window and rate apply: no client waits for them).
+ * Predictions are not retried: a failed guess is not worth it.
  */
 static double
 after_error (struct copier *c, struct worker *w, const struct job *job,

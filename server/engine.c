@@ -418,13 +418,13 @@ conn_give_up (struct shadow_conn *c)
 {
   struct shadow *sh = c->sh;
   struct engine *e = sh->e;
-  size_t up = 0, i;
 
   if (!c->given_up) {
-    for (i = 0; i < sh->nr_conns; ++i)
-      up += sh->conns[i].state == CONN_READY;
+    unsigned up = atomic_load_explicit (&sh->counters.connected,
+                                        memory_order_relaxed);
+
     c->given_up = true;
-    shadow_notice ("shadow %s: going on with %zu of %zu connections: the "
+    shadow_notice ("shadow %s: going on with %u of %zu connections: the "
                    "server refused another while %s up (it may take "
                    "fewer than shadow-connections); retrying it every "
                    "%g s", sh->info.uri, up, sh->nr_conns,

@@ -896,7 +896,6 @@ static void
 client_leave (struct volume *v, double t0)
 {
   double now = monotonic_us ();
-
   uint64_t us = (uint64_t) (now - t0);
 
   /* No sample may carry into the count: one of over three months (!)

@@ -5,9 +5,10 @@
 # (2 MiB each while clients are active) waited until the server had
 # taken all of them in.  The shadow logs every command with its
 # connection (nbdkit's log filter).  While the sweep copies, a client
-# reads blocks already on the shadow: all its reads go over one
-# connection, none of the copier's writes go over that one, and the
-# copier still writes over the others.
+# reads blocks already on the shadow: the connection that carries its
+# reads carries none of the copier's writes, the copier still writes
+# over the others, and no read starts on a connection while a write is
+# under way on it.
 #
 # Client commands go to the connection with the fewest copies in flight,
 # then the fewest commands: a commit's flush in flight on the clients'

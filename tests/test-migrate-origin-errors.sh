@@ -56,9 +56,12 @@ stop_filter proxy
 start_filter proxy -v nbd socket=$TESTDIR/origin.sock \
     shadow="$(uri $TESTDIR/shadow.sock)" shadow-control=$ctl
 for (( i=0; i<200; i++ )); do
-    [ "$(ctl_json $ctl | json_get copier.errors)" -ge 96 ] && break
+    errors=$(ctl_json $ctl | json_get copier.errors)
+    [ "$errors" -ge 96 ] && break
     sleep 0.1
 done
+[ "$errors" -ge 96 ] ||
+    fail "the workers failed $errors times in 20 s, not 96: no backoff to stop in"
 stopped=$(grep -c "shadow: stopped" proxy.log || true)
 t0=$(date +%s%N)
 kill "$(cat proxy.pid)"
