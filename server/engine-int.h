@@ -31,6 +31,10 @@
 #define GIVEN_UP_RETRY 30.0     /* seconds, for a connection refused at
                                    start-up while another was up */
 #define CONNECT_TIMEOUT 60.0
+#define HANDSHAKE_TIMEOUT 10.0  /* seconds from connect to ready: a server
+                                   that accepts but never finishes the
+                                   handshake must not hold a connection
+                                   (and start-up) forever */
 #define LOG_CAP_DEFAULT (64 * 1024 * 1024)
 #define LOG_RETRY 1.0             /* s after a failed flush or replay */
 #define REPLAY_MAX 16             /* replay commands in flight per shadow */
@@ -132,6 +136,7 @@ struct shadow_conn {
                                    up: start-up did not wait for it */
   ev_io io;
   ev_timer retry;
+  ev_timer handshake;           /* armed while CONN_CONNECTING */
   double backoff;
   double down_since;            /* ev_now when it went down, or 0 */
   struct subq completed;        /* filled by libnbd completion callbacks */

@@ -198,7 +198,25 @@ conn_connect (struct shadow_conn *c)
     engine_conn_down (c, nbd_get_error ());
     return;
   }
+  ev_timer_set (&c->handshake, HANDSHAKE_TIMEOUT, 0);
+  ev_timer_start (c->sh->e->loop, &c->handshake);
   /* prepare() arms the ev_io once the socket exists. */
+}
+
+/* The server took the connection but has not finished the handshake in
+ * HANDSHAKE_TIMEOUT: treat it as a failed attempt, so that the usual
+ * paths (retry with backoff, give up an extra connection at start-up,
+ * fail start-up or the queued commands after their timeouts) apply.
+ */
+static void
+handshake_timeout_cb (struct ev_loop *loop, ev_timer *w, int revents)
+{
+  struct shadow_conn *c = w->data;
+  char why[64];
+
+  snprintf (why, sizeof why, "no handshake within %g s",
+            HANDSHAKE_TIMEOUT);
+  engine_conn_down (c, why);
 }
 
 static void
@@ -222,6 +240,7 @@ conn_refuse_at_start (struct shadow_conn *c)
   struct engine *e = c->sh->e;
 
   ev_io_stop (e->loop, &c->io);
+  ev_timer_stop (e->loop, &c->handshake);
   nbd_close (c->nbd);
   c->nbd = NULL;
   c->state = CONN_DOWN;
@@ -297,6 +316,7 @@ conn_became_ready (struct shadow_conn *c)
     e->logged_shadows |= 1u << (sh - e->shadows);
   sh->info = info;
   sh->info_known = true;
+  ev_timer_stop (e->loop, &c->handshake);
   c->state = CONN_READY;
   c->backoff = BACKOFF_MIN;
   c->down_since = 0;
@@ -457,6 +477,7 @@ engine_conn_down (struct shadow_conn *c, const char *why)
     atomic_fetch_sub_explicit (&sh->counters.connected, 1,
                                memory_order_relaxed);
   ev_io_stop (e->loop, &c->io);
+  ev_timer_stop (e->loop, &c->handshake);
   c->state = CONN_DOWN;         /* before requeueing: pick_any skips it */
   if (!shadow_ready (sh) && sh->down_since == 0)
     sh->down_since = now;
@@ -1220,6 +1241,8 @@ engine_start (const struct engine_config *cfg)
     c->io.data = c;
     ev_init (&c->retry, retry_cb);
     c->retry.data = c;
+    ev_init (&c->handshake, handshake_timeout_cb);
+    c->handshake.data = c;
     conn_connect (c);
   }
 
@@ -1266,6 +1289,7 @@ engine_stop (struct engine *e)
     struct shadow_conn *c = &e->conns[i];
 
     ev_timer_stop (e->loop, &c->retry);
+    ev_timer_stop (e->loop, &c->handshake);
     ev_io_stop (e->loop, &c->io);
     if (c->nbd) {
       if (c->state == CONN_READY)

@@ -134,8 +134,13 @@ start_filter ()
         --filter="$FILTER" "$@" >>"$name.log" 2>&1 &
     pid=$!
     cleanup_fn "stop_filter '$name'"
-    for (( i=0; i<600; i++ )); do
-        if [ -s "$name.pid" ] && nbdinfo --size "$(uri "$TESTDIR/$name.sock")" >/dev/null 2>&1; then
+    # A deadline, not a count of tries: each nbdinfo is bounded (a filter
+    # that listens but never greets would hold it, and the test, forever)
+    # and may take up to those 10 s.
+    local deadline=$(( SECONDS + 60 ))
+    while (( SECONDS < deadline )); do
+        if [ -s "$name.pid" ] &&
+           timeout 10 nbdinfo --size "$(uri "$TESTDIR/$name.sock")" >/dev/null 2>&1; then
             return 0
         fi
         kill -0 $pid 2>/dev/null || { cat "$name.log" >&2; fail "filter $name exited at start-up"; }
