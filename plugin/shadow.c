@@ -106,6 +106,11 @@ NBDKIT_DLL_PUBLIC int shadow_debug_replay_depth;
  * connections as if lost (engine_config.drop_conn_at).
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_drop_conn_at;
+/* -D shadow.connect_timeout_s=N: tests only: start-up fails when a
+ * shadow has had no connection for N seconds (the probe's handshake
+ * included), instead of 60 (engine_config.connect_timeout).
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_connect_timeout_s;
 
 #define TICK_INTERVAL 0.5       /* seconds between rate samples and adaptation */
 /* 8 workers (sharing one origin context) of 2 MiB transfers: twice the
@@ -336,6 +341,8 @@ engine_config_of (int64_t expected_size)
       (unsigned) shadow_debug_replay_depth : 0,
     .drop_conn_at = shadow_debug_drop_conn_at > 0 ?
       (uint64_t) shadow_debug_drop_conn_at : 0,
+    .connect_timeout = shadow_debug_connect_timeout_s > 0 ?
+      shadow_debug_connect_timeout_s : 0,
     .probed = probed,
   };
 }

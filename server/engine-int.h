@@ -31,10 +31,14 @@
 #define GIVEN_UP_RETRY 30.0     /* seconds, for a connection refused at
                                    start-up while another was up */
 #define CONNECT_TIMEOUT 60.0
-#define HANDSHAKE_TIMEOUT 10.0  /* seconds from connect to ready: a server
-                                   that accepts but never finishes the
-                                   handshake must not hold a connection
-                                   (and start-up) forever */
+/* Seconds from connect to ready: a server that accepts but never
+ * finishes the handshake must not hold a connection (and start-up)
+ * forever.  Doubled after each attempt that ran out of it, up to the
+ * maximum, for a server that is only slow to answer (a plugin with a
+ * slow open, a long link); back to the start once a connection is up.
+ */
+#define HANDSHAKE_TIMEOUT 10.0
+#define HANDSHAKE_TIMEOUT_MAX 60.0
 #define LOG_CAP_DEFAULT (64 * 1024 * 1024)
 #define LOG_RETRY 1.0             /* s after a failed flush or replay */
 #define REPLAY_MAX 16             /* replay commands in flight per shadow */
@@ -137,6 +141,9 @@ struct shadow_conn {
   ev_io io;
   ev_timer retry;
   ev_timer handshake;           /* armed while CONN_CONNECTING */
+  double handshake_timeout;     /* its length (HANDSHAKE_TIMEOUT) */
+  bool silence_said;            /* a handshake timed out, said once per
+                                   outage after the connection was up */
   double backoff;
   double down_since;            /* ev_now when it went down, or 0 */
   struct subq completed;        /* filled by libnbd completion callbacks */

@@ -54,6 +54,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -152,13 +153,47 @@ read_info (struct nbd_handle *nbd, struct shadow_info *info)
   return 0;
 }
 
+/* nbd_connect_uri, but giving up after timeout seconds: the blocking
+ * call waits for a server that accepts and never greets for ever, and
+ * the probe runs in .get_ready, before nbdkit serves anything.  The
+ * error, if any, is in nbd_get_error, or *timed_out is set.
+ */
+static int
+connect_within (struct nbd_handle *nbd, const char *uri, double timeout,
+                bool *timed_out)
+{
+  double deadline = monotonic_now () + timeout;
+
+  *timed_out = false;
+  if (nbd_aio_connect_uri (nbd, uri) == -1)
+    return -1;
+  while (!nbd_aio_is_ready (nbd)) {
+    double left = deadline - monotonic_now ();
+    int r;
+
+    if (nbd_aio_is_dead (nbd) || nbd_aio_is_closed (nbd))
+      return -1;
+    if (left <= 0) {
+      *timed_out = true;
+      return -1;
+    }
+    r = nbd_poll (nbd, (int) ceil (left * 1000));
+    if (r == -1)
+      return -1;
+  }
+  return 0;
+}
+
 int
 engine_probe (const struct engine_config *cfg, struct shadow_info *info)
 {
+  double timeout = cfg->connect_timeout > 0 ? cfg->connect_timeout
+    : CONNECT_TIMEOUT;
   size_t i;
 
   for (i = 0; i < cfg->nr_shadows; ++i) {
     struct nbd_handle *nbd;
+    bool timed_out;
     int r;
 
     memset (&info[i], 0, sizeof info[i]);
@@ -166,9 +201,14 @@ engine_probe (const struct engine_config *cfg, struct shadow_info *info)
     nbd = new_handle (cfg->uris[i]);
     if (nbd == NULL)
       return -1;
-    if (nbd_connect_uri (nbd, cfg->uris[i]) == -1) {
-      shadow_error ("shadow %s: cannot connect: %s",
-                    cfg->uris[i], nbd_get_error ());
+    if (connect_within (nbd, cfg->uris[i], timeout, &timed_out) == -1) {
+      if (timed_out)
+        shadow_error ("shadow %s: cannot connect: no handshake within %g s "
+                      "(the server accepted the connection but did not "
+                      "answer)", cfg->uris[i], timeout);
+      else
+        shadow_error ("shadow %s: cannot connect: %s",
+                      cfg->uris[i], nbd_get_error ());
       nbd_close (nbd);
       return -1;
     }
@@ -198,15 +238,16 @@ conn_connect (struct shadow_conn *c)
     engine_conn_down (c, nbd_get_error ());
     return;
   }
-  ev_timer_set (&c->handshake, HANDSHAKE_TIMEOUT, 0);
+  ev_timer_stop (c->sh->e->loop, &c->handshake);
+  ev_timer_set (&c->handshake, c->handshake_timeout, 0);
   ev_timer_start (c->sh->e->loop, &c->handshake);
   /* prepare() arms the ev_io once the socket exists. */
 }
 
 /* The server took the connection but has not finished the handshake in
- * HANDSHAKE_TIMEOUT: treat it as a failed attempt, so that the usual
- * paths (retry with backoff, give up an extra connection at start-up,
- * fail start-up or the queued commands after their timeouts) apply.
+ * time: treat it as a failed attempt, so that the usual paths (retry
+ * with backoff, give up an extra connection at start-up, fail start-up
+ * or the queued commands after their timeouts) apply.
  */
 static void
 handshake_timeout_cb (struct ev_loop *loop, ev_timer *w, int revents)
@@ -215,7 +256,15 @@ handshake_timeout_cb (struct ev_loop *loop, ev_timer *w, int revents)
   char why[64];
 
   snprintf (why, sizeof why, "no handshake within %g s",
-            HANDSHAKE_TIMEOUT);
+            c->handshake_timeout);
+  /* engine_conn_down says nothing of a reconnect attempt that fails. */
+  if (c->ever_ready && !c->silence_said) {
+    shadow_notice ("shadow %s: a reconnect got %s; retrying",
+                   c->sh->info.uri, why);
+    c->silence_said = true;
+  }
+  c->handshake_timeout = fmin (c->handshake_timeout * 2,
+                               HANDSHAKE_TIMEOUT_MAX);
   engine_conn_down (c, why);
 }
 
@@ -280,7 +329,9 @@ conn_became_ready (struct shadow_conn *c)
   if (e->cfg.expected_size >= 0 && info.size != e->cfg.expected_size) {
     shadow_error ("shadow %s: size %" PRIi64 " differs from the origin's "
                   "%" PRIi64, sh->info.uri, info.size, e->cfg.expected_size);
-    if (!c->ever_ready)         /* permanent: do not retry */
+    /* Permanent: fail the start (once it is over, a given-up connection
+     * is only retried). */
+    if (!c->ever_ready && !c->given_up)
       conn_refuse_at_start (c);
     else
       engine_conn_down (c, "size changed");
@@ -293,7 +344,7 @@ conn_became_ready (struct shadow_conn *c)
     shadow_error ("shadow %s: the export no longer advertises multi-conn, "
                   "but %zu connections are open to it", sh->info.uri,
                   sh->nr_conns);
-    if (!c->ever_ready)
+    if (!c->ever_ready && !c->given_up)
       conn_refuse_at_start (c);
     else
       engine_conn_down (c, "multi-conn withdrawn");
@@ -317,6 +368,8 @@ conn_became_ready (struct shadow_conn *c)
   sh->info = info;
   sh->info_known = true;
   ev_timer_stop (e->loop, &c->handshake);
+  c->handshake_timeout = HANDSHAKE_TIMEOUT;
+  c->silence_said = false;
   c->state = CONN_READY;
   c->backoff = BACKOFF_MIN;
   c->down_since = 0;
@@ -426,7 +479,8 @@ process_completed (struct shadow_conn *c, bool dead)
 
 /* A connection that failed at start-up while another of its shadow was
  * up: the server advertises multi-conn yet takes fewer connections than
- * shadow-connections asked for (nbdkit's limit filter, for one).
+ * shadow-connections asked for (nbdkit's limit filter refuses them; a
+ * server may also leave them unanswered).
  * Going on with those it took beats failing the start after
  * CONNECT_TIMEOUT, now that the default asks for two.  Start-up stops
  * waiting for it; it is retried quietly every GIVEN_UP_RETRY seconds
@@ -434,7 +488,7 @@ process_completed (struct shadow_conn *c, bool dead)
  * ever comes up.
  */
 static void
-conn_give_up (struct shadow_conn *c)
+conn_give_up (struct shadow_conn *c, const char *why)
 {
   struct shadow *sh = c->sh;
   struct engine *e = sh->e;
@@ -444,10 +498,11 @@ conn_give_up (struct shadow_conn *c)
                                         memory_order_relaxed);
 
     c->given_up = true;
-    shadow_notice ("shadow %s: going on with %u of %zu connections: the "
-                   "server refused another while %s up (it may take "
+    shadow_notice ("shadow %s: going on with %u of %zu connections: "
+                   "another failed (%s) while %s up (the server may take "
                    "fewer than shadow-connections); retrying it every "
                    "%g s", sh->info.uri, up, sh->nr_conns,
+                   why ? why : "unknown error",
                    up == 1 ? "one was" : "others were", GIVEN_UP_RETRY);
     mutex_lock (&e->start_lock);
     e->nr_given_up++;
@@ -503,13 +558,13 @@ engine_conn_down (struct shadow_conn *c, const char *why)
                    held, held == 1 ? "" : "s", e->cfg.retry_hold);
 
   if (!c->ever_ready && (c->given_up || shadow_ready (sh))) {
-    conn_give_up (c);
+    conn_give_up (c, why);
     return;
   }
-  if (!c->ever_ready && now - c->down_since > CONNECT_TIMEOUT &&
+  if (!c->ever_ready && now - c->down_since > e->cfg.connect_timeout &&
       c->down_since > 0) {
     shadow_error ("shadow %s: no connection within %g s", sh->info.uri,
-                  CONNECT_TIMEOUT);
+                  e->cfg.connect_timeout);
     startup_report (e, false);
     return;
   }
@@ -1138,6 +1193,8 @@ engine_alloc (const struct engine_config *cfg)
     e->cfg.max_copy_in_flight = e->cfg.max_in_flight / 2;
   if (e->cfg.reconnect_timeout <= 0)
     e->cfg.reconnect_timeout = 60;
+  if (e->cfg.connect_timeout <= 0)
+    e->cfg.connect_timeout = CONNECT_TIMEOUT;
   pthread_mutex_init (&e->lock, NULL);
   pthread_mutex_init (&e->start_lock, NULL);
   pthread_cond_init (&e->start_cond, NULL);
@@ -1161,6 +1218,7 @@ engine_alloc (const struct engine_config *cfg)
 
       c->sh = sh;
       c->backoff = BACKOFF_MIN;
+      c->handshake_timeout = HANDSHAKE_TIMEOUT;
       c->state = CONN_DOWN;
       subq_init (&c->completed);
     }

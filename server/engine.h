@@ -171,6 +171,11 @@ struct engine_config {
    * in flight on a slow shadow: the replay must wait for it.  0: never.
    */
   uint64_t drop_conn_at;
+  /* Seconds a shadow may go without a connection at start-up (the
+   * probe's handshake included) before the start fails; 0:
+   * CONNECT_TIMEOUT.  Tests shorten it.
+   */
+  double connect_timeout;
   unsigned max_in_flight;       /* commands per shadow */
   unsigned max_copy_in_flight;  /* of which copy traffic */
   /* Connections per shadow that advertised multi-conn in probed[] (0 or
@@ -190,9 +195,9 @@ extern int engine_probe (const struct engine_config *cfg,
                          struct shadow_info *info);
 
 /* Create the engine, start its thread and connect every shadow.  Waits
- * until all connections are up, but for those a server refused while
- * another of its connections was up (retried in the background); on
- * failure reports which and returns NULL.
+ * until all connections are up, but for those that failed (refused, or
+ * left unanswered) while another of their shadow's was up (retried in
+ * the background); on failure reports which and returns NULL.
  */
 extern struct engine *engine_start (const struct engine_config *cfg);
 

@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# A shadow server that accepts a connection but never finishes its
-# handshake (here: a proxy that serves one connection at a time and
-# leaves any other one silent, neither greeting nor closing it).  Each
-# attempt is abandoned after 10 s (HANDSHAKE_TIMEOUT), so start-up gives
-# the silent connection up and goes on with the one that works; the
-# engine used to wait on the silent one forever and never serve.
+# A shadow server that accepts connections but never finishes their
+# handshake (here: a proxy that leaves them silent, neither greeting nor
+# closing them).
+#
+# 1. It serves one connection at a time and holds any other one silent:
+#    each attempt is abandoned after 10 s (HANDSHAKE_TIMEOUT), so
+#    start-up gives the silent connection up and goes on with the one
+#    that works; the engine used to wait on it forever and never serve.
+# 2. It holds every connection silent: start-up fails within the
+#    connect timeout (3 s here, -D shadow.connect_timeout_s), saying
+#    why; the probe used to wait for ever.
 source "${abs_top_srcdir}/tests/functions.sh"
 requires python3 --version
 
 size=$((16 * 1024 * 1024))
-ctl=$TESTDIR/proxy.ctl
+ctl=$TESTDIR/filter.ctl
 random_file origin.img $size
 truncate -s $size shadow.img
 start_nbdkit shadow file shadow.img
 
-# The proxy relays a connection to the real shadow while no other
-# relayed one is open; any other connection is held open in silence.
+# silent-proxy.py LISTEN TARGET LOG [all]: relays a connection to TARGET
+# while no other relayed one is open (or never, with "all"); any other
+# connection is held open in silence.
 cat > silent-proxy.py <<'PY'
 import os, socket, sys, threading
 listen_path, target_path, log_path = sys.argv[1:4]
+hold_all = sys.argv[4:] == ["all"]
 lock = threading.Lock()
 relayed = 0
 held = []
@@ -44,16 +51,20 @@ def pump(src, dst):
 
 def relay(client):
     global relayed
-    server = socket.socket(socket.AF_UNIX)
-    server.connect(target_path)
-    t = threading.Thread(target=pump, args=(server, client), daemon=True)
-    t.start()
-    pump(client, server)
-    t.join()
-    client.close()
-    server.close()
-    with lock:
-        relayed -= 1
+    try:
+        server = socket.socket(socket.AF_UNIX)
+        server.connect(target_path)
+        t = threading.Thread(target=pump, args=(server, client), daemon=True)
+        t.start()
+        pump(client, server)
+        t.join()
+        server.close()
+    except OSError as e:
+        log("relay failed: %s" % e)
+    finally:
+        client.close()
+        with lock:
+            relayed -= 1
 
 listener = socket.socket(socket.AF_UNIX)
 listener.bind(listen_path + ".tmp")
@@ -62,7 +73,7 @@ listener.listen(16)
 while True:
     client, _ = listener.accept()
     with lock:
-        silent = relayed > 0
+        silent = hold_all or relayed > 0
         if not silent:
             relayed += 1
     if silent:
@@ -72,25 +83,49 @@ while True:
         log("relayed a connection")
         threading.Thread(target=relay, args=(client,), daemon=True).start()
 PY
-python3 silent-proxy.py $TESTDIR/silent.sock $TESTDIR/shadow.sock \
-    silent.log &
-proxy_pid=$!
-cleanup_fn "kill $proxy_pid 2>/dev/null; wait $proxy_pid 2>/dev/null"
-for (( i=0; i<100; i++ )); do
-    [ -S silent.sock ] && break
-    sleep 0.1
-done
-[ -S silent.sock ] || fail "the proxy did not start"
 
-t0=$(date +%s)
-start_filter proxy file origin.img shadow="$(uri $TESTDIR/silent.sock)" \
+# start_proxy NAME [all]: the proxy on NAME.sock in front of the shadow.
+start_proxy ()
+{
+    local i pid
+    python3 silent-proxy.py $TESTDIR/$1.sock $TESTDIR/shadow.sock \
+        $1.log ${2:-} &
+    pid=$!
+    cleanup_fn "kill $pid 2>/dev/null; wait $pid 2>/dev/null"
+    for (( i=0; i<100; i++ )); do
+        [ -S $1.sock ] && return 0
+        sleep 0.1
+    done
+    fail "the proxy $1 did not start"
+}
+
+# 1. One connection answered, the other silent.
+start_proxy silent
+t0=$SECONDS
+start_filter filter file origin.img shadow="$(uri $TESTDIR/silent.sock)" \
     shadow-control=$ctl shadow-state=$TESTDIR/state
-t1=$(date +%s)
-[ $(( t1 - t0 )) -le 40 ] || fail "start-up took $(( t1 - t0 )) s"
+(( SECONDS - t0 <= 40 )) || fail "start-up took $(( SECONDS - t0 )) s"
 grep -q "held a connection in silence" silent.log ||
     fail "the proxy never held a connection: the test checks nothing"
-wait_log proxy.log "no handshake within 10 s" 5
-wait_log proxy.log "going on with 1 of 2 connections" 5
-wait_synced proxy 60
-stop_filter proxy
+wait_log filter.log "going on with 1 of 2 connections: another failed \(no handshake within 10 s\)" 5
+wait_synced filter 60
+stop_filter filter
 same_files origin.img shadow.img
+
+# 2. Nothing answered: start-up fails, and says why.
+start_proxy mute all
+t0=$SECONDS
+if LD_PRELOAD=$SANITIZER_PRELOAD timeout 60 \
+   nbdkit -f -U $TESTDIR/mute-filter.sock --filter="$FILTER" \
+       -D shadow.connect_timeout_s=3 file origin.img \
+       shadow="$(uri $TESTDIR/mute.sock)" shadow-state=$TESTDIR/state2 \
+       > mute-filter.log 2>&1; then
+    fail "the filter started with a shadow that never answers"
+fi
+(( SECONDS - t0 <= 15 )) ||
+    fail "start-up took $(( SECONDS - t0 )) s to fail (connect timeout 3 s)"
+grep -q "no handshake within 3 s" mute-filter.log || {
+    cat mute-filter.log >&2
+    fail "the filter did not say why it could not start"
+}
+check_sanitizer_log mute-filter.log
