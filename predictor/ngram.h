@@ -18,6 +18,13 @@
  * contexts seen only a few times.  smooth = false (Markov-1):
  * P(x) = c1(x) / N1, nothing if the context is unseen.
  *
+ * calibrate (smooth only, off unless asked): an estimate p is lifted to
+ * p * h / q, where q and h are the recent sums of the top token's
+ * estimate and of its hits over past predictions whose top estimate
+ * fell in p's tenth of [0, 1], if that is a lift and reaches 0.1
+ * (Witten-Bell is under-confident where a context has many rare
+ * followers; see ngram.c, calibrate).
+ *
  * Bounds: `capacity` contexts (rounded up to a multiple of 8) in a
  * set-associative table of 8-way buckets; a new context replaces the
  * least used, longest idle way of its bucket.  Each context keeps its 6
@@ -37,6 +44,9 @@ struct pred_ngram_config {
   unsigned max_order;           /* 1 .. 4 */
   unsigned capacity;            /* contexts */
   bool smooth;                  /* Witten-Bell backoff to unigram */
+  /* smooth only: lift estimates to the hit rate of past top predictions
+   * of about the same probability (ngram.c, calibrate). */
+  bool calibrate;
   unsigned nstreams;            /* stream slots of the tokenizer */
   struct pred_rollout_cfg rollout;
 };

@@ -204,6 +204,7 @@ create_model (struct predictor *p, enum pred_policy which)
   case PRED_POLICY_NGRAM: {
     struct pred_ngram_config g = {
       .max_order = 4, .capacity = c->ngram_capacity, .smooth = true,
+      .calibrate = c->ngram_calibrate,
       .nstreams = c->streams, .rollout = rollout (p, c->depth),
     };
     return pred_ngram_new (&g, v);

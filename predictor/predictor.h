@@ -115,6 +115,8 @@ struct predictor_config {
   unsigned lstm_depth;          /* lookahead steps that run the LSTM: 2 */
   unsigned readahead_max;       /* readahead / leap window, blocks: 32 */
   double min_prob;              /* drop candidates below this: 0.05 */
+  bool ngram_calibrate;         /* the n-gram's estimates lifted to their
+                                   hit rate (ngram.h): false */
   unsigned lstm_embed;          /* 16 */
   unsigned lstm_hidden;         /* 32 */
   unsigned lstm_bptt;           /* 16 */

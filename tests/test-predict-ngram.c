@@ -267,6 +267,111 @@ START_TEST (test_order_selection)
 }
 END_TEST
 
+/* Calibration moves the estimate towards what it is worth.  The stream
+ * is a first-order chain whose tokens have one usual follower (60%) and
+ * five rare ones (8% each), seen about 15 times per context: Witten-
+ * Bell keeps T / (n + T) of a context's mass for followers not seen
+ * yet, so with six followers in fifteen observations its top estimate
+ * is well below the 60% it hits.  A random stream's long shots are
+ * left alone.
+ */
+static struct pred_model *
+new_calibrated (const struct pred_vocab *v, bool calibrate, bool smooth)
+{
+  struct pred_ngram_config g = {
+    .max_order = smooth ? 4 : 1, .capacity = 16384, .smooth = smooth,
+    .calibrate = calibrate, .nstreams = 8,
+    .rollout = { .depth = 8, .alts = 2, .min_p = 0.01, .max_len = 4 },
+  };
+  struct pred_model *m = pred_ngram_new (&g, v);
+  ck_assert_ptr_nonnull (m);
+  return m;
+}
+
+static double top1_p (struct pred_model *m, unsigned s, uint32_t *tok);
+
+static uint32_t
+usual_or_rare (uint32_t t, struct pred_rng *rng)
+{
+  unsigned r = pred_rng_below (rng, 100);
+  if (r < 60)
+    return chain_next (t);
+  return (chain_next (t) + 1 + 7 * ((r - 60) / 8)) % 40 + 1;
+}
+
+START_TEST (test_calibration)
+{
+  struct pred_vocab v;
+  struct pred_rng rng;
+  uint32_t tok = 1, tok_cal, tok_raw;
+  double p_cal, p_raw, sum_cal = 0, sum_raw = 0, hits = 0;
+  unsigned judged = 0;
+  make_vocab (&v, 64, 45);
+
+  struct pred_model *cal = new_calibrated (&v, true, true);
+  struct pred_model *raw = new_calibrated (&v, false, true);
+  pred_rng_seed (&rng, 3);
+  for (unsigned i = 0; i < 600; i++) {
+    uint32_t next = usual_or_rare (tok, &rng);
+    if (i >= 300) {
+      p_cal = top1_p (cal, 0, &tok_cal);
+      p_raw = top1_p (raw, 0, &tok_raw);
+      ck_assert_uint_eq (tok_cal, tok_raw);     /* lifting keeps the order */
+      sum_cal += p_cal;
+      sum_raw += p_raw;
+      hits += tok_raw == next;
+      judged++;
+    }
+    struct pred_event ev = tok_event (i, next, 0, i == 0);
+    cal->ops->observe (cal, &ev);
+    raw->ops->observe (raw, &ev);
+    tok = next;
+  }
+  hits /= judged;
+  sum_cal /= judged;
+  sum_raw /= judged;
+  ck_assert_msg (hits - sum_raw >= 0.08, "Witten-Bell %.3f for a hit rate "
+                 "of %.3f: the test's premise does not hold", sum_raw, hits);
+  ck_assert_msg (fabs (sum_cal - hits) <= 0.5 * (hits - sum_raw),
+                 "calibrated %.3f, raw %.3f, hit rate %.3f",
+                 sum_cal, sum_raw, hits);
+  pred_model_destroy (cal);
+  pred_model_destroy (raw);
+
+  /* Random tokens: the top token is hardly ever right; nothing lifted. */
+  cal = new_calibrated (&v, true, true);
+  raw = new_calibrated (&v, false, true);
+  pred_rng_seed (&rng, 5);
+  for (unsigned i = 0; i < 2000; i++) {
+    struct pred_event ev = tok_event (i, 1 + pred_rng_below (&rng, 40), 0,
+                                      i == 0);
+    cal->ops->observe (cal, &ev);
+    raw->ops->observe (raw, &ev);
+    if (i % 100 == 99) {
+      p_cal = top1_p (cal, 0, &tok_cal);
+      p_raw = top1_p (raw, 0, &tok_raw);
+      ck_assert_msg (p_cal == p_raw && tok_cal == tok_raw,
+                     "token %u: calibrated %.4f, raw %.4f", i, p_cal, p_raw);
+    }
+  }
+  pred_model_destroy (cal);
+  pred_model_destroy (raw);
+
+  /* Markov-1 (no smoothing) is never calibrated. */
+  cal = new_calibrated (&v, true, false);
+  raw = new_calibrated (&v, false, false);
+  for (unsigned i = 0; i < 75; i++) {
+    struct pred_event ev = tok_event (i, 1 + i % 30, 0, i == 0);
+    cal->ops->observe (cal, &ev);
+    raw->ops->observe (raw, &ev);
+  }
+  ck_assert (top1_p (cal, 0, &tok_cal) == top1_p (raw, 0, &tok_raw));
+  pred_model_destroy (cal);
+  pred_model_destroy (raw);
+  pred_vocab_free (&v);
+}
+END_TEST
+
 /* ---- hybrid versus its components on synthetic mixes ---- */
 
 static struct pred_model *
@@ -460,6 +565,7 @@ ngram_suite (void)
   tcase_add_test (tc, test_rollout_blocks);
   tcase_add_test (tc, test_bounded);
   tcase_add_test (tc, test_order_selection);
+  tcase_add_test (tc, test_calibration);
   tcase_add_test (tc, test_hybrid_mixes);
   tcase_add_test (tc, test_hybrid_undiluted);
   suite_add_tcase (s, tc);
