@@ -110,9 +110,10 @@ NBDKIT_DLL_PUBLIC int shadow_debug_replay_depth;
  * connections as if lost (engine_config.drop_conn_at).
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_drop_conn_at;
-/* -D shadow.connect_timeout_s=N: tests only: start-up fails when a
- * shadow has had no connection for N seconds (the probe's handshake
- * included), instead of 60 (engine_config.connect_timeout).
+/* -D shadow.connect_timeout_s=N: tests only: the probe waits N seconds
+ * for a handshake, and start-up fails when other connections fail again
+ * N seconds after their first failure, instead of 60
+ * (engine_config.connect_timeout).
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_connect_timeout_s;
 

@@ -233,16 +233,18 @@ cal_bin (double p)
 }
 
 /* What the estimate p has turned out to be worth (cfg.calibrate).
- * Witten-Bell keeps half the mass of a context seen once for its
- * escape: right for a noisy stream, far too little for one that repeats
- * itself (a database log advancing a block at a time, the short runs of
- * web search), where the lookahead then stops early.  The hit rate of
- * past top predictions of about the same probability says which kind of
- * stream this is, and p is lifted by it.  Only lifted: an estimate that
- * proved too high still ranks its candidates, and lowering it gave
- * sequential readers shallower lookahead.  And only to CAL_MIN_LIFT or
- * more: lifting long shots over the prefetch threshold flooded the
- * origin on TPC-C end to end (stall +10%).
+ * Witten-Bell keeps T / (n + T) of a context's mass for followers not
+ * seen yet: right for a noisy stream, too little where a context has
+ * many rare followers and a usual one (a database log advancing a block
+ * at a time, the short runs of web search), and the lookahead, which
+ * multiplies estimates against the prefetch threshold, stops early.
+ * The hit rate of past top predictions of about the same probability
+ * (with CAL_PRIOR of "as estimated") scales p, for every token of the
+ * list: a ratio learnt on top tokens, applied to all.  Only lifted, and
+ * only to CAL_MIN_LIFT or more: that is the variant measured end to
+ * end; lifting and lowering without that floor raised long shots over
+ * the prefetch threshold and flooded the origin on TPC-C
+ * (bench/e2e/RESULTS.md).  The lifted values no longer sum to one.
  */
 static double
 calibrate (const struct ngram *g, double p)
@@ -261,7 +263,7 @@ calibrate (const struct ngram *g, double p)
 }
 
 static void dist_cached (struct ngram *g, struct ctx *c, unsigned k,
-                         struct pred_tokdist *out);
+                         struct pred_tokdist *out, bool store);
 
 /* Score the top prediction the model had for this access (the counts
  * are those it predicted from, but for other streams' accesses since).
@@ -276,7 +278,7 @@ cal_observe (struct ngram *g, const struct hist *h, uint32_t tok)
   c->h = *h;
   c->looked_up = false;
   c->have_coef = false;
-  dist_cached (g, c, 1, &d);
+  dist_cached (g, c, 1, &d, false);
   if (d.n == 0)
     return;
   b = cal_bin (d.p[0]);
@@ -479,11 +481,13 @@ static void dist_compute (struct ngram *g, struct ctx *c, unsigned k,
                           struct pred_tokdist *out);
 
 /* The top k of the estimate before calibration, from the cache when it
- * holds them.
+ * holds them.  store: keep what had to be computed in the cache (not for
+ * cal_observe, whose context is about to be counted: it would evict a
+ * live entry for one that is stale at once).
  */
 static void
 dist_cached (struct ngram *g, struct ctx *c, unsigned k,
-             struct pred_tokdist *out)
+             struct pred_tokdist *out, bool store)
 {
   uint64_t key, gen = g->observed / DC_GEN;
   struct dcent *d;
@@ -500,6 +504,10 @@ dist_cached (struct ngram *g, struct ctx *c, unsigned k,
   valid = d->key == key && d->gen == gen && d->order == g->order;
   for (unsigned o = 0; valid && o < PRED_NGRAM_MAX_ORDER; o++)
     valid = d->e[o] == c->e[o] && (!c->e[o] || d->stamp[o] == c->e[o]->stamp);
+  if (!valid && !store) {
+    dist_compute (g, c, k, out);
+    return;
+  }
   if (!valid) {
     g->dc_misses++;
     dist_compute (g, c, DC_K, &d->d);
@@ -524,10 +532,18 @@ ngram_dist (struct pred_model *m, void *vctx, unsigned k,
 {
   struct ngram *g = (struct ngram *) m;
 
-  dist_cached (g, vctx, k, out);
-  if (!g->cfg.calibrate)
+  if (!g->cfg.calibrate) {
+    dist_cached (g, vctx, k, out, true);
     return;
-  /* Bins lift differently: keep the list sorted. */
+  }
+  /* The raw top k, lifted and sorted again (bins lift differently).  A
+   * token below the raw top k is not brought in, so the list for k = 1
+   * and the first of a longer one can differ.  Calibrating all the
+   * cache holds, then cutting, let lifted long shots crowd in: on web
+   * search precision fell from 27-33% to 13-23% and the stall rose
+   * (bench/results-predictor.md).
+   */
+  dist_cached (g, vctx, k, out, true);
   for (unsigned i = 0; i < out->n; i++) {
     double p = calibrate (g, out->p[i]);
     uint32_t tok = out->tok[i];

@@ -19,9 +19,12 @@
  * P(x) = c1(x) / N1, nothing if the context is unseen.
  *
  * calibrate (smooth only, off unless asked): an estimate p is lifted to
- * p * h / q, where q and h are the recent sums of the top token's
- * estimate and of its hits over past predictions whose top estimate
- * fell in p's tenth of [0, 1], if that is a lift and reaches 0.1
+ * min (1, p * (h + 2 m) / (q + 2 m)), where q and h are the decayed sums
+ * of the top token's estimate and of its hits over past predictions
+ * whose top estimate fell in p's tenth of [0, 1], and m is that tenth's
+ * middle; only if that is a lift and reaches 0.1.  Every token of a
+ * distribution is scaled by its own tenth's ratio (learnt on top
+ * tokens), so the order may change and the values no longer sum to one
  * (Witten-Bell is under-confident where a context has many rare
  * followers; see ngram.c, calibrate).
  *

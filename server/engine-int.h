@@ -28,8 +28,8 @@
 #define ZERO_BUF_SIZE (1024 * 1024)       /* zero emulated by writes */
 #define BACKOFF_MIN 0.05
 #define BACKOFF_MAX 2.0
-#define GIVEN_UP_RETRY 30.0     /* seconds, for a connection refused at
-                                   start-up while another was up */
+#define GIVEN_UP_RETRY 30.0     /* seconds, for a connection that failed
+                                   at start-up while another was up */
 #define CONNECT_TIMEOUT 60.0
 /* Seconds from connect to ready: a server that accepts but never
  * finishes the handshake must not hold a connection (and start-up)

@@ -177,7 +177,7 @@ connect_within (struct nbd_handle *nbd, const char *uri, double timeout,
       *timed_out = true;
       return -1;
     }
-    r = nbd_poll (nbd, (int) ceil (left * 1000));
+    r = nbd_poll (nbd, (int) ceil (fmin (left, 3600) * 1000));
     if (r == -1)
       return -1;
   }
@@ -204,11 +204,11 @@ engine_probe (const struct engine_config *cfg, struct shadow_info *info)
     if (connect_within (nbd, cfg->uris[i], timeout, &timed_out) == -1) {
       if (timed_out)
         shadow_error ("shadow %s: cannot connect: no handshake within %g s "
-                      "(the server accepted the connection but did not "
-                      "answer)", cfg->uris[i], timeout);
+                      "(the server did not answer)", cfg->uris[i], timeout);
       else
-        shadow_error ("shadow %s: cannot connect: %s",
-                      cfg->uris[i], nbd_get_error ());
+        shadow_error ("shadow %s: cannot connect: %s", cfg->uris[i],
+                      nbd_get_error () ?: "the connection closed during "
+                      "the handshake");
       nbd_close (nbd);
       return -1;
     }
@@ -329,8 +329,8 @@ conn_became_ready (struct shadow_conn *c)
   if (e->cfg.expected_size >= 0 && info.size != e->cfg.expected_size) {
     shadow_error ("shadow %s: size %" PRIi64 " differs from the origin's "
                   "%" PRIi64, sh->info.uri, info.size, e->cfg.expected_size);
-    /* Permanent: fail the start (once it is over, a given-up connection
-     * is only retried). */
+    /* Permanent: fail the start (a connection given up at start-up is
+     * only retried: start-up no longer waits for it). */
     if (!c->ever_ready && !c->given_up)
       conn_refuse_at_start (c);
     else
