@@ -136,7 +136,7 @@ struct shadow_conn {
   struct nbd_handle *nbd;       /* NULL while down */
   enum conn_state state;
   bool ever_ready;
-  bool given_up;                /* refused at start-up while another was
+  bool given_up;                /* failed at start-up while another was
                                    up: start-up did not wait for it */
   ev_io io;
   ev_timer retry;

@@ -184,11 +184,17 @@ connect_within (struct nbd_handle *nbd, const char *uri, double timeout,
   return 0;
 }
 
+/* engine_config.connect_timeout, or its default. */
+static double
+connect_timeout_of (const struct engine_config *cfg)
+{
+  return cfg->connect_timeout > 0 ? cfg->connect_timeout : CONNECT_TIMEOUT;
+}
+
 int
 engine_probe (const struct engine_config *cfg, struct shadow_info *info)
 {
-  double timeout = cfg->connect_timeout > 0 ? cfg->connect_timeout
-    : CONNECT_TIMEOUT;
+  double timeout = connect_timeout_of (cfg);
   size_t i;
 
   for (i = 0; i < cfg->nr_shadows; ++i) {
@@ -259,8 +265,8 @@ handshake_timeout_cb (struct ev_loop *loop, ev_timer *w, int revents)
             c->handshake_timeout);
   /* engine_conn_down says nothing of a reconnect attempt that fails. */
   if (c->ever_ready && !c->silence_said) {
-    shadow_notice ("shadow %s: a reconnect got %s; retrying",
-                   c->sh->info.uri, why);
+    shadow_notice ("shadow %s: the server took a reconnect but gave %s; "
+                   "retrying", c->sh->info.uri, why);
     c->silence_said = true;
   }
   c->handshake_timeout = fmin (c->handshake_timeout * 2,
@@ -1193,8 +1199,7 @@ engine_alloc (const struct engine_config *cfg)
     e->cfg.max_copy_in_flight = e->cfg.max_in_flight / 2;
   if (e->cfg.reconnect_timeout <= 0)
     e->cfg.reconnect_timeout = 60;
-  if (e->cfg.connect_timeout <= 0)
-    e->cfg.connect_timeout = CONNECT_TIMEOUT;
+  e->cfg.connect_timeout = connect_timeout_of (cfg);
   pthread_mutex_init (&e->lock, NULL);
   pthread_mutex_init (&e->start_lock, NULL);
   pthread_cond_init (&e->start_cond, NULL);

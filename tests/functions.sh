@@ -127,7 +127,7 @@ start_nbdkit ()
 start_filter ()
 {
     local name=$1; shift
-    local pid i
+    local pid
     rm -f "$name.sock" "$name.pid"
     LD_PRELOAD=$SANITIZER_PRELOAD \
     nbdkit -f -U "$TESTDIR/$name.sock" -P "$TESTDIR/$name.pid" \

@@ -51,6 +51,18 @@ cov=$(sed -E 's/.*"coverage":([0-9.]+).*/\1/' s.json)
 awk -v c="$cov" 'BEGIN { exit !(c > 0.95) }' ||
     fail "hybrid coverage on a sequential trace is $cov"
 
+# --calibrate reaches the n-gram (the boot trace's top guesses hit more
+# or less often than Witten-Bell says: the figures move), and a bad
+# value is refused by name.
+$P eval --json --policies ngram --calibrate off boot.trace | strip_times > c0.json
+$P eval --json --policies ngram --calibrate on boot.trace | strip_times > c1.json
+cmp -s c0.json c1.json && fail "eval --calibrate on changed nothing"
+if $P eval --calibrate maybe boot.trace 2> err; then
+    fail "eval accepted --calibrate maybe"
+fi
+grep -q -- "--calibrate: .maybe. must be on or off" err ||
+    fail "--calibrate: $(cat err)"
+
 # -- stats --
 $P stats boot.trace > st
 grep -q 'boot.trace' st || fail "stats: no row"
