@@ -85,7 +85,8 @@ struct shadow {
   struct engine *e;
   struct shadow_info info;
   bool info_known;              /* info is from a handshake */
-  bool refusal_said;            /* logged that info shrank (this outage) */
+  const char *refused;          /* why the export was last refused this
+                                   outage (said once each): conn_refuse */
   struct subq queue[2];         /* by priority, not yet issued */
   unsigned in_flight, copy_in_flight;
   double down_since;            /* ev_now when its last connection went

@@ -319,6 +319,31 @@ capabilities_shrank (const struct shadow_info *was,
   return NULL;
 }
 
+/* The export c reached is not one the filter may use (what says how).
+ * At start-up that fails the start; later (a reconnect, or a connection
+ * given up at start-up and retried since) the connection goes down and
+ * is tried again with backoff until the export is as it was, and each
+ * reason for a refusal is said once per outage, not once per attempt.
+ * why is a string literal.
+ */
+static void
+conn_refuse (struct shadow_conn *c, const char *what, const char *why)
+{
+  struct shadow *sh = c->sh;
+
+  if (!c->ever_ready && !c->given_up) {
+    shadow_error ("shadow %s: %s", sh->info.uri, what);
+    conn_refuse_at_start (c);
+    return;
+  }
+  if (!sh->refused || strcmp (sh->refused, why) != 0)
+    shadow_error ("shadow %s: %s: not using it (requests wait, and fail "
+                  "after %g s)", sh->info.uri, what,
+                  sh->e->cfg.reconnect_timeout);
+  sh->refused = why;
+  engine_conn_down (c, why);
+}
+
 /* The handshake finished: check the export is still the one we probed. */
 static void
 conn_became_ready (struct shadow_conn *c)
@@ -327,45 +352,35 @@ conn_became_ready (struct shadow_conn *c)
   struct shadow_info info = { .uri = sh->info.uri };
   struct engine *e = sh->e;
   const char *shrank;
+  char what[128];
 
   if (read_info (c->nbd, &info) == -1) {
     engine_conn_down (c, "bad export");
     return;
   }
   if (e->cfg.expected_size >= 0 && info.size != e->cfg.expected_size) {
-    shadow_error ("shadow %s: size %" PRIi64 " differs from the origin's "
-                  "%" PRIi64, sh->info.uri, info.size, e->cfg.expected_size);
-    /* Permanent: fail the start (a connection given up at start-up is
-     * only retried: start-up no longer waits for it). */
-    if (!c->ever_ready && !c->given_up)
-      conn_refuse_at_start (c);
-    else
-      engine_conn_down (c, "size changed");
+    snprintf (what, sizeof what, "size %" PRIi64 " differs from the "
+              "origin's %" PRIi64, info.size, e->cfg.expected_size);
+    conn_refuse (c, what, "size changed");
     return;
   }
   /* Several connections are safe only under multi-conn's promise that a
    * flush on one covers writes completed on the others.
    */
   if (sh->nr_conns > 1 && !info.can_multi_conn) {
-    shadow_error ("shadow %s: the export no longer advertises multi-conn, "
-                  "but %zu connections are open to it", sh->info.uri,
-                  sh->nr_conns);
-    if (!c->ever_ready && !c->given_up)
-      conn_refuse_at_start (c);
-    else
-      engine_conn_down (c, "multi-conn withdrawn");
+    snprintf (what, sizeof what, "the export no longer advertises "
+              "multi-conn, but %zu connections are open to it",
+              sh->nr_conns);
+    conn_refuse (c, what, "multi-conn withdrawn");
     return;
   }
   if (sh->info_known && (shrank = capabilities_shrank (&sh->info, &info))) {
-    if (!sh->refusal_said)      /* once per outage, not per attempt */
-      shadow_error ("shadow %s: came back without the %s it had: not "
-                    "using it (requests wait, and fail after %g s)",
-                    sh->info.uri, shrank, e->cfg.reconnect_timeout);
-    sh->refusal_said = true;
-    engine_conn_down (c, "capabilities changed");
+    snprintf (what, sizeof what, "came back without the %s it had",
+              shrank);
+    conn_refuse (c, what, "capabilities changed");
     return;
   }
-  sh->refusal_said = false;
+  sh->refused = NULL;
   /* Written once per shadow, at its first handshake, which engine_start
    * waits for (start_lock orders it before submitters read it).
    */

@@ -7,7 +7,9 @@
 #    them, and its write log replays zero entries as zeroes: it must
 #    refuse the connection (say so once), keep requests waiting, and
 #    take the shadow again once it returns as it was; the migration
-#    then completes and the shadow equals the origin.
+#    then completes and the shadow equals the origin.  In the same
+#    outage it comes back with the wrong size, then without multi-conn
+#    (two connections are open to it): each refused, each said once.
 #
 # 2. It comes back but fails every write, so the updates it may have
 #    lost cannot be written again (nbdkit's error filter, while a file
@@ -29,6 +31,7 @@ source "${abs_top_srcdir}/tests/functions.sh"
 requires qemu-io --version
 requires nbdcopy --version
 requires python3 --version
+requires nbdkit --filter=multi-conn --filter=nozero null --version
 
 size=$((32 * 1024 * 1024))
 random_file origin.img $size
@@ -49,6 +52,23 @@ sleep 1                         # several reconnect attempts
     fail "the refusal was logged more than once per outage"
 [ "$(ctl_json $TESTDIR/caps.ctl | json_get errors.shadows.0.connected)" = false ] ||
     fail "the filter took a shadow that lost write zeroes"
+# The same outage goes on with two other ways to be the wrong export:
+# each is said once when it first shows, not at every attempt.
+kill_pidfile $TESTDIR/caps.pid
+truncate -s $((size * 2)) wrong-size.img
+start_nbdkit caps file wrong-size.img
+wait_log capsproxy.log "size $((size * 2)) differs from the origin's $size: not using it" 20
+sleep 3                         # past BACKOFF_MAX: another attempt
+[ "$(grep -c "differs from the origin" capsproxy.log)" = 1 ] ||
+    fail "the wrong size was logged more than once per outage"
+kill_pidfile $TESTDIR/caps.pid
+start_nbdkit caps --filter=multi-conn file caps.img multi-conn-mode=disable
+wait_log capsproxy.log "no longer advertises multi-conn, but 2 connections" 20
+sleep 3                         # past BACKOFF_MAX: another attempt
+[ "$(grep -c "no longer advertises multi-conn" capsproxy.log)" = 1 ] ||
+    fail "the lost multi-conn was logged more than once per outage"
+[ "$(ctl_json $TESTDIR/caps.ctl | json_get errors.shadows.0.connected)" = false ] ||
+    fail "the filter took a shadow that is not the export it was"
 kill_pidfile $TESTDIR/caps.pid
 start_nbdkit caps file caps.img
 "$NBDSHADOW" rate 0 $TESTDIR/caps.ctl

@@ -95,9 +95,15 @@ snapshot ()
     head -1 /proc/stat
 }
 snapshot > "$W/before"
+poller_pid=
+if [ "${POLL:-0}" = 1 ]; then
+    while :; do "$NBDSHADOW" status --json "$W/ctl.sock" >/dev/null 2>&1; sleep 0.25; done &
+    poller_pid=$!
+fi
 fio --output-format=json --output="$W/fio.json" "$W/job.fio" > "$W/fio.out" 2>&1 ||
     { cat "$W/fio.out" >&2; echo "$0: fio failed" >&2; exit 1; }
 snapshot > "$W/after"
+[ -z "$poller_pid" ] || { kill "$poller_pid"; wait "$poller_pid" 2>/dev/null || true; }
 "$NBDSHADOW" status --json "$W/ctl.sock" > "$W/status.json"
 
 python3 - "$W" <<'PY'
