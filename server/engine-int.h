@@ -85,8 +85,8 @@ struct shadow {
   struct engine *e;
   struct shadow_info info;
   bool info_known;              /* info is from a handshake */
-  const char *refused;          /* why the export was last refused this
-                                   outage (said once each): conn_refuse */
+  char refused[128];            /* the last refusal said this outage, or
+                                   "" (engine thread only): conn_refuse */
   struct subq queue[2];         /* by priority, not yet issued */
   unsigned in_flight, copy_in_flight;
   double down_since;            /* ev_now when its last connection went

@@ -320,28 +320,36 @@ capabilities_shrank (const struct shadow_info *was,
 }
 
 /* The export c reached is not one the filter may use (what says how).
- * At start-up that fails the start; later (a reconnect, or a connection
- * given up at start-up and retried since) the connection goes down and
- * is tried again with backoff until the export is as it was, and each
- * reason for a refusal is said once per outage, not once per attempt.
- * why is a string literal.
+ * Where fatal_at_start, that fails the start while start-up waits for
+ * c (it cannot be the export we probed); otherwise, and always after
+ * start-up (a reconnect, or a connection given up at start-up and
+ * retried since), the connection goes down and is tried again with
+ * backoff until the export is as it was.  Each refusal is said when it
+ * first shows in an outage, not at every attempt.
  */
+static bool shadow_ready (const struct shadow *sh);
+
 static void
-conn_refuse (struct shadow_conn *c, const char *what, const char *why)
+conn_refuse (struct shadow_conn *c, const char *what, bool fatal_at_start)
 {
   struct shadow *sh = c->sh;
 
-  if (!c->ever_ready && !c->given_up) {
+  if (fatal_at_start && !c->ever_ready && !c->given_up) {
     shadow_error ("shadow %s: %s", sh->info.uri, what);
     conn_refuse_at_start (c);
     return;
   }
-  if (!sh->refused || strcmp (sh->refused, why) != 0)
-    shadow_error ("shadow %s: %s: not using it (requests wait, and fail "
-                  "after %g s)", sh->info.uri, what,
-                  sh->e->cfg.reconnect_timeout);
-  sh->refused = why;
-  engine_conn_down (c, why);
+  if (strcmp (sh->refused, what) != 0) {
+    if (shadow_ready (sh))      /* another connection serves */
+      shadow_error ("shadow %s: %s: not using this connection",
+                    sh->info.uri, what);
+    else
+      shadow_error ("shadow %s: %s: not using it (requests wait, and fail "
+                    "after %g s)", sh->info.uri, what,
+                    sh->e->cfg.reconnect_timeout);
+    snprintf (sh->refused, sizeof sh->refused, "%s", what);
+  }
+  engine_conn_down (c, "wrong export");
 }
 
 /* The handshake finished: check the export is still the one we probed. */
@@ -361,7 +369,7 @@ conn_became_ready (struct shadow_conn *c)
   if (e->cfg.expected_size >= 0 && info.size != e->cfg.expected_size) {
     snprintf (what, sizeof what, "size %" PRIi64 " differs from the "
               "origin's %" PRIi64, info.size, e->cfg.expected_size);
-    conn_refuse (c, what, "size changed");
+    conn_refuse (c, what, true);
     return;
   }
   /* Several connections are safe only under multi-conn's promise that a
@@ -369,18 +377,19 @@ conn_became_ready (struct shadow_conn *c)
    */
   if (sh->nr_conns > 1 && !info.can_multi_conn) {
     snprintf (what, sizeof what, "the export no longer advertises "
-              "multi-conn, but %zu connections are open to it",
-              sh->nr_conns);
-    conn_refuse (c, what, "multi-conn withdrawn");
+              "multi-conn, which its %zu connections need", sh->nr_conns);
+    conn_refuse (c, what, true);
     return;
   }
+  /* Against the last handshake's, which at start-up may be another
+   * connection's: not a reason to fail the start by itself.
+   */
   if (sh->info_known && (shrank = capabilities_shrank (&sh->info, &info))) {
-    snprintf (what, sizeof what, "came back without the %s it had",
-              shrank);
-    conn_refuse (c, what, "capabilities changed");
+    snprintf (what, sizeof what, "no longer offers the %s it had", shrank);
+    conn_refuse (c, what, false);
     return;
   }
-  sh->refused = NULL;
+  sh->refused[0] = '\0';
   /* Written once per shadow, at its first handshake, which engine_start
    * waits for (start_lock orders it before submitters read it).
    */
