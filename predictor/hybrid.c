@@ -102,6 +102,26 @@ dist_p (const struct pred_tokdist *d, uint32_t tok)
   return 0;
 }
 
+/* What the fast model's list d gave tok, as a share of a total of at
+ * most 1.  A calibrated n-gram (ngram.c, calibrate) lifts estimates
+ * without taking mass from the others, so its list can sum past 1;
+ * scored as it is, it would win the log-likelihood comparison by
+ * inflation alone and tilt the mixture towards itself.  (Witten-Bell
+ * lists are doubles and sum to 1 within 1e-15, so without calibration
+ * nothing changes.  The LSTM's are floats and proper: not scaled.)
+ */
+static double
+fast_share (const struct pred_tokdist *d, uint32_t tok)
+{
+  double sum = 0;
+
+  for (unsigned i = 0; i < d->n; i++)
+    sum += d->p[i];
+  if (sum <= 1 + 1e-9)
+    return dist_p (d, tok);
+  return dist_p (d, tok) / sum;
+}
+
 static void
 hy_observe (struct pred_model *m, const struct pred_event *ev)
 {
@@ -112,7 +132,8 @@ hy_observe (struct pred_model *m, const struct pred_event *ev)
     struct stored *x = &h->st[s];
     double a = h->cfg.ema;
     double pf = dist_p (&x->f, ev->token), ps = dist_p (&x->s, ev->token);
-    double lf = log_floor (pf), ls = log_floor (ps);
+    double lf = log_floor (fast_share (&x->f, ev->token));
+    double ls = log_floor (ps);
     h->acc_f = (1 - a) * h->acc_f + a * pf;
     h->acc_s = (1 - a) * h->acc_s + a * ps;
     h->ll_f = (1 - a) * h->ll_f + a * lf;

@@ -7,7 +7,9 @@
  * with weights from each model's recent record on this access stream:
  * ll = exponential moving average (factor `ema`) of the log of the
  * probability the model gave to the token that actually came next (read
- * from the top 8 it predicted for that stream, floored at 1e-3), and
+ * from the top 8 it predicted for that stream, floored at 1e-3; a fast
+ * model's list that sums past 1, as a calibrated n-gram's can, is first
+ * scaled down to 1, so that inflating estimates wins no weight), and
  * wf = 1 / (1 + exp (-sharpness * (ll_fast - ll_slow))): the posterior
  * weight of a Bayesian mixture over about `sharpness` recent accesses.
  * The records are kept per bucket of the fast model's confidence (its

@@ -48,15 +48,23 @@ tok_event (uint64_t seq, uint32_t tok, unsigned stream, bool new_stream)
 }
 
 static struct pred_model *
-new_ngram (const struct pred_vocab *v, unsigned order, bool smooth, unsigned cap)
+new_ngram_cal (const struct pred_vocab *v, unsigned order, bool smooth,
+               unsigned cap, bool calibrate)
 {
   struct pred_ngram_config g = {
     .max_order = order, .capacity = cap, .smooth = smooth, .nstreams = 8,
+    .calibrate = calibrate,
     .rollout = { .depth = 8, .alts = 2, .min_p = 0.01, .max_len = 4 },
   };
   struct pred_model *m = pred_ngram_new (&g, v);
   ck_assert_ptr_nonnull (m);
   return m;
+}
+
+static struct pred_model *
+new_ngram (const struct pred_vocab *v, unsigned order, bool smooth, unsigned cap)
+{
+  return new_ngram_cal (v, order, smooth, cap, false);
 }
 
 static uint32_t
@@ -278,14 +286,7 @@ END_TEST
 static struct pred_model *
 new_calibrated (const struct pred_vocab *v, bool calibrate, bool smooth)
 {
-  struct pred_ngram_config g = {
-    .max_order = smooth ? 4 : 1, .capacity = 16384, .smooth = smooth,
-    .calibrate = calibrate, .nstreams = 8,
-    .rollout = { .depth = 8, .alts = 2, .min_p = 0.01, .max_len = 4 },
-  };
-  struct pred_model *m = pred_ngram_new (&g, v);
-  ck_assert_ptr_nonnull (m);
-  return m;
+  return new_ngram_cal (v, smooth ? 4 : 1, smooth, 16384, calibrate);
 }
 
 static double top1_p (struct pred_model *m, unsigned s, uint32_t *tok);
@@ -484,6 +485,125 @@ START_TEST (test_hybrid_mixes)
 }
 END_TEST
 
+/* A fast model that claims 1.5 times what an equally good model claims
+ * (as a calibrated n-gram can: its list sums past 1) must not take the
+ * mixture's weight for it (hybrid.c, fast_share): the two predict alike,
+ * so the weights stay near even.  Unscaled, log 1.5 per access would
+ * give the inflated model ~0.998 of the weight.
+ */
+struct inflated {
+  struct pred_model base;
+  struct pred_model *inner;
+};
+
+static void
+infl_observe (struct pred_model *m, const struct pred_event *ev)
+{
+  struct pred_model *in = ((struct inflated *) m)->inner;
+  in->ops->observe (in, ev);
+}
+
+static void
+infl_ctx_init (struct pred_model *m, unsigned stream, void *ctx)
+{
+  struct pred_model *in = ((struct inflated *) m)->inner;
+  in->ops->tok->ctx_init (in, stream, ctx);
+}
+
+static void
+infl_ctx_advance (struct pred_model *m, void *ctx, uint32_t tok)
+{
+  struct pred_model *in = ((struct inflated *) m)->inner;
+  in->ops->tok->ctx_advance (in, ctx, tok);
+}
+
+static double
+inflate (double p)
+{
+  return p * 1.5 < 1 ? p * 1.5 : 1;
+}
+
+static void
+infl_dist (struct pred_model *m, void *ctx, unsigned k, struct pred_tokdist *out)
+{
+  struct pred_model *in = ((struct inflated *) m)->inner;
+  in->ops->tok->dist (in, ctx, k, out);
+  for (unsigned i = 0; i < out->n; i++)
+    out->p[i] = inflate (out->p[i]);
+}
+
+static double
+infl_prob (struct pred_model *m, void *ctx, uint32_t tok)
+{
+  struct pred_model *in = ((struct inflated *) m)->inner;
+  return inflate (in->ops->tok->prob (in, ctx, tok));
+}
+
+static size_t
+infl_memory (const struct pred_model *m)
+{
+  (void) m;
+  return sizeof (struct inflated);
+}
+
+static void
+infl_destroy (struct pred_model *m)
+{
+  free (m);
+}
+
+static struct pred_tokmodel_ops infl_tok_ops = {
+  .ctx_init = infl_ctx_init, .ctx_advance = infl_ctx_advance,
+  .dist = infl_dist, .prob = infl_prob,
+};
+
+static const struct pred_model_ops infl_ops = {
+  .name = "inflated", .observe = infl_observe, .memory = infl_memory,
+  .destroy = infl_destroy, .tok = &infl_tok_ops,
+};
+
+START_TEST (test_hybrid_inflated)
+{
+  struct pred_vocab v;
+  struct pred_rng rng;
+  struct pred_hybrid_state st;
+  struct inflated *fast = calloc (1, sizeof *fast);
+  struct pred_model *inner, *slow, *hy;
+  uint32_t tok = 1;
+
+  ck_assert_ptr_nonnull (fast);
+  make_vocab (&v, 16, 15);
+  inner = new_ngram (&v, 1, true, 4096);
+  slow = new_ngram (&v, 1, true, 4096);
+  infl_tok_ops.ctx_size = inner->ops->tok->ctx_size;
+  fast->base = (struct pred_model) { .ops = &infl_ops, .vocab = &v };
+  fast->inner = inner;
+  hy = pred_hybrid_new (&hybrid_cfg, &fast->base, slow);
+  ck_assert_ptr_nonnull (hy);
+  pred_rng_seed (&rng, 5);
+  /* A noisy cycle over six tokens: the top follower has ~0.6, so every
+   * list covers the whole alphabet and its scaled share is exact. */
+  for (unsigned i = 0; i < 3000; i++) {
+    tok = pred_rng_uniform (&rng) < 0.5 ? 1 + tok % 6 : 1 + pred_rng_below (&rng, 6);
+    (void) top1 (hy, 0);                /* lets the hybrid score */
+    struct pred_event ev = tok_event (i, tok, 0, i == 0);
+    fast->base.ops->observe (&fast->base, &ev);
+    slow->ops->observe (slow, &ev);
+    hy->ops->observe (hy, &ev);
+  }
+  pred_hybrid_state (hy, &st);
+  fprintf (stderr, "inflated fast model: weight %.3f\n", st.w_fast);
+  ck_assert_msg (st.w_fast > 0.4 && st.w_fast < 0.6,
+                 "an inflated but no better model took weight %.3f",
+                 st.w_fast);
+  pred_model_destroy (hy);
+  pred_model_destroy (&fast->base);
+  pred_model_destroy (inner);
+  pred_model_destroy (slow);
+  pred_vocab_free (&v);
+}
+END_TEST
+
 /* Top-1 token and its probability. */
 static double
 top1_p (struct pred_model *m, unsigned s, uint32_t *tok)
@@ -556,6 +676,7 @@ ngram_suite (void)
   tcase_add_test (tc, test_order_selection);
   tcase_add_test (tc, test_calibration);
   tcase_add_test (tc, test_hybrid_mixes);
+  tcase_add_test (tc, test_hybrid_inflated);
   tcase_add_test (tc, test_hybrid_undiluted);
   suite_add_tcase (s, tc);
   return s;
