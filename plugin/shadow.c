@@ -77,10 +77,12 @@ NBDKIT_DLL_PUBLIC int shadow_debug_prefetch_round_blocks;
  * predictor tells apart (1 .. 256), instead of its default.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_predictor_streams;
-/* -D shadow.ngram_calibrate=1: benchmarks only: the n-gram's estimates
- * lifted to their hit rate (predictor_config.ngram_calibrate).
+/* -D shadow.ngram_calibrate=0: benchmarks only: the n-gram's estimates
+ * left as Witten-Bell gives them instead of lifted to their hit rate
+ * (predictor_config.ngram_calibrate).  nbdkit writes the variable only
+ * when the flag is given.
  */
-NBDKIT_DLL_PUBLIC int shadow_debug_ngram_calibrate;
+NBDKIT_DLL_PUBLIC int shadow_debug_ngram_calibrate = -1;
 /* -D shadow.lstm_cpu_permille=N: benchmarks only: the LSTM's training
  * may use N/1000 of one core (1 .. 1000) instead of the predictor's
  * default.
@@ -272,7 +274,7 @@ open_prefetcher (void)
       (unsigned) shadow_debug_predictor_streams : 0,
     .lstm_cpu_share = shadow_debug_lstm_cpu_permille > 0 ?
       shadow_debug_lstm_cpu_permille / 1000.0 : 0,
-    .ngram_calibrate = shadow_debug_ngram_calibrate > 0,
+    .ngram_raw = shadow_debug_ngram_calibrate == 0,
   };
   char err[512];
 

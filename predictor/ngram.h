@@ -18,7 +18,8 @@
  * contexts seen only a few times.  smooth = false (Markov-1):
  * P(x) = c1(x) / N1, nothing if the context is unseen.
  *
- * calibrate (smooth only, off unless asked): an estimate p is lifted to
+ * calibrate (smooth only; the predictor asks for it by default,
+ * predictor.h): an estimate p is lifted to
  * min (1, p * (h + 2 m) / (q + 2 m)), where q and h are the decayed sums
  * of the top token's estimate and of its hits over past predictions
  * whose top estimate fell in p's tenth of [0, 1], and m is that tenth's

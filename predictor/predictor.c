@@ -84,6 +84,7 @@ predictor_config_default (struct predictor_config *c)
   c->lstm_depth = 2;
   c->readahead_max = 32;
   c->min_prob = 0.05;
+  c->ngram_calibrate = true;
   c->lstm_embed = 16;
   c->lstm_hidden = 32;
   c->lstm_bptt = 16;

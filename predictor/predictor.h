@@ -116,7 +116,7 @@ struct predictor_config {
   unsigned readahead_max;       /* readahead / leap window, blocks: 32 */
   double min_prob;              /* drop candidates below this: 0.05 */
   bool ngram_calibrate;         /* the n-gram's estimates lifted to their
-                                   hit rate (ngram.h): false */
+                                   hit rate (ngram.h): true */
   unsigned lstm_embed;          /* 16 */
   unsigned lstm_hidden;         /* 32 */
   unsigned lstm_bptt;           /* 16 */

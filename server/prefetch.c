@@ -300,7 +300,8 @@ prefetcher_new (const struct prefetch_config *cfg, char *err, size_t errlen)
     pc.streams = cfg->streams;
   if (cfg->lstm_cpu_share > 0)
     pc.lstm_cpu_share = cfg->lstm_cpu_share;
-  pc.ngram_calibrate = cfg->ngram_calibrate;
+  if (cfg->ngram_raw)
+    pc.ngram_calibrate = false;
   pf->p = predictor_new (&pc, err, errlen);
   if (pf->p == NULL)
     goto fail;

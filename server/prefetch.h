@@ -50,7 +50,8 @@ struct prefetch_config {
   unsigned round_blocks;        /* new blocks queued per round at most, 0: default */
   unsigned streams;             /* streams the predictor tracks, 0: default */
   double lstm_cpu_share;        /* LSTM training, of one core; 0: default */
-  bool ngram_calibrate;         /* predictor_config.ngram_calibrate */
+  bool ngram_raw;               /* the n-gram's estimates not calibrated
+                                   (benchmarks; predictor.h) */
 };
 
 /* Validate, load the model, open the trace: everything that can fail for

@@ -437,7 +437,8 @@ static const struct pred_hybrid_config hybrid_cfg = {
 };
 
 static void
-mix (const char *name, gen_fn gen, unsigned n, unsigned judge_from)
+mix (const char *name, gen_fn gen, unsigned n, unsigned judge_from,
+     bool calibrate)
 {
   struct pred_vocab v;
   struct pred_rng rng;
@@ -445,7 +446,7 @@ mix (const char *name, gen_fn gen, unsigned n, unsigned judge_from)
   unsigned hn = 0, hl = 0, hh = 0, judged = 0;
 
   make_vocab (&v, 16, 15);
-  ng = new_ngram (&v, 4, true, 4096);
+  ng = new_ngram_cal (&v, 4, true, 4096, calibrate);
   ls = new_lstm (&v, 11);
   hy = pred_hybrid_new (&hybrid_cfg, ng, ls);
   ck_assert_ptr_nonnull (hy);
@@ -475,13 +476,18 @@ mix (const char *name, gen_fn gen, unsigned n, unsigned judge_from)
   pred_vocab_free (&v);
 }
 
+/* With the n-gram as the predictor has it (calibrated) and as
+ * Witten-Bell gives it.
+ */
 START_TEST (test_hybrid_mixes)
 {
-  mix ("short+noise", gen_short_noisy, 6000, 1000);
-  mix ("long-context", gen_long, 9000, 6000);
-  mix ("switching", gen_switching, 12000, 3000);
-  mix ("runs", gen_runs, 12000, 6000);
-  mix ("random", gen_random, 4000, 1000);
+  for (int cal = 1; cal >= 0; cal--) {
+    mix (cal ? "short+noise" : "short+noise/raw", gen_short_noisy, 6000, 1000, cal);
+    mix (cal ? "long-context" : "long-context/raw", gen_long, 9000, 6000, cal);
+    mix (cal ? "switching" : "switching/raw", gen_switching, 12000, 3000, cal);
+    mix (cal ? "runs" : "runs/raw", gen_runs, 12000, 6000, cal);
+    mix (cal ? "random" : "random/raw", gen_random, 4000, 1000, cal);
+  }
 }
 END_TEST
 
