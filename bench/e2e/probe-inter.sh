@@ -16,10 +16,12 @@
 # PROBE_DATA (a 2 GiB origin image to reuse; default: made in the
 # scratch directory), E2E_TMP (scratch parent, default /var/tmp),
 # SHADOW_TMP (where the shadow image lives: /dev/shm, as in bench-e2e;
-# on /var/tmp the shadow's writeback tripled the clients' extra time).
+# on /var/tmp the shadow's writeback tripled the clients' extra time),
+# POLL=1 (poll `nbdshadow status --json` every 0.25 s during the run,
+# as bench-e2e does).
 set -euo pipefail
 
-[ $# -ge 2 ] || { sed -n '12,19p' "$0" >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n '12,21p' "$0" >&2; exit 2; }
 builddir=$(cd "$1" && pwd) policy=$2
 shift 2
 FILTER=$builddir/plugin/.libs/nbdkit-shadow-filter.so
