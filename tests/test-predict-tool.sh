@@ -52,11 +52,13 @@ awk -v c="$cov" 'BEGIN { exit !(c > 0.95) }' ||
     fail "hybrid coverage on a sequential trace is $cov"
 
 # --calibrate reaches the n-gram (the boot trace's top guesses hit more
-# or less often than Witten-Bell says: the figures move), and a bad
-# value is refused by name.
+# or less often than Witten-Bell says: the figures move), it is on by
+# default, and a bad value is refused by name.
 $P eval --json --policies ngram --calibrate off boot.trace | strip_times > c0.json
 $P eval --json --policies ngram --calibrate on boot.trace | strip_times > c1.json
+$P eval --json --policies ngram boot.trace | strip_times > cd.json
 cmp -s c0.json c1.json && fail "eval --calibrate on changed nothing"
+cmp -s cd.json c1.json || fail "eval is not calibrated by default"
 if $P eval --calibrate maybe boot.trace 2> err; then
     fail "eval accepted --calibrate maybe"
 fi
