@@ -47,6 +47,7 @@ struct pred_lstm_trainer {
   struct replay_slot rp[NREPLAY];
   unsigned rp_next;
   double *hT, *cT;
+  double *fwd;                  /* forward-only scratch: 6H + V */
 
   /* Feed queue: single producer (feed), single consumer (trainer). */
   struct feed_ev *q;
@@ -74,7 +75,7 @@ struct pred_lstm_trainer {
   uint64_t credit_at;
 
   /* Stats. */
-  _Atomic uint64_t fed, dropped, chunks, replays, skipped, train_ns;
+  _Atomic uint64_t fed, dropped, chunks, replays, skipped, known, train_ns;
   _Atomic bool idle_priority;
   _Atomic uint64_t loss_bits;
   double loss_avg;
@@ -108,6 +109,7 @@ pred_lstm_trainer_free (struct pred_lstm_trainer *t)
   }
   free (t->hT);
   free (t->cT);
+  free (t->fwd);
   free (t->q);
   pred_lstm_core_free (&t->core);
   for (int i = 0; i < 3; i++)
@@ -162,8 +164,9 @@ pred_lstm_trainer_new (const struct pred_lstm_trainer_config *cfg,
   t->sb = calloc (t->cfg.nstreams, sizeof *t->sb);
   t->hT = calloc (H, sizeof (double));
   t->cT = calloc (H, sizeof (double));
+  t->fwd = calloc (6 * H + cfg->lstm.vocab, sizeof (double));
   t->q = calloc (QCAP, sizeof *t->q);
-  if (!t->sb || !t->hT || !t->cT || !t->q)
+  if (!t->sb || !t->hT || !t->cT || !t->fwd || !t->q)
     goto fail;
   for (int i = 0; i < 3; i++)
     if (pred_lstm_infer_alloc (&t->snap[i], cfg->lstm.vocab, cfg->lstm.embed, H) < 0)
@@ -203,27 +206,58 @@ pred_lstm_trainer_memory (const struct pred_lstm_trainer *t)
   size_t per_stream = B * sizeof (uint32_t) + 2 * H * sizeof (double);
   return sizeof *t + 4 * t->core.P.n * sizeof (double) +
     3 * pred_lstm_infer_memory (&t->snap[0]) +
-    ((7 * H + c->vocab) * c->bptt + 8 * H + c->vocab + c->embed) * sizeof (double) +
+    ((7 * H + c->vocab) * c->bptt + 14 * H + 2 * c->vocab + c->embed) *
+    sizeof (double) +
     (t->cfg.nstreams + NREPLAY) * per_stream + QCAP * sizeof (struct feed_ev);
 }
 
 
+/* Fold one chunk's loss into the moving average the stats show. */
+static void
+note_loss (struct pred_lstm_trainer *t, double loss)
+{
+  bool first = t->chunks == 0 && t->replays == 0 && t->known == 0;
+  t->loss_avg = first ? loss : 0.98 * t->loss_avg + 0.02 * loss;
+  uint64_t bits;
+  memcpy (&bits, &t->loss_avg, sizeof bits);
+  atomic_store (&t->loss_bits, bits);
+}
+
+/* Carry the state after a chunk (hT, cT) on as the stream's next start. */
+static void
+keep_state (struct pred_lstm_trainer *t, double *h0, double *c0)
+{
+  memcpy (h0, t->hT, t->cfg.lstm.hidden * sizeof (double));
+  memcpy (c0, t->cT, t->cfg.lstm.hidden * sizeof (double));
+}
+
 static void
 train_one (struct pred_lstm_trainer *t, const uint32_t *tok, double *h0,
-           double *c0, bool keep_state)
+           double *c0, bool carry_state)
 {
   double loss = pred_lstm_forward_backward (&t->core, tok, t->cfg.lstm.bptt,
                                             h0, c0, t->hT, t->cT);
   pred_lstm_apply (&t->core);
-  if (keep_state) {
-    memcpy (h0, t->hT, t->cfg.lstm.hidden * sizeof (double));
-    memcpy (c0, t->cT, t->cfg.lstm.hidden * sizeof (double));
-  }
-  t->loss_avg = t->chunks == 0 && t->replays == 0 ? loss
-    : 0.98 * t->loss_avg + 0.02 * loss;
-  uint64_t bits;
-  memcpy (&bits, &t->loss_avg, sizeof bits);
-  atomic_store (&t->loss_bits, bits);
+  if (carry_state)
+    keep_state (t, h0, c0);
+  note_loss (t, loss);
+}
+
+/* A new chunk the model already predicts (known_loss): true after
+ * carrying its end state on; false when it is to be trained. */
+static bool
+already_known (struct pred_lstm_trainer *t, struct stream_buf *s)
+{
+  if (t->cfg.known_loss <= 0)
+    return false;
+  double loss = pred_lstm_forward (&t->core.P, s->tok, t->cfg.lstm.bptt,
+                                   s->h0, s->c0, t->hT, t->cT, t->fwd);
+  if (loss >= t->cfg.known_loss)
+    return false;
+  keep_state (t, s->h0, s->c0);
+  note_loss (t, loss);
+  atomic_fetch_add (&t->known, 1);
+  return true;
 }
 
 /* Add the credit earned since the last refill (budget mode). */
@@ -241,7 +275,7 @@ refill (struct pred_lstm_trainer *t, uint64_t now)
 /* Train one full chunk of stream buffer s, then replays, within the CPU
  * budget.  A skipped chunk leaves the stream's start state where it was:
  * the next chunk then starts from an older state, an approximation that
- * costs nothing.
+ * costs nothing.  A known chunk (already_known) is not trained at all.
  */
 static void
 train_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
@@ -256,6 +290,13 @@ train_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
       atomic_fetch_add (&t->skipped, 1);
       return;
     }
+  }
+  if (already_known (t, s)) {
+    uint64_t spent = now_ns () - t0;
+    atomic_fetch_add (&t->train_ns, spent);
+    if (budget)
+      t->credit_ns -= spent;
+    return;
   }
   struct replay_slot *r = &t->rp[t->rp_next];
   memcpy (r->tok, s->tok, B * sizeof *r->tok);
@@ -469,6 +510,7 @@ pred_lstm_trainer_stats (struct pred_lstm_trainer *t,
   st->chunks = atomic_load (&t->chunks);
   st->replays = atomic_load (&t->replays);
   st->skipped = atomic_load (&t->skipped);
+  st->known = atomic_load (&t->known);
   st->train_ns = atomic_load (&t->train_ns);
   st->loss = loss;
   pthread_mutex_lock (&t->thr_lock);

@@ -17,6 +17,16 @@
  * (experience replay: online data is seen once, replay speeds learning).
  * Weights are published after every chunk.
  *
+ * Known chunks (known_loss > 0): a new chunk is first run forward only;
+ * when the model already predicts it (mean loss below known_loss) it is
+ * neither trained nor kept for replay, only its end state is carried
+ * on.  Why: on four sequential readers (bench/e2e inter) both models
+ * predict every access, yet the hybrid's clients stalled a fifth longer
+ * with the LSTM training (within its 5% of a core, at nice 19) than with
+ * its training starved; what the model knows needs no more steps, and
+ * the forward pass alone costs a fraction of one.  Chunks the model
+ * gets wrong train as before, with replay.
+ *
  * CPU budget (threaded mode, cpu_share > 0): training may use that share
  * of one core, measured as a credit of nanoseconds that refills with
  * wall time (at most BUDGET_CAP ahead).  Replays run only while there is
@@ -58,6 +68,9 @@ struct pred_lstm_trainer_config {
   unsigned replay;              /* replayed chunks per new chunk, 0 .. 8 */
   bool threaded;
   double cpu_share;             /* threaded: of one core, 0 = unlimited */
+  double known_loss;            /* a new chunk whose mean loss (nats per
+                                   token) is below this is not trained;
+                                   0 = train every chunk */
 };
 
 /* init: starting weights (same shape as cfg->lstm) or NULL. */
@@ -94,6 +107,7 @@ struct pred_lstm_trainer_stats {
   uint64_t chunks;              /* new chunks trained */
   uint64_t replays;             /* replayed chunks trained */
   uint64_t skipped;             /* new chunks not trained: over budget */
+  uint64_t known;               /* new chunks not trained: already known */
   uint64_t train_ns;            /* time spent training */
   double loss;                  /* moving average of the chunk loss */
   bool running;                 /* background thread alive */

@@ -210,8 +210,9 @@ pred_lstm_output (const struct pred_lstm_params *p, const double *h,
 }
 
 double
-pred_lstm_loss (const struct pred_lstm_params *p, const uint32_t *tok,
-                unsigned T, const double *h0, const double *c0, double *s)
+pred_lstm_forward (const struct pred_lstm_params *p, const uint32_t *tok,
+                   unsigned T, const double *h0, const double *c0,
+                   double *hT, double *cT, double *s)
 {
   unsigned H = p->H;
   double *h = s, *c = s + H, *z = s + 2 * H, *probs = s + 6 * H;
@@ -227,7 +228,18 @@ pred_lstm_loss (const struct pred_lstm_params *p, const uint32_t *tok,
     uint32_t y = tok[t + 1] < p->V ? tok[t + 1] : 0;
     loss -= log (probs[y] > 1e-300 ? probs[y] : 1e-300);
   }
+  if (hT)
+    memcpy (hT, h, H * sizeof *h);
+  if (cT)
+    memcpy (cT, c, H * sizeof *c);
   return loss / T;
+}
+
+double
+pred_lstm_loss (const struct pred_lstm_params *p, const uint32_t *tok,
+                unsigned T, const double *h0, const double *c0, double *s)
+{
+  return pred_lstm_forward (p, tok, T, h0, c0, NULL, NULL, s);
 }
 
 /* Per-step BPTT record layout inside k->buf. */

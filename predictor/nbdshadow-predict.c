@@ -213,7 +213,7 @@ struct opts {
 enum {
   O_FORMAT = 256, O_DEVICE, O_MIN_ACC, O_BS, O_BW, O_LAT, O_QD, O_BG,
   O_POLICIES, O_MAXC, O_DEPTH, O_LDEPTH, O_MINP, O_CALIB, O_HIDDEN, O_EMBED,
-  O_VOCAB, O_REPLAY, O_LR, O_BPTT, O_MODEL, O_SEED, O_JSON, O_EPOCHS,
+  O_VOCAB, O_REPLAY, O_KNOWN, O_LR, O_BPTT, O_MODEL, O_SEED, O_JSON, O_EPOCHS,
   O_OPT, O_STREAMS, O_RAMAX, O_VOLBLOCKS, O_THRESHOLD, O_SWEEP,
 };
 
@@ -237,6 +237,7 @@ static const struct option long_opts[] = {
   { "vocab", required_argument, NULL, O_VOCAB },
   { "replay", required_argument, NULL, O_REPLAY },
   { "lr", required_argument, NULL, O_LR },
+  { "known-loss", required_argument, NULL, O_KNOWN },
   { "bptt", required_argument, NULL, O_BPTT },
   { "streams", required_argument, NULL, O_STREAMS },
   { "readahead-max", required_argument, NULL, O_RAMAX },
@@ -311,6 +312,7 @@ parse_opts (int argc, char **argv, struct opts *o)
     case O_EMBED: o->pc.lstm_embed = parse_uint ("--embed", optarg, 1, PRED_LSTM_MAX_EMBED); break;
     case O_VOCAB: o->pc.vocab = parse_uint ("--vocab", optarg, 2, PRED_VOCAB_MAX); break;
     case O_REPLAY: o->pc.lstm_replay = parse_uint ("--replay", optarg, 0, 8); break;
+    case O_KNOWN: o->pc.lstm_known_loss = parse_double ("--known-loss", optarg, 0, 100); break;
     case O_LR: o->pc.lstm_lr = parse_double ("--lr", optarg, 1e-7, 0.999); break;
     case O_BPTT: o->pc.lstm_bptt = parse_uint ("--bptt", optarg, 1, PRED_LSTM_MAX_BPTT); break;
     case O_STREAMS: o->pc.streams = parse_uint ("--streams", optarg, 1, PRED_STREAMS_MAX); break;

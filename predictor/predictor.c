@@ -90,6 +90,7 @@ predictor_config_default (struct predictor_config *c)
   c->lstm_bptt = 16;
   c->lstm_replay = 2;
   c->lstm_cpu_share = 0.05;
+  c->lstm_known_loss = 0.02;
   c->lstm_lr = 0.005;
 }
 
@@ -215,7 +216,7 @@ create_model (struct predictor *p, enum pred_policy which)
       .trainer = {
         .lstm = p->lstm_cfg, .nstreams = c->streams,
         .replay = c->lstm_replay, .threaded = c->train == PRED_TRAIN_THREAD,
-        .cpu_share = c->lstm_cpu_share,
+        .cpu_share = c->lstm_cpu_share, .known_loss = c->lstm_known_loss,
       },
       .rollout = rollout (p, c->lstm_depth),
       .learn = c->train != PRED_TRAIN_OFF,

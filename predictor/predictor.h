@@ -124,6 +124,9 @@ struct predictor_config {
   double lstm_lr;               /* 0.005 (Adam) */
   double lstm_cpu_share;        /* threaded training, of one core: 0.05
                                    (0 = unlimited; lstm-trainer.h) */
+  double lstm_known_loss;       /* chunks predicted below this loss are
+                                   not trained: 0.02 nats per token
+                                   (0 = train all; lstm-trainer.h) */
 };
 
 void predictor_config_default (struct predictor_config *c);

@@ -300,6 +300,8 @@ prefetcher_new (const struct prefetch_config *cfg, char *err, size_t errlen)
     pc.streams = cfg->streams;
   if (cfg->lstm_cpu_share > 0)
     pc.lstm_cpu_share = cfg->lstm_cpu_share;
+  if (cfg->lstm_known_loss != 0)
+    pc.lstm_known_loss = cfg->lstm_known_loss > 0 ? cfg->lstm_known_loss : 0;
   if (cfg->ngram_raw)
     pc.ngram_calibrate = false;
   pf->p = predictor_new (&pc, err, errlen);
@@ -417,6 +419,15 @@ prefetcher_get_stats (struct prefetcher *pf, struct prefetch_stats *out)
   out->depth = atomic_load (&pf->depth);
   out->threshold = atomic_load (&pf->threshold);
   out->memory_bytes = st.memory_bytes;
+  if (st.have_trainer) {
+    out->have_training = true;
+    out->train_chunks = st.trainer.chunks;
+    out->train_known = st.trainer.known;
+    out->train_replays = st.trainer.replays;
+    out->train_skipped = st.trainer.skipped;
+    out->train_ns = st.trainer.train_ns;
+    out->train_loss = st.trainer.loss;
+  }
   /* Only the policy's own model is scored (predictor.h): list those that
    * were, and the hybrid's view of its two parts.
    */

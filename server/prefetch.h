@@ -50,6 +50,9 @@ struct prefetch_config {
   unsigned round_blocks;        /* new blocks queued per round at most, 0: default */
   unsigned streams;             /* streams the predictor tracks, 0: default */
   double lstm_cpu_share;        /* LSTM training, of one core; 0: default */
+  double lstm_known_loss;       /* LSTM chunks left untrained below this
+                                   loss; 0: the predictor's default;
+                                   < 0: every chunk trained */
   bool ngram_raw;               /* the n-gram's estimates not calibrated
                                    (benchmarks; predictor.h) */
 };
@@ -87,6 +90,11 @@ struct prefetch_stats {
   unsigned depth;               /* current candidates per round */
   double threshold;             /* current probability threshold */
   size_t memory_bytes;          /* the predictor's */
+  /* The LSTM's trainer, if the LSTM exists (lstm-trainer.h). */
+  bool have_training;
+  uint64_t train_chunks, train_known, train_replays, train_skipped;
+  uint64_t train_ns;
+  double train_loss;
   /* Recent accuracy of each model that exists. */
   struct { const char *name; double accuracy; } model[8];
   size_t nr_models;

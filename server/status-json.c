@@ -92,7 +92,15 @@ emit_prefetch (FILE *fp, struct migration_snapshot *s)
   for (i = 0; i < ps.nr_models; ++i)
     fprintf (fp, "%s\"%s\": %.4f", i ? ", " : "", ps.model[i].name,
              ps.model[i].accuracy);
-  fprintf (fp, "}}, ");
+  fprintf (fp, "}");
+  if (ps.have_training)
+    fprintf (fp, ", \"lstm_training\": {\"chunks\": %" PRIu64
+             ", \"known\": %" PRIu64 ", \"replays\": %" PRIu64
+             ", \"skipped\": %" PRIu64 ", \"train_ms\": %.1f"
+             ", \"loss\": %.4f}",
+             ps.train_chunks, ps.train_known, ps.train_replays,
+             ps.train_skipped, ps.train_ns / 1e6, ps.train_loss);
+  fprintf (fp, "}, ");
 }
 
 static void

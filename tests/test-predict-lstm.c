@@ -61,9 +61,17 @@ gradcheck (enum pred_lstm_optimizer opt, unsigned V, unsigned E, unsigned H,
   }
   scratch = malloc ((6 * H + V) * sizeof *scratch);
 
-  double loss = pred_lstm_forward_backward (&k, tok, T, h0, c0, NULL, NULL);
+  double hT[16], cT[16], fh[16], fc[16];
+  double loss = pred_lstm_forward_backward (&k, tok, T, h0, c0, hT, cT);
   double loss2 = pred_lstm_loss (&k.P, tok, T, h0, c0, scratch);
   ck_assert_msg (fabs (loss - loss2) < 1e-12, "loss %g vs %g", loss, loss2);
+  /* The forward pass alone ends in the state training carries on. */
+  double loss3 = pred_lstm_forward (&k.P, tok, T, h0, c0, fh, fc, scratch);
+  ck_assert_msg (fabs (loss - loss3) < 1e-12, "loss %g vs %g", loss, loss3);
+  for (unsigned i = 0; i < H; i++) {
+    ck_assert_msg (fabs (hT[i] - fh[i]) < 1e-12, "h[%u] %g vs %g", i, hT[i], fh[i]);
+    ck_assert_msg (fabs (cT[i] - fc[i]) < 1e-12, "c[%u] %g vs %g", i, cT[i], fc[i]);
+  }
 
   for (size_t i = 0; i < k.P.n; i++) {
     double w = k.P.w[i], eps = 1e-5;
@@ -560,6 +568,98 @@ START_TEST (test_trainer_cpu_budget)
 }
 END_TEST
 
+/* Feed n tokens of pattern pat (length len) to stream 0 of t. */
+static void
+feed_pattern (struct pred_lstm_trainer *t, const uint32_t *pat, unsigned len,
+              unsigned n, bool first)
+{
+  for (unsigned i = 0; i < n; i++)
+    pred_lstm_trainer_feed (t, 0, first && i == 0, -1, pat[i % len], -1);
+}
+
+/* Mean loss of t's current weights on pattern pat from a zero state,
+ * after a warm-up of one period. */
+static double
+pattern_loss (struct pred_lstm_trainer *t, const struct pred_lstm_config *c,
+              const uint32_t *pat, unsigned len)
+{
+  struct pred_lstm_params p;
+  uint32_t tok[129];
+  double scratch[6 * 16 + 16], h[16], cs[16];
+  ck_assert_int_eq (pred_lstm_params_alloc (&p, c->vocab, c->embed, c->hidden), 0);
+  pred_lstm_trainer_snapshot (t, &p);
+  for (unsigned i = 0; i < 129; i++)
+    tok[i] = pat[i % len];
+  pred_lstm_forward (&p, tok, len, NULL, NULL, h, cs, scratch);
+  double loss = pred_lstm_forward (&p, tok + len, 128 - len, h, cs, NULL, NULL, scratch);
+  pred_lstm_params_free (&p);
+  return loss;
+}
+
+/* A chunk the model already predicts is not trained (known_loss): on a
+ * learnt pattern training stops, on a new one it starts again and
+ * learns it as well as a trainer that trains every chunk.
+ */
+START_TEST (test_trainer_known_chunks)
+{
+  static const uint32_t first[] = { 1, 2, 3, 4, 5, 6 };
+  static const uint32_t other[] = { 9, 9, 10, 11, 9, 12, 13 };
+  struct pred_lstm_trainer_config tc;
+  struct pred_lstm_trainer *gated, *every;
+  struct pred_lstm_trainer_stats g1, g2, e2;
+
+  memset (&tc, 0, sizeof tc);
+  pred_lstm_config_default (&tc.lstm);
+  tc.lstm.vocab = 16;
+  tc.lstm.hidden = 16;
+  tc.lstm.embed = 8;
+  tc.lstm.lr = 0.01;
+  tc.nstreams = 2;
+  tc.replay = 2;
+  tc.threaded = false;
+  every = pred_lstm_trainer_new (&tc, NULL);
+  tc.known_loss = 0.05;
+  gated = pred_lstm_trainer_new (&tc, NULL);
+  ck_assert_ptr_nonnull (every);
+  ck_assert_ptr_nonnull (gated);
+
+  /* Until the pattern is learnt the two train alike; after that the
+   * gated one trains almost nothing more. */
+  feed_pattern (gated, first, 6, 20000, true);
+  feed_pattern (every, first, 6, 20000, true);
+  pred_lstm_trainer_stats (gated, &g1);
+  pred_lstm_trainer_stats (every, &e2);
+  double lg = pattern_loss (gated, &tc.lstm, first, 6);
+  double le = pattern_loss (every, &tc.lstm, first, 6);
+  fprintf (stderr, "known chunks, pattern 1: gated %" PRIu64 " trained + %" PRIu64
+           " known, loss %.4f; every chunk %" PRIu64 " trained, loss %.4f\n",
+           g1.chunks, g1.known, lg, e2.chunks, le);
+  ck_assert_uint_eq (g1.chunks + g1.known + g1.skipped, e2.chunks);
+  ck_assert_uint_eq (g1.skipped, 0);
+  ck_assert_msg (g1.known > g1.chunks, "known %" PRIu64 " trained %" PRIu64,
+                 g1.known, g1.chunks);
+  ck_assert_msg (lg < 0.1, "the gated trainer did not learn the pattern: %g", lg);
+  ck_assert_uint_lt (g1.replays, e2.replays);
+
+  /* A new pattern: training resumes and learns it. */
+  feed_pattern (gated, other, 7, 20000, false);
+  feed_pattern (every, other, 7, 20000, false);
+  pred_lstm_trainer_stats (gated, &g2);
+  pred_lstm_trainer_stats (every, &e2);
+  lg = pattern_loss (gated, &tc.lstm, other, 7);
+  le = pattern_loss (every, &tc.lstm, other, 7);
+  fprintf (stderr, "known chunks, pattern 2: gated %" PRIu64 " more trained, %" PRIu64
+           " more known, loss %.4f; every chunk: loss %.4f\n",
+           g2.chunks - g1.chunks, g2.known - g1.known, lg, le);
+  ck_assert_uint_gt (g2.chunks, g1.chunks + 10);
+  ck_assert_msg (lg < 0.1, "the gated trainer did not learn the new pattern: %g", lg);
+  ck_assert_uint_gt (g2.known, g1.known);
+
+  pred_lstm_trainer_free (gated);
+  pred_lstm_trainer_free (every);
+}
+END_TEST
+
 static Suite *
 lstm_suite (void)
 {
@@ -573,6 +673,7 @@ lstm_suite (void)
   tcase_add_test (tc, test_save_load_identical);
   tcase_add_test (tc, test_threaded_trainer);
   tcase_add_test (tc, test_trainer_cpu_budget);
+  tcase_add_test (tc, test_trainer_known_chunks);
   tcase_add_test (tc, test_lstm_learns_long_context);
   suite_add_tcase (s, tc);
   return s;

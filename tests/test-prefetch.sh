@@ -52,7 +52,7 @@ start_proxy ()
 {
     rm -f shadow.img && truncate -s $size shadow.img
     start_nbdkit shadow file shadow.img
-    start_filter proxy --filter=delay file origin.img rdelay=2ms \
+    start_filter proxy ${PROXY_OPTS:-} --filter=delay file origin.img rdelay=2ms \
         shadow="$(uri $TESTDIR/shadow.sock)" shadow-control=$ctl \
         shadow-background=off "$@"
 }
@@ -158,6 +158,25 @@ import json, sys
 d = json.load(open(sys.argv[1])); p = d["prefetch"]
 assert "lstm" in p["accuracy"], p
 assert p["used"] >= 150, p                      # of 200 first touches
+# The model already knows the walk: most of its chunks need no training.
+t = p["lstm_training"]
+print("lstm training:", t)
+assert t["known"] > t["chunks"], t
+assert t["chunks"] + t["known"] + t["skipped"] >= 200 // 17, t
+PY
+
+# The benchmarks' switch back to training every chunk reaches the trainer.
+PROXY_OPTS="-D shadow.lstm_known_loss_permille=0" \
+    start_proxy shadow-prefetch=lstm shadow-model=$TESTDIR/walk.model
+pattern $((300 * 11)) 50 > fresh2.cmds
+run_client fresh2.cmds
+ctl_json $ctl > lstm-every.json
+stop_proxy
+python3 - lstm-every.json <<'PY' || fail "-D shadow.lstm_known_loss_permille=0 left chunks untrained"
+import json, sys
+t = json.load(open(sys.argv[1]))["prefetch"]["lstm_training"]
+print("lstm training, every chunk:", t)
+assert t["known"] == 0 and t["chunks"] >= 200 // 17, t
 PY
 
 echo "=== a bad model file"
