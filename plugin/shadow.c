@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,11 +90,11 @@ NBDKIT_DLL_PUBLIC int shadow_debug_ngram_calibrate = -1;
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_lstm_cpu_permille;
 /* -D shadow.lstm_known_loss_permille=N: benchmarks only: the LSTM leaves
- * untrained the chunks it predicts with a mean loss below N/1000 nats
- * per token (0: trains every chunk) instead of the predictor's default.
- * nbdkit writes the variable only when the flag is given.
+ * untrained the chunks it predicts with a loss below N/1000 nats at
+ * every step (0: trains every chunk) instead of the predictor's default.
+ * nbdkit writes the variable only when the flag is given: INT_MIN.
  */
-NBDKIT_DLL_PUBLIC int shadow_debug_lstm_known_loss_permille = -1;
+NBDKIT_DLL_PUBLIC int shadow_debug_lstm_known_loss_permille = INT_MIN;
 /* -D shadow.origin_read_kib=N: benchmarks only: read the origin for
  * every copy (background, prefetch, a client's cache request) in pieces
  * of N KiB (1 .. 32768), one after another.
@@ -281,7 +282,7 @@ open_prefetcher (void)
     .lstm_cpu_share = shadow_debug_lstm_cpu_permille > 0 ?
       shadow_debug_lstm_cpu_permille / 1000.0 : 0,
     .ngram_raw = shadow_debug_ngram_calibrate == 0,
-    .lstm_known_loss = shadow_debug_lstm_known_loss_permille < 0 ? 0
+    .lstm_known_loss = shadow_debug_lstm_known_loss_permille == INT_MIN ? 0
       : shadow_debug_lstm_known_loss_permille == 0 ? -1
       : shadow_debug_lstm_known_loss_permille / 1000.0,
   };
@@ -299,8 +300,9 @@ open_prefetcher (void)
                   shadow_debug_lstm_cpu_permille);
     return -1;
   }
-  if (shadow_debug_lstm_known_loss_permille < -1 ||
-      shadow_debug_lstm_known_loss_permille > 100000) {
+  if (shadow_debug_lstm_known_loss_permille != INT_MIN &&
+      (shadow_debug_lstm_known_loss_permille < 0 ||
+       shadow_debug_lstm_known_loss_permille > 100000)) {
     nbdkit_error ("-D shadow.lstm_known_loss_permille=%d: must be 0 .. 100000",
                   shadow_debug_lstm_known_loss_permille);
     return -1;

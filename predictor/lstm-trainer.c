@@ -48,6 +48,7 @@ struct pred_lstm_trainer {
   unsigned rp_next;
   double *hT, *cT;
   double *fwd;                  /* forward-only scratch: 6H + V */
+  bool unpublished;             /* weights changed since the last publish */
 
   /* Feed queue: single producer (feed), single consumer (trainer). */
   struct feed_ev *q;
@@ -127,6 +128,7 @@ publish (struct pred_lstm_trainer *t)
 {
   struct pred_lstm_infer *s = &t->snap[t->back];
   unsigned old;
+  t->unpublished = false;
   pred_lstm_infer_build (s, &t->core.P);
   s->version = ++t->version;
   old = atomic_exchange_explicit (&t->mid, t->back | FRESH, memory_order_acq_rel);
@@ -223,6 +225,20 @@ note_loss (struct pred_lstm_trainer *t, double loss)
   atomic_store (&t->loss_bits, bits);
 }
 
+/* Keep stream buffer s's chunk, with its start state, for replay. */
+static void
+keep_replay (struct pred_lstm_trainer *t, const struct stream_buf *s)
+{
+  unsigned H = t->cfg.lstm.hidden, B = t->cfg.lstm.bptt + 1;
+  struct replay_slot *r = &t->rp[t->rp_next];
+
+  memcpy (r->tok, s->tok, B * sizeof *r->tok);
+  memcpy (r->h0, s->h0, H * sizeof *r->h0);
+  memcpy (r->c0, s->c0, H * sizeof *r->c0);
+  r->used = true;
+  t->rp_next = (t->rp_next + 1) % NREPLAY;
+}
+
 /* Carry the state after a chunk (hT, cT) on as the stream's next start. */
 static void
 keep_state (struct pred_lstm_trainer *t, double *h0, double *c0)
@@ -243,17 +259,25 @@ train_one (struct pred_lstm_trainer *t, const uint32_t *tok, double *h0,
   note_loss (t, loss);
 }
 
-/* A new chunk the model already predicts (known_loss): true after
- * carrying its end state on; false when it is to be trained. */
+/* A new chunk the model already predicts, every step of it below
+ * known_loss (not the mean: a rare token that decides where a stream
+ * goes next is what the LSTM is for, and a mean over 16 easy ones would
+ * hide it).  True after carrying its end state on; false when it is to
+ * be trained.  Known chunks still go to the replay ring, so that the
+ * ring stays recent and what is known is rehearsed while something
+ * else is learnt. */
 static bool
 already_known (struct pred_lstm_trainer *t, struct stream_buf *s)
 {
+  double worst, loss;
+
   if (t->cfg.known_loss <= 0)
     return false;
-  double loss = pred_lstm_forward (&t->core.P, s->tok, t->cfg.lstm.bptt,
-                                   s->h0, s->c0, t->hT, t->cT, t->fwd);
-  if (loss >= t->cfg.known_loss)
+  loss = pred_lstm_forward (&t->core.P, s->tok, t->cfg.lstm.bptt,
+                            s->h0, s->c0, t->hT, t->cT, &worst, t->fwd);
+  if (worst >= t->cfg.known_loss)
     return false;
+  keep_replay (t, s);
   keep_state (t, s->h0, s->c0);
   note_loss (t, loss);
   atomic_fetch_add (&t->known, 1);
@@ -280,7 +304,6 @@ refill (struct pred_lstm_trainer *t, uint64_t now)
 static void
 train_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
 {
-  unsigned H = t->cfg.lstm.hidden, B = t->cfg.lstm.bptt + 1;
   uint64_t t0 = now_ns ();
   bool budget = t->cfg.threaded && t->cfg.cpu_share > 0;
 
@@ -292,19 +315,17 @@ train_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
     }
   }
   if (already_known (t, s)) {
+    /* A recycled token's fresh rows must reach inference even when
+     * nothing is trained for a while. */
+    if (t->unpublished)
+      publish (t);
     uint64_t spent = now_ns () - t0;
     atomic_fetch_add (&t->train_ns, spent);
     if (budget)
       t->credit_ns -= spent;
     return;
   }
-  struct replay_slot *r = &t->rp[t->rp_next];
-  memcpy (r->tok, s->tok, B * sizeof *r->tok);
-  memcpy (r->h0, s->h0, H * sizeof *r->h0);
-  memcpy (r->c0, s->c0, H * sizeof *r->c0);
-  r->used = true;
-  t->rp_next = (t->rp_next + 1) % NREPLAY;
-
+  keep_replay (t, s);
   train_one (t, s->tok, s->h0, s->c0, true);
   atomic_fetch_add (&t->chunks, 1);
 
@@ -342,6 +363,7 @@ process (struct pred_lstm_trainer *t, const struct feed_ev *e)
     memset (k->S.emb + (size_t) e->recycled * E, 0, E * sizeof (double));
     memset (k->M.wy + (size_t) e->recycled * H, 0, H * sizeof (double));
     memset (k->S.wy + (size_t) e->recycled * H, 0, H * sizeof (double));
+    t->unpublished = true;
   }
   s = &t->sb[e->stream];
   if (e->new_stream) {

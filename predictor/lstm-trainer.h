@@ -13,14 +13,15 @@
  * there, then one forward/backward over bptt steps from the state the
  * stream had at the chunk's start (stateful truncated BPTT); a new
  * stream inherits its parent's pending tokens and state.  After each new
- * chunk, `replay` chunks drawn from the last 64 are trained again
- * (experience replay: online data is seen once, replay speeds learning).
- * Weights are published after every chunk.
+ * chunk that is trained, `replay` chunks drawn from the last 64 are
+ * trained again (experience replay: online data is seen once, replay
+ * speeds learning).  Weights are published after every trained chunk
+ * (and after a known one when a token was recycled since).
  *
  * Known chunks (known_loss > 0): a new chunk is first run forward only;
- * when the model already predicts it (mean loss below known_loss) it is
- * neither trained nor kept for replay, only its end state is carried
- * on.  Why: on four sequential readers (bench/e2e inter) both models
+ * when the model already predicts it, every step's loss below
+ * known_loss (0.05 nats: each access given at least 95%), it is not
+ * trained, only kept for replay and its end state carried on.  Why: on four sequential readers (bench/e2e inter) both models
  * predict every access, yet the hybrid's clients stalled a fifth longer
  * with the LSTM training (within its 5% of a core, at nice 19) than with
  * its training starved; what the model knows needs no more steps, and
@@ -68,8 +69,8 @@ struct pred_lstm_trainer_config {
   unsigned replay;              /* replayed chunks per new chunk, 0 .. 8 */
   bool threaded;
   double cpu_share;             /* threaded: of one core, 0 = unlimited */
-  double known_loss;            /* a new chunk whose mean loss (nats per
-                                   token) is below this is not trained;
+  double known_loss;            /* a new chunk each of whose steps has a
+                                   loss (nats) below this is not trained;
                                    0 = train every chunk */
 };
 

@@ -90,7 +90,7 @@ predictor_config_default (struct predictor_config *c)
   c->lstm_bptt = 16;
   c->lstm_replay = 2;
   c->lstm_cpu_share = 0.05;
-  c->lstm_known_loss = 0.02;
+  c->lstm_known_loss = 0.05;
   c->lstm_lr = 0.005;
 }
 

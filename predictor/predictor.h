@@ -124,8 +124,8 @@ struct predictor_config {
   double lstm_lr;               /* 0.005 (Adam) */
   double lstm_cpu_share;        /* threaded training, of one core: 0.05
                                    (0 = unlimited; lstm-trainer.h) */
-  double lstm_known_loss;       /* chunks predicted below this loss are
-                                   not trained: 0.02 nats per token
+  double lstm_known_loss;       /* chunks predicted below this loss at
+                                   every step are not trained: 0.05 nats
                                    (0 = train all; lstm-trainer.h) */
 };
 

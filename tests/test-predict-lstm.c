@@ -66,8 +66,20 @@ gradcheck (enum pred_lstm_optimizer opt, unsigned V, unsigned E, unsigned H,
   double loss2 = pred_lstm_loss (&k.P, tok, T, h0, c0, scratch);
   ck_assert_msg (fabs (loss - loss2) < 1e-12, "loss %g vs %g", loss, loss2);
   /* The forward pass alone ends in the state training carries on. */
-  double loss3 = pred_lstm_forward (&k.P, tok, T, h0, c0, fh, fc, scratch);
+  double worst_step;
+  double loss3 = pred_lstm_forward (&k.P, tok, T, h0, c0, fh, fc, &worst_step, scratch);
   ck_assert_msg (fabs (loss - loss3) < 1e-12, "loss %g vs %g", loss, loss3);
+  /* The worst step: each step's loss is the chunk's with only that
+   * step's target kept, so find it by scoring prefixes. */
+  double prev = 0, max = 0;
+  for (unsigned t = 1; t <= T; t++) {
+    double sum = pred_lstm_loss (&k.P, tok, t, h0, c0, scratch) * t;
+    if (sum - prev > max)
+      max = sum - prev;
+    prev = sum;
+  }
+  ck_assert_msg (fabs (worst_step - max) < 1e-9, "worst step %g vs %g",
+                 worst_step, max);
   for (unsigned i = 0; i < H; i++) {
     ck_assert_msg (fabs (hT[i] - fh[i]) < 1e-12, "h[%u] %g vs %g", i, hT[i], fh[i]);
     ck_assert_msg (fabs (cT[i] - fc[i]) < 1e-12, "c[%u] %g vs %g", i, cT[i], fc[i]);
@@ -590,8 +602,9 @@ pattern_loss (struct pred_lstm_trainer *t, const struct pred_lstm_config *c,
   pred_lstm_trainer_snapshot (t, &p);
   for (unsigned i = 0; i < 129; i++)
     tok[i] = pat[i % len];
-  pred_lstm_forward (&p, tok, len, NULL, NULL, h, cs, scratch);
-  double loss = pred_lstm_forward (&p, tok + len, 128 - len, h, cs, NULL, NULL, scratch);
+  pred_lstm_forward (&p, tok, len, NULL, NULL, h, cs, NULL, scratch);
+  double loss = pred_lstm_forward (&p, tok + len, 128 - len, h, cs, NULL, NULL,
+                                   NULL, scratch);
   pred_lstm_params_free (&p);
   return loss;
 }
@@ -639,7 +652,16 @@ START_TEST (test_trainer_known_chunks)
   ck_assert_msg (g1.known > g1.chunks, "known %" PRIu64 " trained %" PRIu64,
                  g1.known, g1.chunks);
   ck_assert_msg (lg < 0.1, "the gated trainer did not learn the pattern: %g", lg);
+  ck_assert_msg (le < 0.1, "the trainer of every chunk did not learn the pattern: %g", le);
   ck_assert_uint_lt (g1.replays, e2.replays);
+  /* More of the same trains almost nothing (the model sits just below
+   * the limit, so a chunk now and then crosses it); every chunk is
+   * counted once. */
+  feed_pattern (gated, first, 6, 1600, false);
+  pred_lstm_trainer_stats (gated, &g2);
+  ck_assert_uint_le (g2.chunks, g1.chunks + 5);
+  ck_assert_uint_eq (g2.chunks + g2.known, g1.chunks + g1.known + 100);
+  g1 = g2;
 
   /* A new pattern: training resumes and learns it. */
   feed_pattern (gated, other, 7, 20000, false);
@@ -653,6 +675,7 @@ START_TEST (test_trainer_known_chunks)
            g2.chunks - g1.chunks, g2.known - g1.known, lg, le);
   ck_assert_uint_gt (g2.chunks, g1.chunks + 10);
   ck_assert_msg (lg < 0.1, "the gated trainer did not learn the new pattern: %g", lg);
+  ck_assert_msg (le < 0.1, "the trainer of every chunk did not learn the new pattern: %g", le);
   ck_assert_uint_gt (g2.known, g1.known);
 
   pred_lstm_trainer_free (gated);

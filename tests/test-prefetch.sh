@@ -41,6 +41,23 @@ for _ in range(n):
     print("-c"); print("sleep 4")' "$1" "$2" $((size / 65536))
 }
 
+# settled_json FILE: the status, once the LSTM trainer's counters cover
+# the last client's 200 accesses (12 chunks; the predictor's figures are
+# refreshed about once a second).
+settled_json ()
+{
+    local i
+    for (( i=0; i<50; i++ )); do
+        ctl_json $ctl > "$1"
+        python3 - "$1" <<'PY' && return 0
+import json, sys
+t = json.load(open(sys.argv[1]))["prefetch"]["lstm_training"]
+sys.exit(0 if t["chunks"] + t["known"] + t["skipped"] >= 200 // 17 else 1)
+PY
+        sleep 0.1
+    done
+}
+
 run_client ()
 {
     mapfile -t cmds < "$1"
@@ -151,7 +168,7 @@ start_proxy shadow-prefetch=lstm shadow-model=$TESTDIR/walk.model
 pattern $((200 * 11)) 50 > fresh.cmds
 run_client fresh.cmds
 figures | tee lstm.txt
-ctl_json $ctl > lstm.json
+settled_json lstm.json
 stop_proxy
 python3 - lstm.json <<'PY' || fail "the warm-started LSTM did not prefetch"
 import json, sys
@@ -170,7 +187,7 @@ PROXY_OPTS="-D shadow.lstm_known_loss_permille=0" \
     start_proxy shadow-prefetch=lstm shadow-model=$TESTDIR/walk.model
 pattern $((300 * 11)) 50 > fresh2.cmds
 run_client fresh2.cmds
-ctl_json $ctl > lstm-every.json
+settled_json lstm-every.json
 stop_proxy
 python3 - lstm-every.json <<'PY' || fail "-D shadow.lstm_known_loss_permille=0 left chunks untrained"
 import json, sys
