@@ -125,6 +125,11 @@ NBDKIT_DLL_PUBLIC int shadow_debug_drop_conn_at;
  * (engine_config.connect_timeout).
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_connect_timeout_s;
+/* -D shadow.handshake_timeout_ms=N: tests only: a connection attempt
+ * waits N ms for the handshake at first instead of 10 s, doubling after
+ * each attempt that ran out of it (engine_config.handshake_timeout).
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_handshake_timeout_ms;
 
 #define TICK_INTERVAL 0.5       /* seconds between rate samples and adaptation */
 /* 8 workers (sharing one origin context) of 2 MiB transfers: twice the
@@ -368,6 +373,8 @@ engine_config_of (int64_t expected_size)
       (uint64_t) shadow_debug_drop_conn_at : 0,
     .connect_timeout = shadow_debug_connect_timeout_s > 0 ?
       shadow_debug_connect_timeout_s : 0,
+    .handshake_timeout = shadow_debug_handshake_timeout_ms > 0 ?
+      shadow_debug_handshake_timeout_ms / 1000.0 : 0,
     .probed = probed,
   };
 }

@@ -270,7 +270,10 @@ handshake_timeout_cb (struct ev_loop *loop, ev_timer *w, int revents)
     c->silence_said = true;
   }
   c->handshake_timeout = fmin (c->handshake_timeout * 2,
-                               HANDSHAKE_TIMEOUT_MAX);
+                               fmax (HANDSHAKE_TIMEOUT_MAX,
+                                     c->sh->e->cfg.handshake_timeout));
+  shadow_debug ("shadow %s: %s; the next attempt waits up to %g s",
+                c->sh->info.uri, why, c->handshake_timeout);
   engine_conn_down (c, why);
 }
 
@@ -398,7 +401,7 @@ conn_became_ready (struct shadow_conn *c)
   sh->info = info;
   sh->info_known = true;
   ev_timer_stop (e->loop, &c->handshake);
-  c->handshake_timeout = HANDSHAKE_TIMEOUT;
+  c->handshake_timeout = e->cfg.handshake_timeout;
   c->silence_said = false;
   c->state = CONN_READY;
   c->backoff = BACKOFF_MIN;
@@ -1224,6 +1227,8 @@ engine_alloc (const struct engine_config *cfg)
   if (e->cfg.reconnect_timeout <= 0)
     e->cfg.reconnect_timeout = 60;
   e->cfg.connect_timeout = connect_timeout_of (cfg);
+  if (e->cfg.handshake_timeout <= 0)
+    e->cfg.handshake_timeout = HANDSHAKE_TIMEOUT;
   pthread_mutex_init (&e->lock, NULL);
   pthread_mutex_init (&e->start_lock, NULL);
   pthread_cond_init (&e->start_cond, NULL);
@@ -1247,7 +1252,7 @@ engine_alloc (const struct engine_config *cfg)
 
       c->sh = sh;
       c->backoff = BACKOFF_MIN;
-      c->handshake_timeout = HANDSHAKE_TIMEOUT;
+      c->handshake_timeout = e->cfg.handshake_timeout;
       c->state = CONN_DOWN;
       subq_init (&c->completed);
     }

@@ -176,6 +176,11 @@ struct engine_config {
    * CONNECT_TIMEOUT.  Tests shorten it.
    */
   double connect_timeout;
+  /* Seconds a connection attempt waits for the server's handshake at
+   * first (doubled after each attempt that ran out of it); 0:
+   * HANDSHAKE_TIMEOUT.  Tests shorten it.
+   */
+  double handshake_timeout;
   unsigned max_in_flight;       /* commands per shadow */
   unsigned max_copy_in_flight;  /* of which copy traffic */
   /* Connections per shadow that advertised multi-conn in probed[] (0 or

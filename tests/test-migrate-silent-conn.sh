@@ -10,6 +10,11 @@
 # 2. It holds every connection silent: start-up fails within the
 #    connect timeout (3 s here, -D shadow.connect_timeout_s), saying
 #    why; the probe used to wait for ever.
+# 3. A shadow that served goes silent when the filter reconnects: each
+#    attempt waits twice as long as the one before (from 0.3 s here,
+#    -D shadow.handshake_timeout_ms), the notice comes once per outage,
+#    the wait starts again from 0.3 s once a connection was up, and the
+#    migration completes when the shadow answers again.
 source "${abs_top_srcdir}/tests/functions.sh"
 requires python3 --version
 
@@ -91,6 +96,7 @@ start_proxy ()
     python3 silent-proxy.py $TESTDIR/$1.sock $TESTDIR/shadow.sock \
         $1.log ${2:-} &
     pid=$!
+    echo $pid > $1.ppid
     cleanup_fn "kill $pid 2>/dev/null; wait $pid 2>/dev/null"
     for (( i=0; i<100; i++ )); do
         [ -S $1.sock ] && return 0
@@ -129,3 +135,63 @@ grep -q "no handshake within 3 s" mute-filter.log || {
     fail "the filter did not say why it could not start"
 }
 check_sanitizer_log mute-filter.log
+
+# 3. Silent reconnects.  The proxy is restarted on the same socket: held
+#    silent, then relaying again.
+stop_proxy ()
+{
+    local pid
+    pid=$(cat $1.ppid)
+    kill $pid && { wait $pid 2>/dev/null || true; }
+    rm -f $1.sock
+}
+silent_notice="shadow $(uri $TESTDIR/flaky.sock): the server took a reconnect but gave no handshake within 0.3 s; retrying"
+since=1                         # first line of filter3.log of this outage
+news () { tail -n +$since filter3.log; }
+waits ()                        # the waits logged in this outage, in order
+{
+    news | grep -oE "no handshake within [0-9.]+ s; the next attempt waits up to [0-9.]+ s" |
+        awk '{ print $4 }' | tr '\n' ' '
+}
+wait_news ()                    # wait_news REGEX SECONDS
+{
+    local i
+    for (( i=0; i<$2*10; i++ )); do
+        news | grep -qE "$1" && return 0
+        sleep 0.1
+    done
+    cat filter3.log >&2
+    fail "filter3.log did not say /$1/ within $2 s"
+}
+outage ()                       # silent until 1.2 s was tried, then back
+{
+    since=$(( $(wc -l < filter3.log) + 1 ))
+    stop_proxy flaky
+    start_proxy flaky all
+    wait_news "no handshake within 1.2 s; the next attempt waits up to 2.4 s" 30
+    [ "$(news | grep -cF "$silent_notice")" = 1 ] || {
+        cat filter3.log >&2
+        fail "the silent reconnect notice came $(news | grep -cF "$silent_notice") times in one outage"
+    }
+    echo "handshake waits in this outage: $(waits)"
+    [ "$(waits)" = "0.3 0.6 1.2 " ] ||
+        fail "the handshake waits did not double from 0.3 s: $(waits)"
+    stop_proxy flaky
+    start_proxy flaky
+    wait_news "reconnected" 30
+}
+start_proxy flaky
+random_file origin3.img $size
+rm -f shadow.img && truncate -s $size shadow.img
+start_filter filter3 -v -D shadow.verbose=1 -D shadow.handshake_timeout_ms=300 \
+    file origin3.img shadow="$(uri $TESTDIR/flaky.sock)" shadow-connections=1 \
+    shadow-control=$TESTDIR/filter3.ctl shadow-state=$TESTDIR/state3 \
+    shadow-rate=2M
+outage
+# The second outage starts from 0.3 s again: a connection was up.
+outage
+"$NBDSHADOW" rate 0 $TESTDIR/filter3.ctl >/dev/null
+wait_synced filter3 60
+stop_filter filter3
+same_files origin3.img shadow.img
+check_sanitizer_log filter3.log
