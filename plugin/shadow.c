@@ -126,8 +126,9 @@ NBDKIT_DLL_PUBLIC int shadow_debug_drop_conn_at;
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_connect_timeout_s;
 /* -D shadow.handshake_timeout_ms=N: tests only: a connection attempt
- * waits N ms for the handshake at first instead of 10 s, doubling after
- * each attempt that ran out of it (engine_config.handshake_timeout).
+ * waits N ms (1 .. 60000) for the handshake at first instead of 10 s,
+ * doubling after each attempt that ran out of it
+ * (engine_config.handshake_timeout).
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_handshake_timeout_ms;
 
@@ -392,6 +393,12 @@ shadow_get_ready (int thread_model)
     nbdkit_error ("the shadow filter needs a plugin with the parallel "
                   "thread model (as the nbd, file and memory plugins have); "
                   "this one serialises requests");
+    return -1;
+  }
+  if (shadow_debug_handshake_timeout_ms < 0 ||
+      shadow_debug_handshake_timeout_ms > 60000) {
+    nbdkit_error ("-D shadow.handshake_timeout_ms=%d: must be 1 .. 60000",
+                  shadow_debug_handshake_timeout_ms);
     return -1;
   }
 

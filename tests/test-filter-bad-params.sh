@@ -156,6 +156,8 @@ expect_fail "shadow-writes=both: the origin is not writable" \
 # Benchmark knobs out of their range.
 expect_fail "-D shadow.predictor_streams=300: must be 1 .. 256" \
     -D shadow.predictor_streams=300 memory 64M "$s64"
+expect_fail "-D shadow.handshake_timeout_ms=60001: must be 1 .. 60000" \
+    -D shadow.handshake_timeout_ms=60001 memory 64M "$s64"
 expect_fail "-D shadow.lstm_known_loss_permille=-1: must be 0 .. 100000" \
     -D shadow.lstm_known_loss_permille=-1 memory 64M "$s64"
 expect_fail "-D shadow.lstm_known_loss_permille=100001: must be 0 .. 100000" \

@@ -73,8 +73,8 @@ def relay(client):
 
 listener = socket.socket(socket.AF_UNIX)
 listener.bind(listen_path + ".tmp")
-os.rename(listen_path + ".tmp", listen_path)
 listener.listen(16)
+os.rename(listen_path + ".tmp", listen_path)
 while True:
     client, _ = listener.accept()
     with lock:

@@ -42,8 +42,8 @@ for _ in range(n):
 }
 
 # settled_json FILE: the status, once the LSTM trainer's counters cover
-# the last client's 200 accesses (12 chunks; the predictor's figures are
-# refreshed about once a second).
+# the last client's 200 accesses (12 chunks of 16, the first one 17
+# long; the predictor's figures are refreshed about once a second).
 settled_json ()
 {
     local i
@@ -52,10 +52,11 @@ settled_json ()
         python3 - "$1" <<'PY' && return 0
 import json, sys
 t = json.load(open(sys.argv[1]))["prefetch"]["lstm_training"]
-sys.exit(0 if t["chunks"] + t["known"] + t["skipped"] >= 200 // 17 else 1)
+sys.exit(0 if t["chunks"] + t["known"] + t["skipped"] >= 12 else 1)
 PY
         sleep 0.1
     done
+    fail "the LSTM trainer's counters did not reach 12 chunks in 5 s: $(cat "$1")"
 }
 
 run_client ()
@@ -179,7 +180,7 @@ assert p["used"] >= 150, p                      # of 200 first touches
 t = p["lstm_training"]
 print("lstm training:", t)
 assert t["known"] > t["chunks"], t
-assert t["chunks"] + t["known"] + t["skipped"] >= 200 // 17, t
+assert t["chunks"] + t["known"] + t["skipped"] >= 12, t
 PY
 
 # The benchmarks' switch back to training every chunk reaches the trainer.
@@ -193,7 +194,7 @@ python3 - lstm-every.json <<'PY' || fail "-D shadow.lstm_known_loss_permille=0 l
 import json, sys
 t = json.load(open(sys.argv[1]))["prefetch"]["lstm_training"]
 print("lstm training, every chunk:", t)
-assert t["known"] == 0 and t["chunks"] >= 200 // 17, t
+assert t["known"] == 0 and t["chunks"] >= 12, t
 PY
 
 echo "=== a bad model file"
