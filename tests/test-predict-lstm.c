@@ -580,6 +580,23 @@ START_TEST (test_trainer_cpu_budget)
 }
 END_TEST
 
+/* A small synchronous trainer (H 16, E 8, learning rate 0.01, two
+ * replays) over `vocab` tokens and `streams` stream slots. */
+static void
+small_sync_trainer (struct pred_lstm_trainer_config *tc, unsigned vocab,
+                    unsigned streams)
+{
+  memset (tc, 0, sizeof *tc);
+  pred_lstm_config_default (&tc->lstm);
+  tc->lstm.vocab = vocab;
+  tc->lstm.hidden = 16;
+  tc->lstm.embed = 8;
+  tc->lstm.lr = 0.01;
+  tc->nstreams = streams;
+  tc->replay = 2;
+  tc->threaded = false;
+}
+
 /* Feed n tokens of pattern pat (length len) to stream 0 of t, from
  * position `from` of the pattern. */
 static void
@@ -622,15 +639,7 @@ START_TEST (test_trainer_known_chunks)
   struct pred_lstm_trainer *gated, *every;
   struct pred_lstm_trainer_stats g1, g2, e2;
 
-  memset (&tc, 0, sizeof tc);
-  pred_lstm_config_default (&tc.lstm);
-  tc.lstm.vocab = 16;
-  tc.lstm.hidden = 16;
-  tc.lstm.embed = 8;
-  tc.lstm.lr = 0.01;
-  tc.nstreams = 2;
-  tc.replay = 2;
-  tc.threaded = false;
+  small_sync_trainer (&tc, 16, 2);
   every = pred_lstm_trainer_new (&tc, NULL);
   tc.known_loss = 0.05;
   gated = pred_lstm_trainer_new (&tc, NULL);
@@ -708,14 +717,7 @@ START_TEST (test_trainer_known_needs_every_step)
   struct pred_lstm_trainer_stats st;
   struct pred_rng rng;
 
-  memset (&tc, 0, sizeof tc);
-  pred_lstm_config_default (&tc.lstm);
-  tc.lstm.vocab = 32;
-  tc.lstm.hidden = 16;
-  tc.lstm.embed = 8;
-  tc.lstm.lr = 0.01;
-  tc.nstreams = 1;
-  tc.replay = 2;
+  small_sync_trainer (&tc, 32, 1);
   tc.known_loss = 0.05;
   t = pred_lstm_trainer_new (&tc, NULL);
   ck_assert_ptr_nonnull (t);
