@@ -77,6 +77,7 @@ struct pred_lstm_trainer {
 
   /* Stats. */
   _Atomic uint64_t fed, dropped, chunks, replays, skipped, known, train_ns;
+  _Atomic uint64_t longest_ns;
   _Atomic bool idle_priority;
   _Atomic uint64_t loss_bits;
   double loss_avg;
@@ -296,6 +297,22 @@ refill (struct pred_lstm_trainer *t, uint64_t now)
   t->credit_at = now;
 }
 
+/* Account the wall time since t0 to training (and to the budget).  Wall
+ * time, not the thread's CPU time: a trainer preempted mid-chunk on a
+ * busy machine is charged for the wait too, and trains less under load.
+ */
+static void
+charge (struct pred_lstm_trainer *t, uint64_t t0, bool budget)
+{
+  uint64_t spent = now_ns () - t0;
+
+  atomic_fetch_add (&t->train_ns, spent);
+  if (spent > atomic_load (&t->longest_ns))
+    atomic_store (&t->longest_ns, spent);   /* one writer: this thread */
+  if (budget)
+    t->credit_ns -= spent;
+}
+
 /* Train one full chunk of stream buffer s, then replays, within the CPU
  * budget.  A skipped chunk leaves the stream's start state where it was:
  * the next chunk then starts from an older state, an approximation that
@@ -319,10 +336,7 @@ train_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
      * nothing is trained for a while. */
     if (t->unpublished)
       publish (t);
-    uint64_t spent = now_ns () - t0;
-    atomic_fetch_add (&t->train_ns, spent);
-    if (budget)
-      t->credit_ns -= spent;
+    charge (t, t0, budget);
     return;
   }
   keep_replay (t, s);
@@ -339,10 +353,7 @@ train_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
     atomic_fetch_add (&t->replays, 1);
   }
   publish (t);
-  uint64_t spent = now_ns () - t0;
-  atomic_fetch_add (&t->train_ns, spent);
-  if (budget)
-    t->credit_ns -= spent;
+  charge (t, t0, budget);
 }
 
 /* Apply one event to the training state (trainer side). */
@@ -534,6 +545,7 @@ pred_lstm_trainer_stats (struct pred_lstm_trainer *t,
   st->skipped = atomic_load (&t->skipped);
   st->known = atomic_load (&t->known);
   st->train_ns = atomic_load (&t->train_ns);
+  st->longest_ns = atomic_load (&t->longest_ns);
   st->loss = loss;
   pthread_mutex_lock (&t->thr_lock);
   st->running = t->have_thread;

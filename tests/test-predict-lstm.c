@@ -565,15 +565,20 @@ START_TEST (test_trainer_cpu_budget)
   double wall;
 
   flood (0.01, 1.5, &st, &wall);
-  fprintf (stderr, "budget 1%%: %.1f ms trained in %.0f ms, %" PRIu64
+  fprintf (stderr, "budget 1%%: %.1f ms trained in %.0f ms (longest chunk %.1f ms), %" PRIu64
            " chunks, %" PRIu64 " replays, %" PRIu64 " skipped\n",
-           st.train_ns / 1e6, wall / 1e6, st.chunks, st.replays, st.skipped);
+           st.train_ns / 1e6, wall / 1e6, st.longest_ns / 1e6, st.chunks,
+           st.replays, st.skipped);
   ck_assert_uint_gt (st.skipped, 0);
   ck_assert_uint_gt (st.chunks, 0);
-  /* Share of the wall time, the cap ahead and one chunk's overshoot. */
-  ck_assert_msg (st.train_ns <= 0.01 * wall + 50e6 + 20e6,
-                 "trained %.1f ms in %.0f ms at a 1%% budget",
-                 st.train_ns / 1e6, wall / 1e6);
+  /* Share of the wall time, the cap ahead and one chunk's overshoot:
+   * a chunk starts while the debt is under the cap and may then take
+   * long: the nice-19 thread preempted under the test suite's load once
+   * made 461 chunks take 330 ms where 585 take 65 ms on a quiet machine.
+   */
+  ck_assert_msg (st.train_ns <= 0.01 * wall + 50e6 + st.longest_ns + 5e6,
+                 "trained %.1f ms in %.0f ms at a 1%% budget, longest chunk %.1f ms",
+                 st.train_ns / 1e6, wall / 1e6, st.longest_ns / 1e6);
 
   flood (0, 0.3, &st, &wall);
   ck_assert_uint_eq (st.skipped, 0);
