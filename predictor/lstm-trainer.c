@@ -47,7 +47,6 @@ struct pred_lstm_trainer {
   struct replay_slot rp[NREPLAY];
   unsigned rp_next;
   double *hT, *cT;
-  double *fwd;                  /* forward-only scratch: 6H + V */
   bool unpublished;             /* weights changed since the last publish */
 
   /* Feed queue: single producer (feed), single consumer (trainer). */
@@ -111,7 +110,6 @@ pred_lstm_trainer_free (struct pred_lstm_trainer *t)
   }
   free (t->hT);
   free (t->cT);
-  free (t->fwd);
   free (t->q);
   pred_lstm_core_free (&t->core);
   for (int i = 0; i < 3; i++)
@@ -167,9 +165,8 @@ pred_lstm_trainer_new (const struct pred_lstm_trainer_config *cfg,
   t->sb = calloc (t->cfg.nstreams, sizeof *t->sb);
   t->hT = calloc (H, sizeof (double));
   t->cT = calloc (H, sizeof (double));
-  t->fwd = calloc (6 * H + cfg->lstm.vocab, sizeof (double));
   t->q = calloc (QCAP, sizeof *t->q);
-  if (!t->sb || !t->hT || !t->cT || !t->fwd || !t->q)
+  if (!t->sb || !t->hT || !t->cT || !t->q)
     goto fail;
   for (int i = 0; i < 3; i++)
     if (pred_lstm_infer_alloc (&t->snap[i], cfg->lstm.vocab, cfg->lstm.embed, H) < 0)
@@ -209,8 +206,7 @@ pred_lstm_trainer_memory (const struct pred_lstm_trainer *t)
   size_t per_stream = B * sizeof (uint32_t) + 2 * H * sizeof (double);
   return sizeof *t + 4 * t->core.P.n * sizeof (double) +
     3 * pred_lstm_infer_memory (&t->snap[0]) +
-    ((7 * H + c->vocab) * c->bptt + 14 * H + 2 * c->vocab + c->embed) *
-    sizeof (double) +
+    ((7 * H + c->vocab) * c->bptt + 8 * H + c->vocab + c->embed) * sizeof (double) +
     (t->cfg.nstreams + NREPLAY) * per_stream + QCAP * sizeof (struct feed_ev);
 }
 
@@ -260,6 +256,17 @@ train_one (struct pred_lstm_trainer *t, const uint32_t *tok, double *h0,
   note_loss (t, loss);
 }
 
+/* Train a new chunk whose forward pass already_known recorded. */
+static void
+train_recorded (struct pred_lstm_trainer *t, struct stream_buf *s,
+                double loss)
+{
+  pred_lstm_backward (&t->core, s->tok);
+  pred_lstm_apply (&t->core);
+  keep_state (t, s->h0, s->c0);
+  note_loss (t, loss);
+}
+
 /* A new chunk the model already predicts, every step of it below
  * known_loss (not the mean: a rare token that decides where a stream
  * goes next is what the LSTM is for, and a mean over 16 easy ones would
@@ -268,14 +275,18 @@ train_one (struct pred_lstm_trainer *t, const uint32_t *tok, double *h0,
  * ring stays recent and what is known is rehearsed while something
  * else is learnt. */
 static bool
-already_known (struct pred_lstm_trainer *t, struct stream_buf *s)
+already_known (struct pred_lstm_trainer *t, struct stream_buf *s,
+               double *loss_out)
 {
   double worst, loss;
 
   if (t->cfg.known_loss <= 0)
     return false;
-  loss = pred_lstm_forward (&t->core.P, s->tok, t->cfg.lstm.bptt,
-                            s->h0, s->c0, t->hT, t->cT, &worst, t->fwd);
+  /* Recorded, so that a chunk to be trained needs only the backward
+   * pass (train_recorded). */
+  loss = pred_lstm_forward_record (&t->core, s->tok, t->cfg.lstm.bptt,
+                                   s->h0, s->c0, t->hT, t->cT, &worst);
+  *loss_out = loss;
   if (worst >= t->cfg.known_loss)
     return false;
   keep_replay (t, s);
@@ -331,7 +342,8 @@ train_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
       return;
     }
   }
-  if (already_known (t, s)) {
+  double loss = -1;
+  if (already_known (t, s, &loss)) {
     /* A recycled token's fresh rows must reach inference even when
      * nothing is trained for a while. */
     if (t->unpublished)
@@ -340,7 +352,10 @@ train_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
     return;
   }
   keep_replay (t, s);
-  train_one (t, s->tok, s->h0, s->c0, true);
+  if (loss >= 0)
+    train_recorded (t, s, loss);
+  else
+    train_one (t, s->tok, s->h0, s->c0, true);
   atomic_fetch_add (&t->chunks, 1);
 
   for (unsigned i = 0; i < t->cfg.replay; i++) {

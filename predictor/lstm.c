@@ -1,6 +1,7 @@
 /* lstm.c: LSTM forward, BPTT, Adam/RMSprop, clipping (see lstm.h). */
 #include <config.h>
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,22 +297,20 @@ pred_lstm_core_free (struct pred_lstm_core *k)
 }
 
 PRED_HOT double
-pred_lstm_forward_backward (struct pred_lstm_core *k, const uint32_t *tok,
-                            unsigned T, const double *h0, const double *c0,
-                            double *hT, double *cT)
+pred_lstm_forward_record (struct pred_lstm_core *k, const uint32_t *tok,
+                          unsigned T, const double *h0, const double *c0,
+                          double *hT, double *cT, double *worst)
 {
   const struct pred_lstm_params *P = &k->P;
-  struct pred_lstm_params *G = &k->G;
   unsigned V = P->V, E = P->E, H = P->H;
   size_t ss = step_size (&k->cfg);
   double *scr = k->buf + ss * k->cfg.bptt;
-  double *dh = scr, *dc = scr + H, *dz = scr + 2 * H, *hz = scr + 6 * H,
-    *cz = scr + 7 * H, *dy = scr + 8 * H, *dx = dy + V;
-  double loss = 0, invT;
+  double *hz = scr + 6 * H, *cz = scr + 7 * H;
+  double loss = 0, max = 0;
 
   if (T > k->cfg.bptt)
     T = k->cfg.bptt;
-  invT = 1.0 / T;
+  k->recorded = T;
   for (unsigned r = 0; r < H; r++) {
     hz[r] = h0 ? h0[r] : 0;
     cz[r] = c0 ? c0[r] : 0;
@@ -333,14 +332,33 @@ pred_lstm_forward_backward (struct pred_lstm_core *k, const uint32_t *tok,
       h[r] = z[3 * H + r] * tc[r];
     }
     pred_lstm_output (P, h, probs);
-    loss -= log (probs[y] > 1e-300 ? probs[y] : 1e-300);
+    double l = -log (probs[y] > 1e-300 ? probs[y] : 1e-300);
+    loss += l;
+    if (l > max)
+      max = l;
   }
   if (hT)
     memcpy (hT, k->buf + ss * (T - 1) + 5 * H, H * sizeof *hT);
   if (cT)
     memcpy (cT, k->buf + ss * (T - 1) + 4 * H, H * sizeof *cT);
+  if (worst)
+    *worst = max;
+  return loss * (1.0 / T);
+}
 
-  /* Backward. */
+PRED_HOT void
+pred_lstm_backward (struct pred_lstm_core *k, const uint32_t *tok)
+{
+  const struct pred_lstm_params *P = &k->P;
+  struct pred_lstm_params *G = &k->G;
+  unsigned V = P->V, E = P->E, H = P->H, T = k->recorded;
+  size_t ss = step_size (&k->cfg);
+  double *scr = k->buf + ss * k->cfg.bptt;
+  double *dh = scr, *dc = scr + H, *dz = scr + 2 * H, *hz = scr + 6 * H,
+    *cz = scr + 7 * H, *dy = scr + 8 * H, *dx = dy + V;
+  double invT = 1.0 / T;
+
+  assert (T > 0);
   memset (G->w, 0, G->n * sizeof *G->w);
   memset (dh, 0, H * sizeof *dh);
   memset (dc, 0, H * sizeof *dc);
@@ -398,7 +416,16 @@ pred_lstm_forward_backward (struct pred_lstm_core *k, const uint32_t *tok,
     for (unsigned j = 0; j < E; j++)
       ge[j] += dx[j];
   }
-  return loss * invT;
+}
+
+double
+pred_lstm_forward_backward (struct pred_lstm_core *k, const uint32_t *tok,
+                            unsigned T, const double *h0, const double *c0,
+                            double *hT, double *cT)
+{
+  double loss = pred_lstm_forward_record (k, tok, T, h0, c0, hT, cT, NULL);
+  pred_lstm_backward (k, tok);
+  return loss;
 }
 
 PRED_HOT void

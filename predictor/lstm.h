@@ -89,6 +89,7 @@ struct pred_lstm_core {
   uint64_t t;                   /* optimizer steps done */
   struct pred_rng rng;
   double *buf;                  /* BPTT activations */
+  unsigned recorded;            /* steps buf holds (forward_record) */
   double last_grad_norm;
 };
 
@@ -107,6 +108,17 @@ double pred_lstm_forward_backward (struct pred_lstm_core *k,
                                    const uint32_t *tok, unsigned T,
                                    const double *h0, const double *c0,
                                    double *hT, double *cT);
+/* The two halves of pred_lstm_forward_backward, for a caller that
+ * decides from the forward pass whether to train at all (the trainer's
+ * known chunks): forward_record runs the forward pass keeping what the
+ * backward pass needs and returns the mean loss (the worst step's in
+ * *worst unless NULL); backward then sets G from that record, for the
+ * same tok, with no forward pass in between. */
+double pred_lstm_forward_record (struct pred_lstm_core *k,
+                                 const uint32_t *tok, unsigned T,
+                                 const double *h0, const double *c0,
+                                 double *hT, double *cT, double *worst);
+void pred_lstm_backward (struct pred_lstm_core *k, const uint32_t *tok);
 /* Clip G to cfg.clip and apply one optimizer step to P. */
 void pred_lstm_apply (struct pred_lstm_core *k);
 /* Forward only over tok[0..T] from (h0, c0) (NULL = zeros): the mean
