@@ -18,15 +18,17 @@
  * speeds learning).  Weights are published after every trained chunk
  * (and after a known one when a token was recycled since).
  *
- * Known chunks (known_loss > 0): a new chunk is first run forward only;
- * when the model already predicts it, every step's loss below
- * known_loss (0.05 nats: each access given at least 95%), it is not
- * trained, only kept for replay and its end state carried on.  Why: on four sequential readers (bench/e2e inter) both models
- * predict every access, yet the hybrid's clients stalled a fifth longer
- * with the LSTM training (within its 5% of a core, at nice 19) than with
- * its training starved; what the model knows needs no more steps, and
- * the forward pass alone costs a fraction of one.  Chunks the model
- * gets wrong train as before, with replay.
+ * Known chunks (known_loss > 0): a new chunk is first run forward only
+ * (pred_lstm_forward_record); when the model already predicts it, every
+ * step's loss below known_loss (0.05 nats: each access given at least
+ * 95%), it is not trained, only kept for replay and its end state
+ * carried on; otherwise only the backward pass is left to run.  Why: on
+ * four sequential readers (bench/e2e inter) both models predict every
+ * access, yet the hybrid's clients stalled a fifth longer with the LSTM
+ * training (within its 5% of a core, at nice 19) than with its training
+ * starved; what the model knows needs no more steps, and the forward
+ * pass alone costs a fraction of one.  Chunks the model gets wrong train
+ * as before, with replay.
  *
  * CPU budget (threaded mode, cpu_share > 0): training may use that share
  * of one core, measured as a credit of nanoseconds that refills with

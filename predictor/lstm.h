@@ -121,11 +121,10 @@ double pred_lstm_forward_record (struct pred_lstm_core *k,
 void pred_lstm_backward (struct pred_lstm_core *k, const uint32_t *tok);
 /* Clip G to cfg.clip and apply one optimizer step to P. */
 void pred_lstm_apply (struct pred_lstm_core *k);
-/* Forward only over tok[0..T] from (h0, c0) (NULL = zeros): the mean
- * loss; the state after the T steps in hT/cT and the largest loss of
- * one step in *worst, each unless NULL.  Cheaper than a training step:
- * the trainer uses it to leave alone what the model already predicts.
- * scratch: 6H + V doubles. */
+/* Forward only over tok[0..T] from (h0, c0) (NULL = zeros), from the
+ * parameters alone (no training core): the mean loss; the state after
+ * the T steps in hT/cT and the largest loss of one step in *worst, each
+ * unless NULL.  scratch: 6H + V doubles. */
 double pred_lstm_forward (const struct pred_lstm_params *p,
                           const uint32_t *tok, unsigned T,
                           const double *h0, const double *c0,
