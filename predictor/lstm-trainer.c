@@ -244,56 +244,43 @@ keep_state (struct pred_lstm_trainer *t, double *h0, double *c0)
   memcpy (c0, t->cT, t->cfg.lstm.hidden * sizeof (double));
 }
 
+/* Train a replayed chunk (its state is not carried on). */
 static void
-train_one (struct pred_lstm_trainer *t, const uint32_t *tok, double *h0,
-           double *c0, bool carry_state)
+train_replay (struct pred_lstm_trainer *t, const struct replay_slot *r)
 {
-  double loss = pred_lstm_forward_backward (&t->core, tok, t->cfg.lstm.bptt,
-                                            h0, c0, t->hT, t->cT);
+  double loss = pred_lstm_forward_backward (&t->core, r->tok,
+                                            t->cfg.lstm.bptt, r->h0, r->c0,
+                                            NULL, NULL);
   pred_lstm_apply (&t->core);
-  if (carry_state)
-    keep_state (t, h0, c0);
   note_loss (t, loss);
 }
 
-/* Train a new chunk whose forward pass already_known recorded. */
-static void
-train_recorded (struct pred_lstm_trainer *t, struct stream_buf *s,
-                double loss)
-{
-  pred_lstm_backward (&t->core, s->tok);
-  pred_lstm_apply (&t->core);
-  keep_state (t, s->h0, s->c0);
-  note_loss (t, loss);
-}
-
-/* A new chunk the model already predicts, every step of it below
+/* Run a new chunk forward, keeping what training needs, and carry its
+ * end state on.  Unless it is known -- every step's loss below
  * known_loss (not the mean: a rare token that decides where a stream
  * goes next is what the LSTM is for, and a mean over 16 easy ones would
- * hide it).  True after carrying its end state on; false when it is to
- * be trained.  Known chunks still go to the replay ring, so that the
- * ring stays recent and what is known is rehearsed while something
- * else is learnt. */
+ * hide it) -- train it from that record, so the forward pass runs once
+ * either way.  Known or not, it goes to the replay ring, so that the
+ * ring stays recent and what is known is rehearsed while something else
+ * is learnt.  Returns true if the chunk was known.
+ */
 static bool
-already_known (struct pred_lstm_trainer *t, struct stream_buf *s,
-               double *loss_out)
+run_new_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
 {
-  double worst, loss;
+  double worst;
+  double loss = pred_lstm_forward_record (&t->core, s->tok, t->cfg.lstm.bptt,
+                                          s->h0, s->c0, t->hT, t->cT, &worst);
+  bool known = t->cfg.known_loss > 0 && worst < t->cfg.known_loss;
 
-  if (t->cfg.known_loss <= 0)
-    return false;
-  /* Recorded, so that a chunk to be trained needs only the backward
-   * pass (train_recorded). */
-  loss = pred_lstm_forward_record (&t->core, s->tok, t->cfg.lstm.bptt,
-                                   s->h0, s->c0, t->hT, t->cT, &worst);
-  *loss_out = loss;
-  if (worst >= t->cfg.known_loss)
-    return false;
   keep_replay (t, s);
+  if (!known) {
+    pred_lstm_backward (&t->core, s->tok);
+    pred_lstm_apply (&t->core);
+  }
   keep_state (t, s->h0, s->c0);
   note_loss (t, loss);
-  atomic_fetch_add (&t->known, 1);
-  return true;
+  atomic_fetch_add (known ? &t->known : &t->chunks, 1);
+  return known;
 }
 
 /* Add the credit earned since the last refill (budget mode). */
@@ -327,7 +314,7 @@ charge (struct pred_lstm_trainer *t, uint64_t t0, bool budget)
 /* Train one full chunk of stream buffer s, then replays, within the CPU
  * budget.  A skipped chunk leaves the stream's start state where it was:
  * the next chunk then starts from an older state, an approximation that
- * costs nothing.  A known chunk (already_known) is not trained at all.
+ * costs nothing.  A known chunk (run_new_chunk) is not trained at all.
  */
 static void
 train_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
@@ -342,8 +329,7 @@ train_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
       return;
     }
   }
-  double loss = -1;
-  if (already_known (t, s, &loss)) {
+  if (run_new_chunk (t, s)) {
     /* A recycled token's fresh rows must reach inference even when
      * nothing is trained for a while. */
     if (t->unpublished)
@@ -351,12 +337,6 @@ train_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
     charge (t, t0, budget);
     return;
   }
-  keep_replay (t, s);
-  if (loss >= 0)
-    train_recorded (t, s, loss);
-  else
-    train_one (t, s->tok, s->h0, s->c0, true);
-  atomic_fetch_add (&t->chunks, 1);
 
   for (unsigned i = 0; i < t->cfg.replay; i++) {
     unsigned j = pred_rng_below (&t->core.rng, NREPLAY);
@@ -364,7 +344,7 @@ train_chunk (struct pred_lstm_trainer *t, struct stream_buf *s)
       break;
     if (!t->rp[j].used)
       continue;
-    train_one (t, t->rp[j].tok, t->rp[j].h0, t->rp[j].c0, false);
+    train_replay (t, &t->rp[j]);
     atomic_fetch_add (&t->replays, 1);
   }
   publish (t);

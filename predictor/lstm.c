@@ -213,11 +213,11 @@ pred_lstm_output (const struct pred_lstm_params *p, const double *h,
 double
 pred_lstm_forward (const struct pred_lstm_params *p, const uint32_t *tok,
                    unsigned T, const double *h0, const double *c0,
-                   double *hT, double *cT, double *worst, double *s)
+                   double *hT, double *cT, double *s)
 {
   unsigned H = p->H;
   double *h = s, *c = s + H, *z = s + 2 * H, *probs = s + 6 * H;
-  double loss = 0, max = 0;
+  double loss = 0;
 
   for (unsigned r = 0; r < H; r++) {
     h[r] = h0 ? h0[r] : 0;
@@ -227,13 +227,8 @@ pred_lstm_forward (const struct pred_lstm_params *p, const uint32_t *tok,
     pred_lstm_step (p, h, c, tok[t], h, c, z);
     pred_lstm_output (p, h, probs);
     uint32_t y = tok[t + 1] < p->V ? tok[t + 1] : 0;
-    double l = -log (probs[y] > 1e-300 ? probs[y] : 1e-300);
-    loss += l;
-    if (l > max)
-      max = l;
+    loss -= log (probs[y] > 1e-300 ? probs[y] : 1e-300);
   }
-  if (worst)
-    *worst = max;
   if (hT)
     memcpy (hT, h, H * sizeof *h);
   if (cT)
@@ -245,7 +240,7 @@ double
 pred_lstm_loss (const struct pred_lstm_params *p, const uint32_t *tok,
                 unsigned T, const double *h0, const double *c0, double *s)
 {
-  return pred_lstm_forward (p, tok, T, h0, c0, NULL, NULL, NULL, s);
+  return pred_lstm_forward (p, tok, T, h0, c0, NULL, NULL, s);
 }
 
 /* Per-step BPTT record layout inside k->buf. */

@@ -122,14 +122,12 @@ void pred_lstm_backward (struct pred_lstm_core *k, const uint32_t *tok);
 /* Clip G to cfg.clip and apply one optimizer step to P. */
 void pred_lstm_apply (struct pred_lstm_core *k);
 /* Forward only over tok[0..T] from (h0, c0) (NULL = zeros), from the
- * parameters alone (no training core): the mean loss; the state after
- * the T steps in hT/cT and the largest loss of one step in *worst, each
- * unless NULL.  scratch: 6H + V doubles. */
+ * parameters alone (no training core): the mean loss, and the state
+ * after the T steps in hT/cT unless NULL.  scratch: 6H + V doubles. */
 double pred_lstm_forward (const struct pred_lstm_params *p,
                           const uint32_t *tok, unsigned T,
                           const double *h0, const double *c0,
-                          double *hT, double *cT, double *worst,
-                          double *scratch);
+                          double *hT, double *cT, double *scratch);
 /* Mean loss of a chunk with parameters p, no gradient (for checks).
  * scratch: 6H + V doubles. */
 double pred_lstm_loss (const struct pred_lstm_params *p,
