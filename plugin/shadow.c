@@ -62,6 +62,11 @@ NBDKIT_DLL_PUBLIC int shadow_debug_shadow_request_kib;
  * origin without copying them, to look at a state without changing it.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_no_copy_on_read;
+/* -D shadow.no_shadow_read_feedback=1: benchmarks only: the copier
+ * backs off for the latency of all client requests alone, not for that
+ * of the reads the shadow serves (copier.c clients_slowed).
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_no_shadow_read_feedback;
 /* -D shadow.max_transfer_kib=N: benchmarks only: the largest background
  * transfer, instead of MAX_TRANSFER.
  */
@@ -616,6 +621,7 @@ shadow_after_fork (nbdkit_backend *backend)
     .verify_origin = &origin,
     .background = params.background, .rate = params.rate,
     .max_transfer = max_transfer (),
+    .shadow_read_feedback = !shadow_debug_no_shadow_read_feedback,
     .cutover_auto = params.cutover_auto,
     .prefetcher = prefetcher,
     .set_phase = state ? persist_phase : NULL,

@@ -66,6 +66,12 @@
  *               "window" (transfers allowed at once while clients are
  *               active), "active" (transfers in progress), "pause_ms",
  *               "client_latency_us", "client_latency_floor_us",
+ *               "shadow_read_latency_us", "shadow_read_quiet_us"
+ *               (client reads served by the shadow alone: mean of the
+ *               last half second, and of the last half second the
+ *               sweep was held to measure them),
+ *               "sweep_gap_ms" (between the starts of two sweep
+ *               transfers while those reads are slowed; 0 = unpaced),
  *               "requests_dropped", "requests_retried" (failed
  *               requested ranges queued again: with the sweep off),
  *               "cut_short" (copies begun at

@@ -23,6 +23,7 @@
 #include "copyop.h"
 #include "lockutil.h"
 #include "log.h"
+#include "pacer.h"
 
 #define QUEUE_CAP 4096          /* queued ranges per priority */
 #define PREDICTED_CAP 256       /* fresh predictions displace stale ones */
@@ -67,6 +68,8 @@ struct copier {
   double transfer_bytes;        /* of a whole transfer */
   double pause_ms;
   double latency_floor_us, last_latency_us;
+  struct pacer pacer;           /* the sweep yields to shadow reads */
+  double sweep_last_start;      /* monotonic s, while paced */
   uint64_t rate;
   double tokens, tokens_time;   /* token bucket, bytes */
   struct copier_stats stats;
@@ -372,6 +375,22 @@ allowed_at_once (struct copier *c)
   return c->window;
 }
 
+/* Must the sweep wait for its pacing (pacer.h)?  Then *wait is at most
+ * the time until it may start, or unchanged when the next tick decides.
+ * Caller holds c->lock.
+ */
+static bool
+sweep_paced (struct copier *c, double *wait)
+{
+  double w;
+
+  if (pacer_may_start (&c->pacer, monotonic_s (), c->sweep_last_start, &w))
+    return false;
+  if (w > 0 && (*wait == 0 || w < *wait))
+    *wait = w;
+  return true;
+}
+
 /* The next job, or false, with *wait > 0 if rate-limited work must wait
  * that long for the token bucket.  Requested ranges (a client waits for
  * them) ignore pause, window and rate.  Under a rate cap predictions go
@@ -415,8 +434,11 @@ pick_job (struct copier *c, struct job *job, double *wait)
       };
       goto pay;
     }
-  if (!have_tokens || !c->cfg.background || !claim_sweep (c, job))
+  if (!have_tokens || !c->cfg.background || sweep_paced (c, wait) ||
+      !claim_sweep (c, job))
     return false;
+  if (c->pacer.gap_ms > 0)
+    c->sweep_last_start = monotonic_s ();
  pay:
   spend_tokens (c, residency_block_offset (c->v->res, job->count));
   return true;
@@ -439,8 +461,35 @@ claim_synced_report (struct copier *c)
   return report;
 }
 
-/* AIMD on the window of concurrent transfers, driven by the clients'
- * latency against its recent floor.  With no client I/O: full speed.
+/* A floor that follows the best latency seen and slowly forgets it
+ * (doubles in about 35 s), so that it tracks a changing origin.
+ */
+static void
+follow_floor (double *floor_us, double mean_us)
+{
+  if (*floor_us == 0 || mean_us < *floor_us)
+    *floor_us = mean_us;
+  else
+    *floor_us *= 1.01;
+}
+
+/* Is the copier in the clients' way?  A mean latency of all client
+ * requests over twice its floor and 1 ms above it.  The origin's
+ * latency is in there: a loose test, for copies crowding the origin's
+ * link.  Caller holds c->lock.
+ */
+static bool
+clients_slowed (struct copier *c, double mean)
+{
+  follow_floor (&c->latency_floor_us, mean);
+  return mean > 2 * c->latency_floor_us &&
+    mean > c->latency_floor_us + 1000;
+}
+
+/* AIMD on the window of concurrent transfers and a pause after each
+ * sweep transfer, driven by the clients' latency (clients_slowed), and
+ * the sweep's pacing by shadow-served reads (pacer.h).  With no client
+ * I/O: full speed.
  * A tick in which a client request was in flight but none ended (one
  * slower than the tick) leaves window and pause as they are: going to
  * full speed there flooded the origin just while a client waited.
@@ -448,25 +497,20 @@ claim_synced_report (struct copier *c)
 bool
 copier_tick (struct copier *c)
 {
-  uint64_t n;
-  double mean;
+  uint64_t n, n_shadow;
+  double mean, mean_shadow;
 
   volume_take_client_latency (c->v, &n, &mean);
+  volume_take_shadow_read_latency (c->v, &n_shadow, &mean_shadow);
   mutex_lock (&c->lock);
   c->last_latency_us = mean;
   if (n == 0 && volume_clients_idle (c->v, 0)) {
     c->window = c->cfg.nr_workers;
     c->pause_ms = 0;
+    pacer_idle (&c->pacer);
   }
   else if (n > 0) {
-    /* The floor follows the best latency seen and slowly forgets it
-     * (doubles in about 35 s), so that it tracks a changing origin.
-     */
-    if (c->latency_floor_us == 0 || mean < c->latency_floor_us)
-      c->latency_floor_us = mean;
-    else
-      c->latency_floor_us *= 1.01;
-    if (mean > 2 * c->latency_floor_us && mean > c->latency_floor_us + 1000) {
+    if (clients_slowed (c, mean)) {
       c->window = c->window > 1 ? c->window / 2 : 1;
       c->pause_ms = fmin (c->pause_ms * 2 + 1, MAX_PAUSE_MS);
     }
@@ -475,6 +519,8 @@ copier_tick (struct copier *c)
         c->window++;
       c->pause_ms = c->pause_ms < 0.5 ? 0 : c->pause_ms / 2;
     }
+    if (c->cfg.shadow_read_feedback)
+      pacer_tick (&c->pacer, n_shadow, mean_shadow, c->cfg.background);
   }
   cond_broadcast (&c->wake);
   mutex_unlock (&c->lock);
@@ -846,6 +892,9 @@ copier_get_stats (struct copier *c, struct copier_stats *out)
   out->pause_ms = c->pause_ms;
   out->client_latency_us = c->last_latency_us;
   out->client_latency_floor_us = c->latency_floor_us;
+  out->shadow_read_latency_us = c->pacer.last_us;
+  out->shadow_read_quiet_us = c->pacer.quiet_us;
+  out->sweep_gap_ms = c->pacer.gap_ms;
   out->paused = c->paused;
   out->rate = c->rate;
   mutex_unlock (&c->lock);

@@ -19,7 +19,10 @@
  * waits the debt off: pick_job).  Without a cap the copier still
  * yields to clients: it halves its window of concurrent transfers (down
  * to one) and adds a pause (at most MAX_PAUSE) when the clients'
- * latency rises above its recent floor, and grows back when it falls.
+ * latency rises above its recent floor, and grows back when it falls;
+ * and it paces the sweep (one transfer every 20-500 ms) while the reads
+ * the shadow serves take much longer than when the sweep is held (it
+ * is, for a moment, every ten seconds, to know).
  * It never stops: dm-clone stops hydrating whenever any client I/O is
  * in flight, which under a steady load means never finishing.  While
  * clients are idle (VOLUME_CLIENTS_QUIET) more workers copy at once
@@ -51,6 +54,7 @@ struct copier_config {
   bool background;              /* the sweep (shadow-background) */
   uint64_t rate;                /* bytes/s for background + predicted, 0 = no cap */
   uint64_t max_transfer;        /* bytes per coalesced copy */
+  bool shadow_read_feedback;    /* back off when shadow reads slow down */
   /* Called (on a worker thread) when every block is resident. */
   void (*synced) (void *opaque);
   void *opaque;
@@ -65,6 +69,9 @@ struct copier_stats {
   double pause_ms;              /* pause between transfers now */
   double client_latency_us;     /* last measured */
   double client_latency_floor_us;
+  double shadow_read_latency_us; /* client reads served by the shadow */
+  double shadow_read_quiet_us;  /* ... while the sweep was last held */
+  double sweep_gap_ms;          /* between sweep transfers' starts, 0 = none */
   bool paused;
   uint64_t rate;
 };

@@ -577,6 +577,7 @@ migration_start (const struct migration_config *cfg)
       .nr_workers = cfg->nr_workers, .nr_idle_workers = cfg->nr_idle_workers,
       .background = cfg->background,
       .rate = cfg->rate, .max_transfer = cfg->max_transfer,
+      .shadow_read_feedback = cfg->shadow_read_feedback,
       .synced = on_synced, .opaque = m,
     };
 

@@ -47,6 +47,7 @@ struct migration_config {
   bool background;
   uint64_t rate;
   uint64_t max_transfer;
+  bool shadow_read_feedback;            /* copier_config says */
   bool cutover_auto;
   struct prefetcher *prefetcher;        /* started here; NULL: none */
 

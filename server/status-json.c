@@ -159,11 +159,15 @@ emit_copier (FILE *fp, struct migration_snapshot *s)
            ", \"zero_transfers\": %" PRIu64 ", \"errors\": %" PRIu64
            ", \"window\": %u, \"active\": %u, \"pause_ms\": %.1f, "
            "\"client_latency_us\": %.1f, \"client_latency_floor_us\": %.1f"
+           ", \"shadow_read_latency_us\": %.1f, "
+           "\"shadow_read_quiet_us\": %.1f, \"sweep_gap_ms\": %.1f"
            ", \"requests_dropped\": %" PRIu64 ", \"requests_retried\": %"
            PRIu64 ", \"cut_short\": %" PRIu64 "}, ",
            s->have_copier ? "true" : "false", c->transfers,
            c->zero_transfers, c->errors, c->window, c->active, c->pause_ms,
            c->client_latency_us, c->client_latency_floor_us,
+           c->shadow_read_latency_us, c->shadow_read_quiet_us,
+           c->sweep_gap_ms,
            c->requests_dropped, c->requests_retried,
            STAT_GET (s->volume->stats.copies_cut_short));
 }

@@ -333,9 +333,10 @@ read_absent_run (struct volume *v, struct origin *o, char *dst,
   return 0;
 }
 
+/* *from_shadow: was all of it read from the shadow? */
 static int
 do_pread (struct volume *v, struct origin *o, void *buf, uint32_t count,
-              uint64_t offset, int *err)
+          uint64_t offset, bool *from_shadow, int *err)
 {
   struct run stack_runs[8], *runs = stack_runs;
   size_t cap = 8, nr_runs, i, nr_ios = 0;
@@ -346,9 +347,11 @@ do_pread (struct volume *v, struct origin *o, void *buf, uint32_t count,
   int ret = 0;
 
   STAT_ADD (v->stats.read_ops, 1);
+  *from_shadow = false;
   if (count == 0)
     return 0;
   if (!origin_is_live (v)) {
+    *from_shadow = true;
     STAT_ADD (v->stats.read_bytes_shadow, count);
     return shadow_sync (v, SHADOW_READ, SHADOW_ANY, buf, count, offset, 0,
                         err);
@@ -404,6 +407,7 @@ do_pread (struct volume *v, struct origin *o, void *buf, uint32_t count,
       break;                    /* still wait for the shadow reads */
     }
   }
+  *from_shadow = nr_ios == nr_runs;
 
   mutex_lock (&g.lock);
   g.pending--;
@@ -892,25 +896,45 @@ client_enter (struct volume *v)
   return monotonic_us ();
 }
 
+/* Add a request of us microseconds to a latency word (count in the top
+ * bits, sum below).  No sample may carry into the count: one of over
+ * three months (!) counts as that long.  The copier's tick empties the
+ * words twice a second; once no copier runs, nothing reads them, and the
+ * sum may in the end (after 2^44 us of requests) wrap into the count
+ * unread.
+ */
 static void
+add_latency (_Atomic uint64_t *word, uint64_t us)
+{
+  if (us > CLIENT_LAT_SUM_MASK / 2)
+    us = CLIENT_LAT_SUM_MASK / 2;
+  atomic_fetch_add_explicit (word, (UINT64_C (1) << CLIENT_LAT_SUM_BITS) + us,
+                             memory_order_relaxed);
+}
+
+static void
+take_latency (_Atomic uint64_t *word, uint64_t *count, double *mean_us)
+{
+  uint64_t w = atomic_exchange (word, 0);
+  uint64_t sum = w & CLIENT_LAT_SUM_MASK;
+
+  *count = w >> CLIENT_LAT_SUM_BITS;
+  *mean_us = *count ? (double) sum / *count : 0;
+}
+
+/* Returns the request's latency in microseconds. */
+static uint64_t
 client_leave (struct volume *v, double t0)
 {
   double now = monotonic_us ();
   uint64_t us = (uint64_t) (now - t0);
 
-  /* No sample may carry into the count: one of over three months (!)
-   * counts as that long.  The copier's tick empties the word twice a
-   * second; once no copier runs, nothing reads it, and the sum may in
-   * the end (after 2^44 us of requests) wrap into the count unread. */
-  if (us > CLIENT_LAT_SUM_MASK / 2)
-    us = CLIENT_LAT_SUM_MASK / 2;
-  atomic_fetch_add_explicit (&v->client_lat,
-                             (UINT64_C (1) << CLIENT_LAT_SUM_BITS) + us,
-                             memory_order_relaxed);
+  add_latency (&v->client_lat, us);
   atomic_store_explicit (&v->client_last_us, (uint64_t) now,
                          memory_order_relaxed);
   atomic_fetch_sub_explicit (&v->clients_active, 1, memory_order_relaxed);
   LOCKUTIL_CHECK (pthread_rwlock_unlock (&v->io_gate));
+  return us;
 }
 
 bool
@@ -936,11 +960,14 @@ void
 volume_take_client_latency (struct volume *v, uint64_t *count,
                             double *mean_us)
 {
-  uint64_t w = atomic_exchange (&v->client_lat, 0);
-  uint64_t sum = w & CLIENT_LAT_SUM_MASK;
+  take_latency (&v->client_lat, count, mean_us);
+}
 
-  *count = w >> CLIENT_LAT_SUM_BITS;
-  *mean_us = *count ? (double) sum / *count : 0;
+void
+volume_take_shadow_read_latency (struct volume *v, uint64_t *count,
+                                 double *mean_us)
+{
+  take_latency (&v->shadow_read_lat, count, mean_us);
 }
 
 void
@@ -960,12 +987,16 @@ volume_pread (struct volume *v, struct origin *o, void *buf, uint32_t count,
               uint64_t offset, int *err)
 {
   double t0 = client_enter (v);
+  bool from_shadow;
+  uint64_t us;
   int r;
 
   note_access (v, 'R', offset, count);
-  r = do_pread (v, o, buf, count, offset, err);
+  r = do_pread (v, o, buf, count, offset, &from_shadow, err);
 
-  client_leave (v, t0);
+  us = client_leave (v, t0);
+  if (r == 0 && from_shadow)
+    add_latency (&v->shadow_read_lat, us);
   return r;
 }
 

@@ -110,6 +110,12 @@ struct volume {
    */
   _Atomic uint64_t client_lat;
 
+  /* The same for the client reads served entirely by the shadow: what
+   * copying costs clients on the filter's host (CPU, the shadow's
+   * server), with the origin's latency left out.
+   */
+  _Atomic uint64_t shadow_read_lat;
+
   /* Client requests in progress, and when the last one ended
    * (CLOCK_MONOTONIC us): volume_clients_idle.
    */
@@ -209,6 +215,11 @@ extern int64_t volume_copy_blocks (struct volume *v, struct origin *o,
  */
 extern void volume_take_client_latency (struct volume *v, uint64_t *count,
                                         double *mean_us);
+
+/* The same for the client reads served entirely by the shadow. */
+extern void volume_take_shadow_read_latency (struct volume *v,
+                                             uint64_t *count,
+                                             double *mean_us);
 
 /* Pause client I/O (waits for requests in flight) / resume it. */
 extern void volume_pause_clients (struct volume *v);

@@ -2,7 +2,8 @@
 # Migration under client load: fio's nbd engine writes (and verifies what
 # it wrote) and reads through the filter while hydration runs from a slow
 # origin.  Hydration keeps progressing under the load (it backs off but
-# never stops), the copy completes, fio's verification passes, verify
+# never stops; the pacing by shadow-served reads has measured them), the
+# copy completes, fio's verification passes, verify
 # finds every copied block equal to the origin, and the shadow holds
 # exactly what the filter serves.
 source "${abs_top_srcdir}/tests/functions.sh"
@@ -47,9 +48,17 @@ fio_pid=$!
 sleep 1
 b1=$(ctl_json $ctl | json_get bytes_copied.background)
 sleep 3
-b2=$(ctl_json $ctl | json_get bytes_copied.background)
+ctl_json $ctl > under-load.json
+b2=$(json_get bytes_copied.background < under-load.json)
 echo "background bytes under load: $b1 -> $b2"
-ctl_json $ctl | python3 -c 'import json,sys; d=json.load(sys.stdin); print("copier:", d["copier"])'
+python3 -c 'import json,sys; d=json.load(sys.stdin); print("copier:", d["copier"])' < under-load.json
+# The sweep's pacing has measured the reads the shadow serves, with the
+# sweep running and held (its first probe is in the first 1.5 s of load).
+for k in shadow_read_latency_us shadow_read_quiet_us; do
+    v=$(json_get copier.$k < under-load.json)
+    python3 -c "import sys; sys.exit(0 if float('$v') > 0 else 1)" ||
+        fail "copier.$k is $v after 4 s of reads under hydration"
+done
 wait $fio_pid || { cat fio.out; fail "fio failed (its verification or I/O)"; }
 [ "$b2" -gt "$b1" ] || fail "hydration stalled under client load"
 grep -q "err= 0" fio.out || { cat fio.out; fail "fio reported errors"; }

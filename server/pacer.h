@@ -1,0 +1,69 @@
+/* nbdshadow: the background sweep yields to the reads the shadow serves.
+ *
+ * On a host with few CPUs the sweep's copies slow the clients' reads of
+ * blocks already on the shadow: they take a CPU and the shadow server's
+ * attention.  On bench/e2e's sequential reader (two vCPUs, origin at 100
+ * MB/s) those reads' 90th percentile went from 0.7 to 2.5 ms while the
+ * mean of all client requests, origin reads included, stayed inside the
+ * copier's test for congestion (copier.c clients_slowed).  Fewer
+ * transfers at once did not help; a lower rate did
+ * (bench/e2e/RESULTS.md, "The sweep yields to shadow reads").
+ *
+ * So the pacer measures the mean latency of client reads served by the
+ * shadow alone, each tick (about half a second), against what it is
+ * with the sweep held, and sets a gap between the starts of two sweep
+ * transfers: none while the reads are near their quiet latency,
+ * doubling from PACER_MIN_GAP_MS up to PACER_MAX_GAP_MS while they are
+ * well above it, shrinking by a quarter a tick once they are not.  The
+ * sweep never stops: at the widest gap it still starts a transfer twice
+ * a second.  Predictions and requested copies are not paced: they are
+ * what keeps those reads on the shadow.
+ *
+ * The quiet latency is measured, not guessed: every PACER_PROBE_TICKS
+ * ticks the sweep is held for two ticks, the first to let copies under
+ * way and their writes drain, the second measured.  A floor of the
+ * loaded means would only ever learn the loaded latency under a sweep
+ * that never pauses, and the fastest read is no reference either (with
+ * no sweep at all the mean was four times the fastest on seq).
+ *
+ * A struct pacer has no lock of its own: the copier's lock guards it.
+ */
+
+#ifndef NBDSHADOW_PACER_H
+#define NBDSHADOW_PACER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PACER_SLOWDOWN 1.25     /* reads slowed: mean > this x quiet ... */
+#define PACER_SLOWDOWN_US 50.0  /* ... + this */
+#define PACER_READS_MIN 16      /* fewer reads in a tick say nothing */
+#define PACER_PROBE_TICKS 20
+#define PACER_MIN_GAP_MS 20.0   /* 2 MiB transfers: 100 MB/s */
+#define PACER_MAX_GAP_MS 500.0
+
+struct pacer {
+  double last_us;               /* mean of the last tick with reads */
+  double quiet_us;              /* mean of the last probe, 0 = none yet */
+  double gap_ms;                /* between sweep starts, 0 = unpaced */
+  unsigned probe_in;            /* ticks to the next probe */
+  bool probing;                 /* the sweep is held */
+};
+
+/* One tick with clients active: n reads served by the shadow alone, of
+ * mean latency mean_us.  sweeping: is there a sweep to hold at all?
+ */
+extern void pacer_tick (struct pacer *p, uint64_t n, double mean_us,
+                        bool sweeping);
+
+/* Clients went idle: the sweep runs freely; the next busy tick probes. */
+extern void pacer_idle (struct pacer *p);
+
+/* May a sweep transfer start at now (seconds) when the last one started
+ * at last_start?  If not, *wait is the time to wait, or 0 when only the
+ * next tick can tell (a probe).
+ */
+extern bool pacer_may_start (const struct pacer *p, double now,
+                             double last_start, double *wait);
+
+#endif /* NBDSHADOW_PACER_H */

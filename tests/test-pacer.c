@@ -1,0 +1,204 @@
+/* nbdshadow: unit tests of the sweep's pacing by shadow-served reads
+ * (server/pacer.h): the probes that measure the quiet latency, the gap
+ * that doubles while reads are slowed and never stops the sweep, and
+ * its recovery.
+ */
+
+#include <config.h>
+
+#include <stdlib.h>
+
+#include <check.h>
+
+#include "pacer.h"
+
+#define QUIET 400.0             /* us: shadow reads with the sweep held */
+#define SLOW 1200.0             /* us: well above 1.25 x QUIET + 50 */
+
+/* Run the first probe: its drain tick, then the measured one. */
+static void
+first_probe (struct pacer *p, double quiet_us)
+{
+  double wait;
+
+  pacer_tick (p, 100, SLOW, true);      /* starts the probe */
+  ck_assert (p->probing);
+  ck_assert (!pacer_may_start (p, 1.0, 0.0, &wait));
+  ck_assert (wait == 0);                /* the next tick decides */
+  pacer_tick (p, 100, SLOW, true);      /* drain: not measured */
+  ck_assert (p->probing);
+  ck_assert (p->quiet_us == 0);
+  pacer_tick (p, 100, quiet_us, true);  /* measured */
+  ck_assert (!p->probing);
+  ck_assert (p->quiet_us == quiet_us);
+}
+
+START_TEST (test_first_tick_probes)
+{
+  struct pacer p = { 0 };
+  double wait;
+
+  ck_assert (pacer_may_start (&p, 1.0, 0.0, &wait));
+  first_probe (&p, QUIET);
+  ck_assert (pacer_may_start (&p, 1.0, 0.0, &wait));
+  ck_assert (p.gap_ms == 0);
+}
+END_TEST
+
+START_TEST (test_no_probe_without_sweep)
+{
+  struct pacer p = { 0 };
+  unsigned i;
+
+  for (i = 0; i < 3 * PACER_PROBE_TICKS; ++i) {
+    pacer_tick (&p, 100, SLOW, false);
+    ck_assert (!p.probing);
+  }
+  /* Nothing measured quiet: slow reads alone pace nothing. */
+  ck_assert (p.quiet_us == 0);
+  ck_assert (p.gap_ms == 0);
+}
+END_TEST
+
+START_TEST (test_gap_doubles_and_never_stops)
+{
+  struct pacer p = { 0 };
+  double expect = PACER_MIN_GAP_MS, wait;
+  unsigned i;
+
+  first_probe (&p, QUIET);
+  for (i = 0; i < 8; ++i) {
+    pacer_tick (&p, 100, SLOW, true);
+    ck_assert (!p.probing);
+    ck_assert_double_eq_tol (p.gap_ms, expect, 1e-9);
+    expect = expect * 2 > PACER_MAX_GAP_MS ? PACER_MAX_GAP_MS : expect * 2;
+  }
+  ck_assert_double_eq_tol (p.gap_ms, PACER_MAX_GAP_MS, 1e-9);
+
+  /* At the widest gap a transfer may still start, 0.5 s after the last. */
+  ck_assert (!pacer_may_start (&p, 10.1, 10.0, &wait));
+  ck_assert_double_eq_tol (wait, PACER_MAX_GAP_MS / 1000 - 0.1, 1e-9);
+  ck_assert (pacer_may_start (&p, 10.0 + PACER_MAX_GAP_MS / 1000, 10.0,
+                              &wait));
+}
+END_TEST
+
+START_TEST (test_gap_recovers)
+{
+  struct pacer p = { 0 };
+  unsigned i;
+
+  first_probe (&p, QUIET);
+  for (i = 0; i < 6; ++i)
+    pacer_tick (&p, 100, SLOW, true);
+  ck_assert_double_eq_tol (p.gap_ms, PACER_MAX_GAP_MS, 1e-9);
+  pacer_tick (&p, 100, QUIET, true);
+  ck_assert_double_eq_tol (p.gap_ms, PACER_MAX_GAP_MS * 0.75, 1e-9);
+  for (i = 0; i < 20 && p.gap_ms > 0; ++i) {
+    pacer_tick (&p, 100, QUIET, true);
+    ck_assert (p.gap_ms == 0 || p.gap_ms >= PACER_MIN_GAP_MS);
+  }
+  ck_assert (p.gap_ms == 0);
+}
+END_TEST
+
+START_TEST (test_threshold)
+{
+  struct pacer p = { 0 };
+  double edge = PACER_SLOWDOWN * QUIET + PACER_SLOWDOWN_US;
+
+  first_probe (&p, QUIET);
+  pacer_tick (&p, 100, edge, true);
+  ck_assert (p.gap_ms == 0);
+  pacer_tick (&p, 100, edge + 1, true);
+  ck_assert_double_eq_tol (p.gap_ms, PACER_MIN_GAP_MS, 1e-9);
+}
+END_TEST
+
+/* A tick with fewer than PACER_READS_MIN shadow reads is no evidence. */
+START_TEST (test_few_reads)
+{
+  struct pacer p = { 0 };
+  unsigned i;
+
+  pacer_tick (&p, 100, SLOW, true);
+  pacer_tick (&p, 100, SLOW, true);
+  pacer_tick (&p, PACER_READS_MIN - 1, QUIET, true);
+  ck_assert (!p.probing);
+  ck_assert (p.quiet_us == 0);          /* the probe measured nothing */
+
+  /* The next probe, a full PACER_PROBE_TICKS later, does. */
+  for (i = 0; i < PACER_PROBE_TICKS + 2 && p.quiet_us == 0; ++i)
+    pacer_tick (&p, 100, QUIET, true);
+  ck_assert_uint_eq (i, PACER_PROBE_TICKS);
+  ck_assert (p.quiet_us == QUIET);
+
+  pacer_tick (&p, PACER_READS_MIN - 1, 10 * SLOW, true);
+  ck_assert (p.gap_ms == 0);
+  pacer_tick (&p, PACER_READS_MIN, SLOW, true);
+  ck_assert (p.gap_ms > 0);
+}
+END_TEST
+
+/* Probes come back every PACER_PROBE_TICKS ticks and follow the host. */
+START_TEST (test_probes_repeat)
+{
+  struct pacer p = { 0 };
+  unsigned i, probes = 0, held = 0;
+
+  first_probe (&p, QUIET);
+  for (i = 0; i < 10 * PACER_PROBE_TICKS; ++i) {
+    bool was = p.probing;
+
+    pacer_tick (&p, 100, was ? QUIET / 2 : QUIET, true);
+    held += was;
+    probes += was && !p.probing;
+  }
+  ck_assert_uint_ge (probes, 9);
+  ck_assert_uint_le (probes, 11);
+  ck_assert_uint_eq (held, 2 * probes + p.probing);
+  ck_assert (p.quiet_us == QUIET / 2);
+}
+END_TEST
+
+START_TEST (test_idle_resets)
+{
+  struct pacer p = { 0 };
+  double wait;
+  unsigned i;
+
+  first_probe (&p, QUIET);
+  for (i = 0; i < 4; ++i)
+    pacer_tick (&p, 100, SLOW, true);
+  ck_assert (p.gap_ms > 0);
+  pacer_idle (&p);
+  ck_assert (p.gap_ms == 0);
+  ck_assert (pacer_may_start (&p, 1.0, 1.0, &wait));
+  pacer_tick (&p, 100, QUIET, true);    /* clients back: probe first */
+  ck_assert (p.probing);
+}
+END_TEST
+
+int
+main (void)
+{
+  Suite *s = suite_create ("pacer");
+  TCase *tc = tcase_create ("core");
+  SRunner *sr;
+  int failed;
+
+  tcase_add_test (tc, test_first_tick_probes);
+  tcase_add_test (tc, test_no_probe_without_sweep);
+  tcase_add_test (tc, test_gap_doubles_and_never_stops);
+  tcase_add_test (tc, test_gap_recovers);
+  tcase_add_test (tc, test_threshold);
+  tcase_add_test (tc, test_few_reads);
+  tcase_add_test (tc, test_probes_repeat);
+  tcase_add_test (tc, test_idle_resets);
+  suite_add_tcase (s, tc);
+  sr = srunner_create (s);
+  srunner_run_all (sr, CK_NORMAL);
+  failed = srunner_ntests_failed (sr);
+  srunner_free (sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
