@@ -67,11 +67,12 @@
  *               active), "active" (transfers in progress), "pause_ms",
  *               "client_latency_us", "client_latency_floor_us",
  *               "shadow_read_latency_us", "shadow_read_quiet_us"
- *               (client reads served by the shadow alone: mean of the
- *               last half second, and of the last half second the
- *               sweep was held to measure them),
- *               "sweep_gap_ms" (between the starts of two sweep
- *               transfers while those reads are slowed; 0 = unpaced),
+ *               (client reads served by the shadow alone: mean over
+ *               the last half-second tick in which any ended, and over
+ *               the last tick the sweep was held to measure them, 0
+ *               until one was; pacer.h),
+ *               "sweep_gap_ms" (the sweep's pacing per 2 MiB it
+ *               copies while those reads are slowed; 0 = unpaced),
  *               "requests_dropped", "requests_retried" (failed
  *               requested ranges queued again: with the sweep off),
  *               "cut_short" (copies begun at

@@ -69,7 +69,7 @@ struct copier {
   double pause_ms;
   double latency_floor_us, last_latency_us;
   struct pacer pacer;           /* the sweep yields to shadow reads */
-  double sweep_last_start;      /* monotonic s, while paced */
+  double sweep_ready_at;        /* monotonic s: the next sweep start */
   uint64_t rate;
   double tokens, tokens_time;   /* token bucket, bytes */
   struct copier_stats stats;
@@ -384,7 +384,7 @@ sweep_paced (struct copier *c, double *wait)
 {
   double w;
 
-  if (pacer_may_start (&c->pacer, monotonic_s (), c->sweep_last_start, &w))
+  if (pacer_may_start (&c->pacer, monotonic_s (), c->sweep_ready_at, &w))
     return false;
   if (w > 0 && (*wait == 0 || w < *wait))
     *wait = w;
@@ -438,7 +438,9 @@ pick_job (struct copier *c, struct job *job, double *wait)
       !claim_sweep (c, job))
     return false;
   if (c->pacer.gap_ms > 0)
-    c->sweep_last_start = monotonic_s ();
+    c->sweep_ready_at = pacer_next_start (&c->pacer, monotonic_s (),
+                                          job->count /
+                                          (double) c->transfer_blocks);
  pay:
   spend_tokens (c, residency_block_offset (c->v->res, job->count));
   return true;
@@ -491,8 +493,9 @@ clients_slowed (struct copier *c, double mean)
  * the sweep's pacing by shadow-served reads (pacer.h).  With no client
  * I/O: full speed.
  * A tick in which a client request was in flight but none ended (one
- * slower than the tick) leaves window and pause as they are: going to
- * full speed there flooded the origin just while a client waited.
+ * slower than the tick) leaves window, pause and the sweep's gap as they
+ * are: going to full speed there flooded the origin just while a client
+ * waited.  (A probe under way still ends after its two ticks.)
  */
 bool
 copier_tick (struct copier *c)
@@ -504,17 +507,19 @@ copier_tick (struct copier *c)
   volume_take_shadow_read_latency (c->v, &n_shadow, &mean_shadow);
   mutex_lock (&c->lock);
   c->last_latency_us = mean;
+  if (n_shadow > 0)
+    c->pacer.last_us = mean_shadow;
   if (n == 0 && volume_clients_idle (c->v, 0)) {
     c->window = c->cfg.nr_workers;
     c->pause_ms = 0;
     pacer_idle (&c->pacer);
   }
-  else if (n > 0) {
-    if (clients_slowed (c, mean)) {
+  else {
+    if (n > 0 && clients_slowed (c, mean)) {
       c->window = c->window > 1 ? c->window / 2 : 1;
       c->pause_ms = fmin (c->pause_ms * 2 + 1, MAX_PAUSE_MS);
     }
-    else {
+    else if (n > 0) {
       if (c->window < c->cfg.nr_workers)
         c->window++;
       c->pause_ms = c->pause_ms < 0.5 ? 0 : c->pause_ms / 2;

@@ -20,9 +20,9 @@
  * yields to clients: it halves its window of concurrent transfers (down
  * to one) and adds a pause (at most MAX_PAUSE) when the clients'
  * latency rises above its recent floor, and grows back when it falls;
- * and it paces the sweep (one transfer every 20-500 ms) while the reads
- * the shadow serves take much longer than when the sweep is held (it
- * is, for a moment, every ten seconds, to know).
+ * and it paces the sweep (2 MiB every 20-500 ms) while the reads the
+ * shadow serves take much longer than when the sweep is held (it is,
+ * for a second in every ten of clients' reading, to know: pacer.h).
  * It never stops: dm-clone stops hydrating whenever any client I/O is
  * in flight, which under a steady load means never finishing.  While
  * clients are idle (VOLUME_CLIENTS_QUIET) more workers copy at once
