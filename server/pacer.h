@@ -7,7 +7,8 @@
  * mean of all client requests, origin reads included, stayed inside the
  * copier's test for congestion (copier.c clients_slowed).  Fewer
  * transfers at once did not help; a lower rate did
- * (bench/e2e/RESULTS.md, "The sweep yields to shadow reads", 2026-12-02).
+ * (bench/e2e/RESULTS.md, "The sweep yields to the reads the shadow
+ * serves", 2026-12-02).
  *
  * So the pacer measures the mean latency of client reads served by the
  * shadow alone, each tick (about half a second), against what it is
