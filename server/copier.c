@@ -525,7 +525,7 @@ copier_tick (struct copier *c)
       c->pause_ms = c->pause_ms < 0.5 ? 0 : c->pause_ms / 2;
     }
     if (c->cfg.shadow_read_feedback)
-      pacer_tick (&c->pacer, n_shadow, mean_shadow, c->cfg.background);
+      pacer_tick (&c->pacer, n, n_shadow, mean_shadow, c->cfg.background);
   }
   cond_broadcast (&c->wake);
   mutex_unlock (&c->lock);

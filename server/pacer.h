@@ -19,10 +19,16 @@
  * quarter a tick once they are not.  The sweep never stops: at the
  * widest gap it still copies about 4 MB/s.  Ticks in which no read
  * ended leave the gap as it is.  Predictions and requested copies are
- * not paced: they are what keeps those reads on the shadow.
+ * not paced: they are what keeps those reads on the shadow.  Nor is the
+ * sweep while more than a tenth of the clients' requests are something
+ * else (mostly reads from the origin), nor held to probe: then the
+ * sweep, by making their blocks resident, saves them more than it costs
+ * the shadow's reads (zipf random reads, a fifth from the origin,
+ * stalled 13% more paced).
  *
  * The quiet latency is measured, not guessed: every PACER_PROBE_TICKS
- * ticks with PACER_READS_MIN shadow reads or more (at the first such
+ * ticks with PACER_READS_MIN shadow reads or more, and at least
+ * PACER_SHADOW_SHARE of the requests, (at the first such
  * tick, and the first PACER_EARLY_PROBES a quarter as far apart) the
  * sweep is held for two ticks, the first to let copies under way and
  * their writes drain, the second measured; a lower figure than the
@@ -44,6 +50,8 @@
 #define PACER_SLOWDOWN 1.25     /* reads slowed: mean > this x quiet ... */
 #define PACER_SLOWDOWN_US 50.0  /* ... + this */
 #define PACER_READS_MIN 16      /* fewer reads in a tick say nothing */
+#define PACER_SHADOW_SHARE 0.9  /* paced only while this share of the
+                                   clients' requests is shadow reads */
 #define PACER_PROBE_TICKS 20
 #define PACER_EARLY_PROBES 3    /* ... each a quarter as far apart */
 #define PACER_MIN_GAP_MS 20.0   /* 2 MiB transfers: 100 MB/s */
@@ -60,11 +68,12 @@ struct pacer {
 };
 
 /* One tick with clients active (a request ended in it, or one is still
- * in flight): n reads served by the shadow alone ended in it, of mean
- * latency mean_us.  sweeping: is there a sweep to hold at all?
+ * in flight): n_all client requests ended in it, n of them reads served
+ * by the shadow alone, of mean latency mean_us.  sweeping: is there a
+ * sweep to hold at all?
  */
-extern void pacer_tick (struct pacer *p, uint64_t n, double mean_us,
-                        bool sweeping);
+extern void pacer_tick (struct pacer *p, uint64_t n_all, uint64_t n,
+                        double mean_us, bool sweeping);
 
 /* Clients went idle: the sweep runs freely (a probe under way ends). */
 extern void pacer_idle (struct pacer *p);

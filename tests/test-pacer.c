@@ -21,14 +21,14 @@ first_probe (struct pacer *p, double quiet_us)
 {
   double wait;
 
-  pacer_tick (p, 100, SLOW, true);      /* starts the probe */
+  pacer_tick (p, 100, 100, SLOW, true);      /* starts the probe */
   ck_assert (p->probing);
   ck_assert (!pacer_may_start (p, 1.0, 0.0, &wait));
   ck_assert (wait == 0);                /* the next tick decides */
-  pacer_tick (p, 100, SLOW, true);      /* drain: not measured */
+  pacer_tick (p, 100, 100, SLOW, true);      /* drain: not measured */
   ck_assert (p->probing);
   ck_assert (p->quiet_us == 0);
-  pacer_tick (p, 100, quiet_us, true);  /* measured */
+  pacer_tick (p, 100, 100, quiet_us, true);  /* measured */
   ck_assert (!p->probing);
   ck_assert (p->quiet_us == quiet_us);
 }
@@ -43,7 +43,7 @@ settle (struct pacer *p, double quiet_us)
   first_probe (p, quiet_us);
   for (i = 0; i < 3 * PACER_PROBE_TICKS &&
          (p->probes < PACER_EARLY_PROBES || p->probing); ++i)
-    pacer_tick (p, 100, quiet_us, true);
+    pacer_tick (p, 100, 100, quiet_us, true);
   ck_assert_uint_eq (p->probes, PACER_EARLY_PROBES);
   ck_assert_uint_eq (p->probe_in, PACER_PROBE_TICKS);
   ck_assert (p->quiet_us == quiet_us);
@@ -68,7 +68,7 @@ START_TEST (test_no_probe_without_sweep)
   unsigned i;
 
   for (i = 0; i < 3 * PACER_PROBE_TICKS; ++i) {
-    pacer_tick (&p, 100, SLOW, false);
+    pacer_tick (&p, 100, 100, SLOW, false);
     ck_assert (!p.probing);
   }
   /* Nothing measured quiet: slow reads alone pace nothing. */
@@ -85,7 +85,7 @@ START_TEST (test_gap_doubles_and_never_stops)
 
   settle (&p, QUIET);
   for (i = 0; i < 8; ++i) {
-    pacer_tick (&p, 100, SLOW, true);
+    pacer_tick (&p, 100, 100, SLOW, true);
     ck_assert (!p.probing);
     ck_assert_double_eq_tol (p.gap_ms, expect, 1e-9);
     expect = expect * 2 > PACER_MAX_GAP_MS ? PACER_MAX_GAP_MS : expect * 2;
@@ -111,12 +111,12 @@ START_TEST (test_gap_recovers)
 
   settle (&p, QUIET);
   for (i = 0; i < 6; ++i)
-    pacer_tick (&p, 100, SLOW, true);
+    pacer_tick (&p, 100, 100, SLOW, true);
   ck_assert_double_eq_tol (p.gap_ms, PACER_MAX_GAP_MS, 1e-9);
-  pacer_tick (&p, 100, QUIET, true);
+  pacer_tick (&p, 100, 100, QUIET, true);
   ck_assert_double_eq_tol (p.gap_ms, PACER_MAX_GAP_MS * 0.75, 1e-9);
   for (i = 0; i < 20 && p.gap_ms > 0; ++i) {
-    pacer_tick (&p, 100, QUIET, true);
+    pacer_tick (&p, 100, 100, QUIET, true);
     ck_assert (p.gap_ms == 0 || p.gap_ms >= PACER_MIN_GAP_MS);
   }
   ck_assert (p.gap_ms == 0);
@@ -129,9 +129,9 @@ START_TEST (test_threshold)
   double edge = PACER_SLOWDOWN * QUIET + PACER_SLOWDOWN_US;
 
   settle (&p, QUIET);
-  pacer_tick (&p, 100, edge, true);
+  pacer_tick (&p, 100, 100, edge, true);
   ck_assert (p.gap_ms == 0);
-  pacer_tick (&p, 100, edge + 1, true);
+  pacer_tick (&p, 100, 100, edge + 1, true);
   ck_assert_double_eq_tol (p.gap_ms, PACER_MIN_GAP_MS, 1e-9);
 }
 END_TEST
@@ -142,21 +142,21 @@ START_TEST (test_few_reads)
   struct pacer p = { 0 };
   unsigned i;
 
-  pacer_tick (&p, 100, SLOW, true);
-  pacer_tick (&p, 100, SLOW, true);
-  pacer_tick (&p, PACER_READS_MIN - 1, QUIET, true);
+  pacer_tick (&p, 100, 100, SLOW, true);
+  pacer_tick (&p, 100, 100, SLOW, true);
+  pacer_tick (&p, PACER_READS_MIN - 1, PACER_READS_MIN - 1, QUIET, true);
   ck_assert (!p.probing);
   ck_assert (p.quiet_us == 0);          /* the probe measured nothing */
 
   /* The next probe, a quarter of PACER_PROBE_TICKS later, does. */
   for (i = 0; i < PACER_PROBE_TICKS + 2 && p.quiet_us == 0; ++i)
-    pacer_tick (&p, 100, QUIET, true);
+    pacer_tick (&p, 100, 100, QUIET, true);
   ck_assert_uint_eq (i, PACER_PROBE_TICKS / 4 + 2);      /* sooner */
   ck_assert (p.quiet_us == QUIET);
 
-  pacer_tick (&p, PACER_READS_MIN - 1, 10 * SLOW, true);
+  pacer_tick (&p, PACER_READS_MIN - 1, PACER_READS_MIN - 1, 10 * SLOW, true);
   ck_assert (p.gap_ms == 0);
-  pacer_tick (&p, PACER_READS_MIN, SLOW, true);
+  pacer_tick (&p, PACER_READS_MIN, PACER_READS_MIN, SLOW, true);
   ck_assert (p.gap_ms > 0);
 }
 END_TEST
@@ -171,7 +171,7 @@ START_TEST (test_probes_repeat)
   for (i = 0; i < 10 * PACER_PROBE_TICKS; ++i) {
     bool was = p.probing;
 
-    pacer_tick (&p, 100, was ? QUIET / 2 : QUIET, true);
+    pacer_tick (&p, 100, 100, was ? QUIET / 2 : QUIET, true);
     held += was;
     probes += was && !p.probing;
   }
@@ -191,19 +191,19 @@ START_TEST (test_idle_resets)
 
   settle (&p, QUIET);
   for (i = 0; i < 4; ++i)
-    pacer_tick (&p, 100, SLOW, true);
+    pacer_tick (&p, 100, 100, SLOW, true);
   ck_assert (p.gap_ms > 0);
   pacer_idle (&p);
   ck_assert (p.gap_ms == 0);
   ck_assert (pacer_may_start (&p, 1.0, 2.0, &wait));
   ck_assert (p.quiet_us == QUIET);      /* kept: no new probe at once */
-  pacer_tick (&p, 100, SLOW, true);
+  pacer_tick (&p, 100, 100, SLOW, true);
   ck_assert (!p.probing);
   ck_assert (p.gap_ms == PACER_MIN_GAP_MS);
 
   /* Idle in the middle of a probe ends it. */
   p = (struct pacer) { 0 };
-  pacer_tick (&p, 100, SLOW, true);
+  pacer_tick (&p, 100, 100, SLOW, true);
   ck_assert (p.probing);
   pacer_idle (&p);
   ck_assert (!p.probing);
@@ -223,12 +223,39 @@ START_TEST (test_quiet_follows_probes)
   first = p.quiet_us;
   /* The next probe comes a quarter of PACER_PROBE_TICKS later. */
   for (ticks = 0; ticks < PACER_PROBE_TICKS && p.quiet_us == first; ++ticks)
-    pacer_tick (&p, 100, p.probing ? QUIET : 2 * QUIET, true);
+    pacer_tick (&p, 100, 100, p.probing ? QUIET : 2 * QUIET, true);
   ck_assert_uint_eq (ticks, PACER_PROBE_TICKS / 4 + 2);
   ck_assert (p.quiet_us == QUIET);
   for (i = 0; i < 3 * PACER_PROBE_TICKS && p.quiet_us == QUIET; ++i)
-    pacer_tick (&p, 100, p.probing ? 3 * QUIET : QUIET, true);
+    pacer_tick (&p, 100, 100, p.probing ? 3 * QUIET : QUIET, true);
   ck_assert (p.quiet_us == 2 * QUIET);
+}
+END_TEST
+
+/* While more than a tenth of the requests are not shadow reads (origin
+ * reads, mostly), slow shadow reads do not pace the sweep: it saves
+ * those requests more than it costs the shadow's. */
+START_TEST (test_origin_share)
+{
+  struct pacer p = { 0 };
+  uint64_t all = 100, shadow = (uint64_t) (PACER_SHADOW_SHARE * all);
+
+  settle (&p, QUIET);
+  pacer_tick (&p, all, shadow - 1, SLOW, true);
+  ck_assert (p.gap_ms == 0);
+  pacer_tick (&p, all, shadow, SLOW, true);
+  ck_assert_double_eq_tol (p.gap_ms, PACER_MIN_GAP_MS, 1e-9);
+  pacer_tick (&p, 2 * all, shadow, SLOW, true);
+  ck_assert (p.gap_ms < PACER_MIN_GAP_MS);      /* shrinks instead */
+
+  /* Nor is the sweep held to probe for such a mix. */
+  p = (struct pacer) { 0 };
+  for (unsigned i = 0; i < 3 * PACER_PROBE_TICKS; ++i) {
+    pacer_tick (&p, all, shadow - 1, SLOW, true);
+    ck_assert (!p.probing);
+  }
+  pacer_tick (&p, all, shadow, SLOW, true);
+  ck_assert (p.probing);
 }
 END_TEST
 
@@ -240,7 +267,7 @@ START_TEST (test_light_reader)
   unsigned i;
 
   for (i = 0; i < 5 * PACER_PROBE_TICKS; ++i) {
-    pacer_tick (&p, i % PACER_READS_MIN, 10 * SLOW, true);
+    pacer_tick (&p, i % PACER_READS_MIN, i % PACER_READS_MIN, 10 * SLOW, true);
     ck_assert (!p.probing);
     ck_assert (p.gap_ms == 0);
   }
@@ -255,20 +282,20 @@ START_TEST (test_ticks_without_reads)
   unsigned i;
 
   settle (&p, QUIET);
-  pacer_tick (&p, 100, SLOW, true);
-  pacer_tick (&p, 100, SLOW, true);
+  pacer_tick (&p, 100, 100, SLOW, true);
+  pacer_tick (&p, 100, 100, SLOW, true);
   ck_assert_double_eq_tol (p.gap_ms, 2 * PACER_MIN_GAP_MS, 1e-9);
   for (i = 0; i < 3 * PACER_PROBE_TICKS; ++i) {
-    pacer_tick (&p, 0, 0, true);
+    pacer_tick (&p, 0, 0, 0, true);
     ck_assert (!p.probing);             /* no reads: no probe due */
   }
   ck_assert_double_eq_tol (p.gap_ms, 2 * PACER_MIN_GAP_MS, 1e-9);
 
   p = (struct pacer) { 0 };
-  pacer_tick (&p, 100, SLOW, true);
+  pacer_tick (&p, 100, 100, SLOW, true);
   ck_assert (p.probing);
-  pacer_tick (&p, 0, 0, true);
-  pacer_tick (&p, 0, 0, true);
+  pacer_tick (&p, 0, 0, 0, true);
+  pacer_tick (&p, 0, 0, 0, true);
   ck_assert (!p.probing);
   ck_assert (p.quiet_us == 0);
 }
@@ -291,6 +318,7 @@ main (void)
   tcase_add_test (tc, test_probes_repeat);
   tcase_add_test (tc, test_idle_resets);
   tcase_add_test (tc, test_light_reader);
+  tcase_add_test (tc, test_origin_share);
   tcase_add_test (tc, test_quiet_follows_probes);
   tcase_add_test (tc, test_ticks_without_reads);
   suite_add_tcase (s, tc);
