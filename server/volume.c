@@ -922,13 +922,19 @@ take_latency (_Atomic uint64_t *word, uint64_t *count, double *mean_us)
   *mean_us = *count ? (double) sum / *count : 0;
 }
 
+/* also_word: a second latency word the request counts in (the shadow
+ * reads' for a read the shadow served alone), or NULL.  It is added
+ * before the request counts as ended, so that a tick which finds the
+ * clients idle finds this sample taken too. */
 static void
-client_leave (struct volume *v, double t0)
+client_leave (struct volume *v, double t0, _Atomic uint64_t *also_word)
 {
   double now = monotonic_us ();
   uint64_t us = (uint64_t) (now - t0);
 
   add_latency (&v->client_lat, us);
+  if (also_word)
+    add_latency (also_word, us);
   atomic_store_explicit (&v->client_last_us, (uint64_t) now,
                          memory_order_relaxed);
   atomic_fetch_sub_explicit (&v->clients_active, 1, memory_order_relaxed);
@@ -991,11 +997,7 @@ volume_pread (struct volume *v, struct origin *o, void *buf, uint32_t count,
   note_access (v, 'R', offset, count);
   r = do_pread (v, o, buf, count, offset, &from_shadow, err);
 
-  /* Before the request counts as ended: a tick that finds the clients
-   * idle finds this sample taken too. */
-  if (r == 0 && from_shadow)
-    add_latency (&v->shadow_read_lat, (uint64_t) (monotonic_us () - t0));
-  client_leave (v, t0);
+  client_leave (v, t0, r == 0 && from_shadow ? &v->shadow_read_lat : NULL);
   return r;
 }
 
@@ -1009,7 +1011,7 @@ volume_pwrite (struct volume *v, struct origin *o, const void *buf,
   note_access (v, 'W', offset, count);
   r = do_pwrite (v, o, buf, count, offset, flags, err);
 
-  client_leave (v, t0);
+  client_leave (v, t0, NULL);
   return r;
 }
 
@@ -1023,7 +1025,7 @@ volume_zero (struct volume *v, struct origin *o, uint32_t count,
   note_access (v, 'Z', offset, count);
   r = do_zero (v, o, count, offset, flags, err);
 
-  client_leave (v, t0);
+  client_leave (v, t0, NULL);
   return r;
 }
 
@@ -1037,7 +1039,7 @@ volume_trim (struct volume *v, struct origin *o, uint32_t count,
   note_access (v, 'T', offset, count);
   r = do_trim (v, o, count, offset, flags, err);
 
-  client_leave (v, t0);
+  client_leave (v, t0, NULL);
   return r;
 }
 
@@ -1050,7 +1052,7 @@ volume_flush (struct volume *v, struct origin *o, int *err)
   note_access (v, 'F', 0, 0);
   r = do_flush (v, o, err);
 
-  client_leave (v, t0);
+  client_leave (v, t0, NULL);
   return r;
 }
 
@@ -1061,7 +1063,7 @@ volume_cache (struct volume *v, struct origin *o, uint32_t count,
   double t0 = client_enter (v);
   int r = do_cache (v, o, count, offset, err);
 
-  client_leave (v, t0);
+  client_leave (v, t0, NULL);
   return r;
 }
 
@@ -1073,6 +1075,6 @@ volume_extents (struct volume *v, struct origin *o, uint32_t count,
   double t0 = client_enter (v);
   int r = do_extents (v, o, count, offset, flags, fn, opaque, err);
 
-  client_leave (v, t0);
+  client_leave (v, t0, NULL);
   return r;
 }
