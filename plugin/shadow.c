@@ -89,6 +89,11 @@ NBDKIT_DLL_PUBLIC int shadow_debug_predictor_streams;
  * when the flag is given.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_ngram_calibrate = -1;
+/* -D shadow.ngram_size_context=0: benchmarks only: the n-gram's
+ * contexts without the last request's size class
+ * (predictor_config.ngram_size_context).
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_ngram_size_context = -1;
 /* -D shadow.lstm_cpu_permille=N: benchmarks only: the LSTM's training
  * may use N/1000 of one core (1 .. 1000) instead of the predictor's
  * default.
@@ -293,6 +298,7 @@ open_prefetcher (void)
     .lstm_cpu_share = shadow_debug_lstm_cpu_permille > 0 ?
       shadow_debug_lstm_cpu_permille / 1000.0 : 0,
     .ngram_raw = shadow_debug_ngram_calibrate == 0,
+    .ngram_no_size = shadow_debug_ngram_size_context == 0,
     .lstm_known_loss = shadow_debug_lstm_known_loss_permille == INT_MIN ? 0
       : shadow_debug_lstm_known_loss_permille == 0 ? -1
       : shadow_debug_lstm_known_loss_permille / 1000.0,

@@ -41,6 +41,7 @@ struct entry {
 struct hist {
   uint16_t t[PRED_NGRAM_MAX_ORDER];     /* t[0] most recent */
   uint8_t len;
+  uint8_t size_class;           /* of the last access (cfg.size_context) */
 };
 
 struct ctx {
@@ -80,9 +81,13 @@ struct ngram {
   unsigned uni_ntop;
   uint64_t observed;
   /* smooth only: recent log-likelihood of the estimate cut at order k+1
-   * (ll[k]), and the order whose estimate answers (1 .. max_order). */
+   * (ll[k]; ll_sized[k] for the contexts with the size class, if
+   * cfg.size_context), and the estimate that answers: its order
+   * (1 .. max_order) and whether its contexts are sized. */
   double ll[PRED_NGRAM_MAX_ORDER];
+  double ll_sized[PRED_NGRAM_MAX_ORDER];
   unsigned order;
+  bool sized;
   uint64_t order_changes;
   /* calibrate only: per bin of the top token's probability, the decayed
    * sums of that probability and of its hits. */
@@ -107,10 +112,13 @@ mix64 (uint64_t x)
   return x;
 }
 
+/* The key of h's context of order k; sized: with the size class of the
+ * last access (bits 48-55, never 0: a plain context's are). */
 static inline uint64_t
-ctx_key (const struct hist *h, unsigned k)
+ctx_key (const struct hist *h, unsigned k, bool sized)
 {
-  uint64_t key = (uint64_t) k << 56;
+  uint64_t key = (uint64_t) k << 56 |
+    (sized ? (uint64_t) (h->size_class + 1) << 48 : 0);
   for (unsigned i = 0; i < k; i++)
     key |= (uint64_t) (h->t[i] & 0xfff) << (12 * i);
   return key;
@@ -296,16 +304,41 @@ cal_observe (struct ngram *g, const struct hist *h, uint32_t tok)
  * ORDER_MARGIN: the averages carry noise of a few hundredths of a nat,
  * and every change of order invalidates the distribution cache.
  */
-static void
-select_order (struct ngram *g)
+static unsigned
+best_order (const struct ngram *g, const double *ll)
 {
   unsigned best = g->cfg.max_order;
 
   for (unsigned k = g->cfg.max_order - 1; k >= 1; k--)
-    if (g->ll[k - 1] > g->ll[best - 1])
+    if (ll[k - 1] > ll[best - 1])
       best = k;
-  if (best != g->order && g->ll[best - 1] > g->ll[g->order - 1] + ORDER_MARGIN) {
+  return best;
+}
+
+/* With cfg.size_context the sized estimates compete too, by the same
+ * rule: a web server's pattern (large reads followed, small ones not)
+ * picks them, a file system's varied request sizes only split its
+ * contexts' counts and keep the plain ones (bench/results-predictor.md,
+ * "Request sizes in the n-gram's contexts"). */
+static void
+select_order (struct ngram *g)
+{
+  unsigned best = best_order (g, g->ll);
+  bool best_sized = false;
+  const double *cur = g->sized ? g->ll_sized : g->ll;
+
+  if (g->cfg.size_context) {
+    unsigned k = best_order (g, g->ll_sized);
+    if (g->ll_sized[k - 1] > g->ll[best - 1]) {
+      best = k;
+      best_sized = true;
+    }
+  }
+  const double *ll = best_sized ? g->ll_sized : g->ll;
+  if ((best != g->order || best_sized != g->sized) &&
+      ll[best - 1] > cur[g->order - 1] + ORDER_MARGIN) {
     g->order = best;
+    g->sized = best_sized;
     g->order_changes++;
   }
 }
@@ -333,24 +366,27 @@ ngram_observe (struct pred_model *m, const struct pred_event *ev)
    * access), for the order selection.
    */
   unsigned maxk = h->len < g->cfg.max_order ? h->len : g->cfg.max_order;
-  double p = g->cfg.smooth ? (g->uni[ev->token] + 1.0) /
-    ((double) g->uni_total + g->base.vocab->cap) : 0;
-  for (unsigned k = 1; k <= g->cfg.max_order; k++) {
-    struct entry *e = NULL;
-    if (k <= maxk) {
-      uint64_t key = ctx_key (h, k);
-      e = lookup (g, key);
-      if (!e)
-        e = insert (g, key);
-      else if (g->cfg.smooth)
-        p = wb_step (e, ev->token, p);
-      e->epoch = now;
-      entry_count (e, ev->token);
-      e->stamp = ++g->stamp;
+  for (unsigned sized = 0; sized <= g->cfg.size_context; sized++) {
+    double *ll = sized ? g->ll_sized : g->ll;
+    double p = g->cfg.smooth ? (g->uni[ev->token] + 1.0) /
+      ((double) g->uni_total + g->base.vocab->cap) : 0;
+    for (unsigned k = 1; k <= g->cfg.max_order; k++) {
+      struct entry *e = NULL;
+      if (k <= maxk) {
+        uint64_t key = ctx_key (h, k, sized);
+        e = lookup (g, key);
+        if (!e)
+          e = insert (g, key);
+        else if (g->cfg.smooth)
+          p = wb_step (e, ev->token, p);
+        e->epoch = now;
+        entry_count (e, ev->token);
+        e->stamp = ++g->stamp;
+      }
+      if (g->cfg.smooth)
+        ll[k - 1] = (1 - ORDER_EMA) * ll[k - 1] +
+          ORDER_EMA * log (p > ORDER_LL_FLOOR ? p : ORDER_LL_FLOOR);
     }
-    if (g->cfg.smooth)
-      g->ll[k - 1] = (1 - ORDER_EMA) * g->ll[k - 1] +
-        ORDER_EMA * log (p > ORDER_LL_FLOOR ? p : ORDER_LL_FLOOR);
   }
   if (g->cfg.smooth)
     select_order (g);
@@ -371,6 +407,8 @@ ngram_observe (struct pred_model *m, const struct pred_event *ev)
   h->t[0] = ev->token;
   if (h->len < PRED_NGRAM_MAX_ORDER)
     h->len++;
+  if (g->cfg.size_context)
+    h->size_class = ev->size_class;
 }
 
 static void
@@ -400,7 +438,7 @@ ctx_lookup (struct ngram *g, struct ctx *c)
 {
   unsigned maxk = c->h.len < g->cfg.max_order ? c->h.len : g->cfg.max_order;
   for (unsigned k = 1; k <= PRED_NGRAM_MAX_ORDER; k++)
-    c->e[k - 1] = k <= maxk ? lookup (g, ctx_key (&c->h, k)) : NULL;
+    c->e[k - 1] = k <= maxk ? lookup (g, ctx_key (&c->h, k, g->sized)) : NULL;
   c->looked_up = true;
   c->have_coef = false;
 }
@@ -432,7 +470,7 @@ static uint64_t
 dc_key (const struct ngram *g, const struct hist *h)
 {
   unsigned k = h->len < g->cfg.max_order ? h->len : g->cfg.max_order;
-  return ctx_key (h, k) + 1;
+  return ctx_key (h, k, g->sized) + 1;
 }
 
 static inline double
@@ -713,4 +751,5 @@ pred_ngram_stats (const struct pred_model *m, struct pred_ngram_stats *st)
   st->cache_misses = g->dc_misses;
   st->order = g->order;
   st->order_changes = g->order_changes;
+  st->sized = g->sized;
 }

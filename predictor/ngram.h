@@ -51,6 +51,13 @@ struct pred_ngram_config {
   /* smooth only: lift estimates to the hit rate of past top predictions
    * of about the same probability (ngram.c, calibrate). */
   bool calibrate;
+  /* smooth only: every context is also counted with the size class of
+   * the stream's last request (pred_size_class), and those estimates
+   * compete with the plain ones in the order selection: tokens are
+   * deltas from a request's end, the same for an 8 KiB and a 32 KiB
+   * read, yet how often the next request follows may differ with the
+   * size.  Twice the contexts in the same capacity. */
+  bool size_context;
   unsigned nstreams;            /* stream slots of the tokenizer */
   struct pred_rollout_cfg rollout;
 };
@@ -65,7 +72,8 @@ struct pred_ngram_stats {
   uint64_t inserts, evictions;
   uint64_t cache_hits, cache_misses;    /* distribution cache */
   unsigned order;                       /* the order answering now */
-  uint64_t order_changes;               /* times it changed */
+  uint64_t order_changes;               /* times it or sized changed */
+  bool sized;                           /* its contexts have the size class */
 };
 void pred_ngram_stats (const struct pred_model *m, struct pred_ngram_stats *st);
 

@@ -85,6 +85,7 @@ predictor_config_default (struct predictor_config *c)
   c->readahead_max = 32;
   c->min_prob = 0.05;
   c->ngram_calibrate = true;
+  c->ngram_size_context = true;
   c->lstm_embed = 16;
   c->lstm_hidden = 32;
   c->lstm_bptt = 16;
@@ -207,6 +208,7 @@ create_model (struct predictor *p, enum pred_policy which)
     struct pred_ngram_config g = {
       .max_order = 4, .capacity = c->ngram_capacity, .smooth = true,
       .calibrate = c->ngram_calibrate,
+      .size_context = c->ngram_size_context,
       .nstreams = c->streams, .rollout = rollout (p, c->depth),
     };
     return pred_ngram_new (&g, v);

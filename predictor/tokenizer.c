@@ -50,6 +50,7 @@ pred_tokenizer_feed (struct pred_tokenizer *t, const struct pred_access *a,
   ev->block = first;
   ev->nblocks = (uint32_t) (last - first + 1 > UINT32_MAX ? UINT32_MAX
                             : last - first + 1);
+  ev->size_class = pred_size_class (a->length);
   /* Same blocks as some stream's previous access: a repeat.  The stream
    * is kept as it is (only its recency is refreshed). */
   int rep = pred_streams_find_repeat (&t->streams, first, last);

@@ -31,6 +31,8 @@ struct pred_event {
   uint8_t op;
   uint64_t block;               /* first block touched */
   uint32_t nblocks;             /* blocks touched, >= 1 */
+  uint8_t size_class;           /* the request's length in bytes, log2
+                                   classes (pred_size_class) */
   uint64_t ref;                 /* the block the delta is measured from */
   int64_t delta;                /* block - ref (0 if !have_ref) */
   int64_t gdelta;               /* block - previous access's first block */
@@ -55,6 +57,22 @@ struct pred_tokenizer {
   uint64_t prev_block;
   bool have_prev;
 };
+
+/* Classes of a request's length: <= 4 KiB is 0, then one per power of
+ * two up to >= 256 KiB (7).  Bytes, not blocks: with large blocks a
+ * web server's 8 KiB and 32 KiB reads touch one block each, yet the
+ * larger ones are followed by the next far more often (wsrch-small:
+ * 82% of 32 KiB reads against 40% of 8 KiB ones). */
+#define PRED_SIZE_CLASSES 8
+static inline uint8_t
+pred_size_class (uint32_t bytes)
+{
+  uint8_t c = 0;
+
+  while (c < PRED_SIZE_CLASSES - 1 && bytes > (UINT32_C (4096) << c))
+    c++;
+  return c;
+}
 
 /* block_size must be a power of two.  0 ok, -1 on allocation failure. */
 int pred_tokenizer_init (struct pred_tokenizer *t, uint32_t block_size,

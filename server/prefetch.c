@@ -304,6 +304,8 @@ prefetcher_new (const struct prefetch_config *cfg, char *err, size_t errlen)
     pc.lstm_known_loss = cfg->lstm_known_loss > 0 ? cfg->lstm_known_loss : 0;
   if (cfg->ngram_raw)
     pc.ngram_calibrate = false;
+  if (cfg->ngram_no_size)
+    pc.ngram_size_context = false;
   pf->p = predictor_new (&pc, err, errlen);
   if (pf->p == NULL)
     goto fail;

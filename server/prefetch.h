@@ -55,6 +55,8 @@ struct prefetch_config {
                                    < 0: every chunk trained */
   bool ngram_raw;               /* the n-gram's estimates not calibrated
                                    (benchmarks; predictor.h) */
+  bool ngram_no_size;           /* the n-gram's contexts without request
+                                   sizes (benchmarks; predictor.h) */
 };
 
 /* Validate, load the model, open the trace: everything that can fail for

@@ -1,7 +1,8 @@
 /* test-predict-ngram.c: the n-gram reaches near-perfect accuracy on
  * short periodic patterns, answers a noisy first-order chain from a short
  * context, and stays within its table; Markov-1 learns
- * order-1 chains; on synthetic mixes the hybrid is never worse than the
+ * order-1 chains; with size context it tells a large read's follower
+ * from a small one's; on synthetic mixes the hybrid is never worse than the
  * better of n-gram and LSTM by more than a small margin. */
 #include <config.h>
 
@@ -48,17 +49,24 @@ tok_event (uint64_t seq, uint32_t tok, unsigned stream, bool new_stream)
 }
 
 static struct pred_model *
-new_ngram_cal (const struct pred_vocab *v, unsigned order, bool smooth,
-               unsigned cap, bool calibrate)
+new_ngram_full (const struct pred_vocab *v, unsigned order, bool smooth,
+                unsigned cap, bool calibrate, bool size_context)
 {
   struct pred_ngram_config g = {
     .max_order = order, .capacity = cap, .smooth = smooth, .nstreams = 8,
-    .calibrate = calibrate,
+    .calibrate = calibrate, .size_context = size_context,
     .rollout = { .depth = 8, .alts = 2, .min_p = 0.01, .max_len = 4 },
   };
   struct pred_model *m = pred_ngram_new (&g, v);
   ck_assert_ptr_nonnull (m);
   return m;
+}
+
+static struct pred_model *
+new_ngram_cal (const struct pred_vocab *v, unsigned order, bool smooth,
+               unsigned cap, bool calibrate)
+{
+  return new_ngram_full (v, order, smooth, cap, calibrate, false);
 }
 
 static struct pred_model *
@@ -359,6 +367,102 @@ START_TEST (test_calibration)
   pred_model_destroy (raw);
 
   pred_vocab_free (&v);
+}
+END_TEST
+
+/* A web server's pattern (wsrch-small): a large read is followed by the
+ * next one, a small read by a jump anywhere.  Tokens are deltas from a
+ * request's end and cannot tell the two apart; with size_context the
+ * n-gram's contexts can.  Size classes (pred_size_class) are random
+ * here, so the tokens before an access say nothing about its size.
+ */
+#define SEQ_TOKEN 3             /* delta 0 in make_vocab */
+
+static double
+size_context_confidence (bool size_context, bool after_large)
+{
+  struct pred_vocab v;
+  struct pred_rng rng;
+  uint32_t next = SEQ_TOKEN, tok;
+  double sum = 0;
+  unsigned judged = 0;
+
+  make_vocab (&v, 64, 45);
+  struct pred_model *m = new_ngram_full (&v, 4, true, 16384, false,
+                                         size_context);
+  pred_rng_seed (&rng, 11);
+  for (unsigned i = 0; i < 3000; i++) {
+    bool large = pred_rng_below (&rng, 2);
+    struct pred_event ev = tok_event (i, next, 0, i == 0);
+    ev.size_class = large ? pred_size_class (32768) : pred_size_class (8192);
+    m->ops->observe (m, &ev);
+    next = large ? SEQ_TOKEN : 5 + pred_rng_below (&rng, 30);
+    if (i >= 1000 && large == after_large) {
+      double p = top1_p (m, 0, &tok);
+      sum += tok == SEQ_TOKEN ? p : 0;
+      judged++;
+    }
+  }
+  struct pred_ngram_stats st;
+  pred_ngram_stats (m, &st);
+  ck_assert_msg (st.sized == size_context, "sized contexts %s",
+                 st.sized ? "chosen without size_context" : "not chosen");
+  pred_model_destroy (m);
+  pred_vocab_free (&v);
+  return sum / judged;
+}
+
+START_TEST (test_size_context)
+{
+  double with_large = size_context_confidence (true, true);
+  double with_small = size_context_confidence (true, false);
+  double without_large = size_context_confidence (false, true);
+  double without_small = size_context_confidence (false, false);
+
+  ck_assert_uint_eq (pred_size_class (512), 0);
+  ck_assert_uint_eq (pred_size_class (4096), 0);
+  ck_assert_uint_eq (pred_size_class (4097), 1);
+  ck_assert_uint_eq (pred_size_class (8192), 1);
+  ck_assert_uint_eq (pred_size_class (24576), 3);
+  ck_assert_uint_eq (pred_size_class (32768), 3);
+  ck_assert_uint_eq (pred_size_class (262144), 6);
+  ck_assert_uint_eq (pred_size_class (UINT32_MAX), PRED_SIZE_CLASSES - 1);
+
+  /* With sizes: sure after a large read, not after a small one. */
+  ck_assert_msg (with_large >= 0.9 && with_small <= 0.1,
+                 "size context: P(sequential) %.3f after a large read, "
+                 "%.3f after a small one", with_large, with_small);
+  /* A file system's varied sizes around a pattern the tokens tell
+   * alone: the plain contexts keep answering, as well as without sizes. */
+  struct pred_vocab v;
+  struct pred_rng rng;
+  static const uint32_t pat[] = { 4, 9, 4, 12, 7 };
+  unsigned hits = 0;
+  make_vocab (&v, 64, 45);
+  struct pred_model *m = new_ngram_full (&v, 4, true, 16384, false, true);
+  pred_rng_seed (&rng, 12);
+  for (unsigned i = 0; i < 2000; i++) {
+    uint32_t tok = pat[i % 5];
+    if (i >= 1000)
+      hits += top1 (m, 0) == tok;
+    struct pred_event ev = tok_event (i, tok, 0, i == 0);
+    ev.size_class = pred_size_class (4096u << pred_rng_below (&rng, 6));
+    m->ops->observe (m, &ev);
+  }
+  struct pred_ngram_stats st;
+  pred_ngram_stats (m, &st);
+  ck_assert_msg (!st.sized && hits >= 990, "random sizes: sized %d, %u of "
+                 "1000 right", st.sized, hits);
+  pred_model_destroy (m);
+  pred_vocab_free (&v);
+
+  /* Without: the same estimate after both (above the mix's 0.5: a
+   * context keeps its 6 likeliest followers, and the 30 jumps' counts
+   * are mostly dropped), less sure after a large read. */
+  ck_assert_msg (fabs (without_large - without_small) < 0.05 &&
+                 without_large < with_large - 0.1,
+                 "no size context: P(sequential) %.3f after a large read, "
+                 "%.3f after a small one", without_large, without_small);
 }
 END_TEST
 
@@ -681,6 +785,7 @@ ngram_suite (void)
   tcase_add_test (tc, test_bounded);
   tcase_add_test (tc, test_order_selection);
   tcase_add_test (tc, test_calibration);
+  tcase_add_test (tc, test_size_context);
   tcase_add_test (tc, test_hybrid_mixes);
   tcase_add_test (tc, test_hybrid_inflated);
   tcase_add_test (tc, test_hybrid_undiluted);

@@ -65,6 +65,26 @@ fi
 grep -q -- "--calibrate: .maybe. must be on or off" err ||
     fail "--calibrate: $(cat err)"
 
+# --size-context reaches the n-gram: a web server's reads, where a 32
+# KiB read is followed by the next and an 8 KiB one by a jump (the
+# n-gram answers from sized contexts there); on by default; a bad value
+# is refused by name.
+awk 'BEGIN { srand (7); off = 0
+       for (i = 0; i < 4000; i++) {
+           large = rand () < 0.5; len = large ? 32768 : 8192
+           printf "%d R %d %d\n", 1000 * i, off, len
+           off = large ? off + len : int (rand () * 100000) * 65536 } }' > web.trace
+$P eval --json --policies ngram --size-context off web.trace | strip_times > z0.json
+$P eval --json --policies ngram --size-context on web.trace | strip_times > z1.json
+$P eval --json --policies ngram web.trace | strip_times > zd.json
+cmp -s z0.json z1.json && fail "eval --size-context on changed nothing"
+cmp -s zd.json z1.json || fail "eval has no size context by default"
+if $P eval --size-context maybe web.trace 2> err; then
+    fail "eval accepted --size-context maybe"
+fi
+grep -q -- "--size-context: .maybe. must be on or off" err ||
+    fail "--size-context: $(cat err)"
+
 # -- stats --
 $P stats boot.trace > st
 grep -q 'boot.trace' st || fail "stats: no row"
