@@ -711,6 +711,8 @@ pred_ngram_new (const struct pred_ngram_config *cfg, const struct pred_vocab *vo
     return NULL;
   g->cfg = *cfg;
   g->cfg.calibrate = cfg->calibrate && cfg->smooth;
+  /* Only the order selection ever answers from sized contexts. */
+  g->cfg.size_context = cfg->size_context && cfg->smooth;
   if (g->cfg.max_order < 1)
     g->cfg.max_order = 1;
   if (g->cfg.max_order > PRED_NGRAM_MAX_ORDER)

@@ -58,8 +58,8 @@ struct pred_tokenizer {
   bool have_prev;
 };
 
-/* Classes of a request's length: <= 4 KiB is 0, then one per power of
- * two up to >= 256 KiB (7).  Bytes, not blocks: with large blocks a
+/* Classes of a request's length: <= 4 KiB is 0, <= 8 KiB 1, ... <= 256
+ * KiB 6, larger 7.  Bytes, not blocks: with large blocks a
  * web server's 8 KiB and 32 KiB reads touch one block each, yet the
  * larger ones are followed by the next far more often (wsrch-small:
  * 82% of 32 KiB reads against 40% of 8 KiB ones). */

@@ -502,6 +502,10 @@ copier_tick (struct copier *c)
 {
   uint64_t n, n_shadow;
   double mean, mean_shadow;
+  /* Before the samples are taken: a request ending in between is then
+   * counted now (not idle), never taken for idleness with its sample
+   * left to the next tick. */
+  bool idle = volume_clients_idle (c->v, 0);
 
   volume_take_client_latency (c->v, &n, &mean);
   volume_take_shadow_read_latency (c->v, &n_shadow, &mean_shadow);
@@ -509,7 +513,7 @@ copier_tick (struct copier *c)
   c->last_latency_us = mean;
   if (n_shadow > 0)
     c->pacer.last_us = mean_shadow;
-  if (n == 0 && volume_clients_idle (c->v, 0)) {
+  if (n == 0 && idle) {
     c->window = c->cfg.nr_workers;
     c->pause_ms = 0;
     pacer_idle (&c->pacer);

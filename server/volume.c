@@ -937,7 +937,8 @@ client_leave (struct volume *v, double t0, _Atomic uint64_t *also_word)
     add_latency (also_word, us);
   atomic_store_explicit (&v->client_last_us, (uint64_t) now,
                          memory_order_relaxed);
-  atomic_fetch_sub_explicit (&v->clients_active, 1, memory_order_relaxed);
+  /* Release: whoever sees the count drop sees the samples above. */
+  atomic_fetch_sub_explicit (&v->clients_active, 1, memory_order_release);
   LOCKUTIL_CHECK (pthread_rwlock_unlock (&v->io_gate));
 }
 
@@ -948,7 +949,7 @@ volume_clients_idle (struct volume *v, double quiet_s)
                                         memory_order_relaxed);
 
   return atomic_load_explicit (&v->clients_active,
-                               memory_order_relaxed) == 0 &&
+                               memory_order_acquire) == 0 &&
     (last == 0 || monotonic_us () - last >= quiet_s * 1e6);
 }
 
