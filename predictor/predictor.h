@@ -117,8 +117,10 @@ struct predictor_config {
   double min_prob;              /* drop candidates below this: 0.05 */
   bool ngram_calibrate;         /* the n-gram's estimates lifted to their
                                    hit rate (ngram.h): true */
-  bool ngram_size_context;      /* the n-gram's contexts include the last
-                                   request's size class (ngram.h): true */
+  bool ngram_size_context;      /* the n-gram's contexts also counted with
+                                   the last request's size class, which
+                                   answer where they predict better
+                                   (ngram.h): true */
   unsigned lstm_embed;          /* 16 */
   unsigned lstm_hidden;         /* 32 */
   unsigned lstm_bptt;           /* 16 */
