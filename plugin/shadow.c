@@ -26,6 +26,7 @@
 
 #include <nbdkit-filter.h>
 
+#include "bufpool.h"
 #include "control.h"
 #include "copyop.h"
 #include "engine.h"
@@ -71,6 +72,11 @@ NBDKIT_DLL_PUBLIC int shadow_debug_no_shadow_read_feedback;
  * transfer, instead of MAX_TRANSFER.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_max_transfer_kib;
+/* -D shadow.buffer_pool_kib=N: benchmarks only: keep at most N KiB of
+ * idle copy buffers for reuse (server/bufpool.h), instead of 64 MiB; -1:
+ * none (every buffer is malloc'd and freed).
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_buffer_pool_kib;
 /* -D shadow.copier_workers=N: benchmarks only: instead of COPIER_WORKERS
  * (at most 64).
  */
@@ -575,6 +581,7 @@ static void
 tick (void *opaque, double now)
 {
   migration_tick (opaque);
+  bufpool_tick ();
 }
 
 static int
@@ -589,6 +596,9 @@ shadow_after_fork (nbdkit_backend *backend)
   /* After cutover the origin is never touched again, not even opened. */
   if (origin_live && (size = open_origin (backend)) == -1)
     goto fail;
+  if (shadow_debug_buffer_pool_kib != 0)
+    bufpool_set_limit (shadow_debug_buffer_pool_kib < 0 ? 0 :
+                       (size_t) shadow_debug_buffer_pool_kib * 1024);
   ecfg = engine_config_of (size);
   engine = engine_start (&ecfg);
   if (engine == NULL)
@@ -667,6 +677,7 @@ shadow_cleanup (nbdkit_backend *backend)
   volume = NULL;
   engine_stop (engine);
   engine = NULL;
+  bufpool_drain ();             /* every buffer is back: nothing uses them */
   close_origins (NULL);
   if (state)
     state_close (state);

@@ -77,6 +77,9 @@
  *               requested ranges queued again: with the sweep off),
  *               "cut_short" (copies begun at
  *               idle speed that stopped early when a client turned up) },
+ *   "buffers": { "reused", "allocated" (copy and write buffers taken
+ *               from the pool and malloc'd fresh), "idle_bytes"
+ *               (kept for reuse now), "limit" (the most kept; bufpool.h) },
  *   "errors": { "origin": n, "shadows": [ { "uri", "connected",
  *               "connections", "connections_up", "errors",
  *               "reconnects", "retries", "replays" (times the

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bufpool.h"
 #include "migration.h"
 #include "stats.h"
 
@@ -172,6 +173,17 @@ emit_copier (FILE *fp, struct migration_snapshot *s)
            STAT_GET (s->volume->stats.copies_cut_short));
 }
 
+static void
+emit_buffers (FILE *fp)
+{
+  struct bufpool_stats b;
+
+  bufpool_stats (&b);
+  fprintf (fp, "\"buffers\": {\"reused\": %" PRIu64 ", \"allocated\": %"
+           PRIu64 ", \"idle_bytes\": %" PRIu64 ", \"limit\": %" PRIu64
+           "}, ", b.reused, b.allocated, b.idle_bytes, b.limit);
+}
+
 char *
 migration_status_json (struct migration *m)
 {
@@ -215,6 +227,7 @@ migration_status_json (struct migration *m)
   else
     fprintf (fp, "null, ");
   emit_copier (fp, &s);
+  emit_buffers (fp);
   emit_errors (fp, &s, s.cfg->engine);
   emit_verify (fp, &s);
   fprintf (fp, "\"commits\": {\"count\": %" PRIu64 ", \"failures\": %"

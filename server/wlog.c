@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bufpool.h"
 #include "wlog.h"
 
 void
@@ -23,15 +24,22 @@ wlog_init (struct wlog *l, unsigned id)
   l->fail_seq = 0;
 }
 
+/* A whole number of pages of data fits a pool class. */
+_Static_assert (sizeof (struct wlog_data) <= BUFPOOL_HEADROOM,
+                "a wlog_data header fits the pool's headroom");
+
 struct wlog_data *
 wlog_data_new (uint64_t size)
 {
   struct wlog_data *d;
+  size_t cap;
 
-  if (size > SIZE_MAX - sizeof *d || (d = malloc (sizeof *d + size)) == NULL) {
+  if (size > SIZE_MAX - sizeof *d ||
+      (d = bufpool_get (sizeof *d + size, &cap)) == NULL) {
     errno = ENOMEM;
     return NULL;
   }
+  d->cap = cap;
   atomic_init (&d->refs, 1);
   d->size = size;
   d->charged = 0;
@@ -63,7 +71,7 @@ wlog_data_put (struct wlog_data *d)
 {
   if (d != NULL &&
       atomic_fetch_sub_explicit (&d->refs, 1, memory_order_acq_rel) == 1)
-    free (d);
+    bufpool_put (d, d->cap);
 }
 
 int

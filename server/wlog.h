@@ -29,6 +29,10 @@
  * for a whole buffer, once, by the first entry that refers to it, and
  * the cap bounds the memory really kept.
  *
+ * The buffers come from a pool (bufpool.h) and go back to it: they are
+ * too large for malloc to keep, and faulting fresh pages in for every
+ * copy cost more CPU than the copy on some machines.
+ *
  * Locking: the log belongs to the engine thread.  A wlog_data's
  * reference count is atomic (the copier drops its reference on its own
  * thread); its bytes do not change once it is handed over.
@@ -50,6 +54,7 @@ struct wlog_data {
   uint64_t size;
   unsigned charged;             /* bit i: log i was charged for it (engine
                                    thread only) */
+  size_t cap;                   /* for bufpool_put */
   char bytes[];
 };
 

@@ -32,6 +32,17 @@ run_case ()
       "$(json_get blocks_total < status-$name.json)" ] || fail "not all resident"
     [ "$(json_get bytes_copied.background < status-$name.json)" -gt 0 ] ||
         fail "nothing copied in the background"
+    # The copies' buffers came from the pool, and once nothing is copied
+    # its idle memory goes back after a tick without a taker.
+    [ "$(json_get buffers.allocated < status-$name.json)" -gt 0 ] ||
+        fail "no copy buffer came from the pool"
+    [ "$(json_get buffers.limit < status-$name.json)" = $((64 << 20)) ] ||
+        fail "the pool's limit is not 64 MiB"
+    for (( i = 0; i < 50; i++ )); do
+        [ "$(ctl_json $ctl | json_get buffers.idle_bytes)" = 0 ] && break
+        sleep 0.1
+    done
+    [ $i -lt 50 ] || fail "the pool still holds idle buffers 5 s after synced"
 
     "$NBDSHADOW" verify $ctl || fail "verify failed"
     "$NBDSHADOW" cutover --verified $ctl || fail "cutover refused"

@@ -8,7 +8,8 @@
  * log emptied by a trim takes new entries again (its tail is reset);
  * a write's shared copy (made by the submitting thread, one for every
  * shadow and command) lives exactly as long as the last entry or holder
- * that refers to it (ASan reports a leak or a use after free).
+ * that refers to it (ASan reports a leak or a use after free); and a
+ * large buffer let go is reused by the next (bufpool.h).
  */
 
 #include <config.h>
@@ -21,6 +22,7 @@
 
 #include <check.h>
 
+#include "bufpool.h"
 #include "wlog.h"
 
 static size_t
@@ -235,6 +237,30 @@ START_TEST (test_references_from_many_threads)
 }
 END_TEST
 
+/* A copy's buffer, once its last holder lets go, is the next copy's:
+ * its pages stay mapped (bufpool.h).
+ */
+START_TEST (test_large_buffer_is_recycled)
+{
+  struct wlog_data *d = wlog_data_new (2 * 1024 * 1024), *e;
+  struct bufpool_stats st;
+
+  ck_assert_ptr_nonnull (d);
+  memset (d->bytes, 1, d->size);
+  wlog_data_get (d);
+  wlog_data_put (d);
+  wlog_data_put (d);            /* the last: back to the pool */
+  e = wlog_data_new (2 * 1024 * 1024 - 512);
+  ck_assert_ptr_eq (e, d);
+  ck_assert_uint_eq (e->size, 2 * 1024 * 1024 - 512);
+  ck_assert_uint_eq (e->refs, 1);
+  bufpool_stats (&st);
+  ck_assert_uint_eq (st.reused, 1);
+  wlog_data_put (e);
+  bufpool_drain ();
+}
+END_TEST
+
 static Suite *
 wlog_suite (void)
 {
@@ -247,6 +273,7 @@ wlog_suite (void)
   tcase_add_test (tc, test_failed_append_takes_its_seq);
   tcase_add_test (tc, test_references_from_many_threads);
   tcase_add_test (tc, test_small_entry_of_a_large_buffer_counts_it_all);
+  tcase_add_test (tc, test_large_buffer_is_recycled);
   suite_add_tcase (s, tc);
   return s;
 }
