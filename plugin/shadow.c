@@ -74,7 +74,7 @@ NBDKIT_DLL_PUBLIC int shadow_debug_no_shadow_read_feedback;
 NBDKIT_DLL_PUBLIC int shadow_debug_max_transfer_kib;
 /* -D shadow.buffer_pool_kib=N: benchmarks only: keep at most N KiB of
  * idle copy buffers for reuse (server/bufpool.h), instead of 64 MiB; -1:
- * none (every buffer is malloc'd and freed).
+ * none (every buffer is malloc'd and freed); 0: the default.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_buffer_pool_kib;
 /* -D shadow.copier_workers=N: benchmarks only: instead of COPIER_WORKERS

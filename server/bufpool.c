@@ -2,16 +2,20 @@
 
 #include <config.h>
 
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-/* Under AddressSanitizer idle buffers are poisoned past their link: a
- * use after bufpool_put is reported as it would be after free, and a
+#include "bufpool.h"
+
+/* Under AddressSanitizer idle buffers are poisoned up to their link: a
+ * use after bufpool_put is reported as it would be after free (their
+ * user's header too: a reference dropped on an idle wlog_data), and a
  * buffer put back while poisoned was put back twice.
  */
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef BUFPOOL_ASAN
 #include <sanitizer/asan_interface.h>
 #define POISON(p, n) ASAN_POISON_MEMORY_REGION ((p), (n))
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION ((p), (n))
@@ -22,19 +26,13 @@
 #define IS_POISONED(p) ((void) (p), 0)
 #endif
 
-#include "bufpool.h"
 #include "lockutil.h"
 
 #define NR_CLASSES 11           /* 64 KiB << 0 .. 64 KiB << 10 = 64 MiB */
 
-/* An idle buffer: its first bytes link it into its class's list. */
-struct idle_buf {
-  struct idle_buf *next;
-};
-
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 /* Guarded by lock: */
-static struct idle_buf *idle[NR_CLASSES];   /* LIFO: the warmest first */
+static void *idle[NR_CLASSES];  /* LIFO: the warmest first */
 static size_t idle_bytes;
 static size_t limit = BUFPOOL_DEFAULT_LIMIT;
 static bool taken_since_tick;
@@ -60,14 +58,24 @@ class_of (size_t size)
   return -1;
 }
 
-static void
-free_list (struct idle_buf *b)
+/* An idle buffer's link to the next of its class: in its last bytes,
+ * so that its first (its user's header) can stay poisoned.  A class's
+ * size is a multiple of 8: the link is aligned.
+ */
+static void **
+link_of (void *p, unsigned k)
 {
-  while (b != NULL) {
-    struct idle_buf *next = b->next;
+  return (void **) ((char *) p + class_cap (k) - sizeof (void *));
+}
 
-    free (b);
-    b = next;
+static void
+free_list (void *p, unsigned k)
+{
+  while (p != NULL) {
+    void *next = *link_of (p, k);
+
+    free (p);
+    p = next;
   }
 }
 
@@ -75,8 +83,7 @@ void *
 bufpool_get (size_t size, size_t *cap)
 {
   int k = class_of (size);
-  struct idle_buf *b = NULL;
-  void *p;
+  void *b = NULL, *p;
 
   if (k >= 0) {
     mutex_lock (&lock);
@@ -84,7 +91,7 @@ bufpool_get (size_t size, size_t *cap)
       taken_since_tick = true;
       b = idle[k];
       if (b != NULL) {
-        idle[k] = b->next;
+        idle[k] = *link_of (b, k);
         idle_bytes -= class_cap (k);
         nr_reused++;
       }
@@ -96,7 +103,7 @@ bufpool_get (size_t size, size_t *cap)
     mutex_unlock (&lock);
   }
   if (b != NULL) {
-    UNPOISON ((char *) b + sizeof *b, class_cap (k) - sizeof *b);
+    UNPOISON (b, class_cap (k) - sizeof (void *));
     *cap = class_cap (k);
     return b;
   }
@@ -113,11 +120,11 @@ void
 bufpool_put (void *p, size_t cap)
 {
   int k = cap > 0 ? class_of (cap) : -1;
-  struct idle_buf *b = p;
 
   if (p == NULL)
     return;
-  if (k >= 0 && IS_POISONED ((char *) p + sizeof *b)) {
+  assert (cap == 0 || (k >= 0 && cap == class_cap (k)));
+  if (k >= 0 && IS_POISONED (p)) {
     fprintf (stderr, "nbdshadow: bufpool: buffer %p of %zu bytes put back "
              "twice\n", p, cap);
     abort ();
@@ -125,20 +132,20 @@ bufpool_put (void *p, size_t cap)
   if (k >= 0) {
     mutex_lock (&lock);
     if (idle_bytes + cap <= limit) {
-      b->next = idle[k];
-      idle[k] = b;
+      *link_of (p, k) = idle[k];
+      idle[k] = p;
       idle_bytes += cap;
-      POISON ((char *) b + sizeof *b, cap - sizeof *b);
-      b = NULL;
+      POISON (p, cap - sizeof (void *));
+      p = NULL;
     }
     mutex_unlock (&lock);
   }
-  free (b);
+  free (p);
 }
 
 /* Detach every idle list (lock held); the caller frees them unlocked. */
 static void
-take_all (struct idle_buf *out[NR_CLASSES])
+take_all (void *out[NR_CLASSES])
 {
   unsigned k;
 
@@ -150,18 +157,18 @@ take_all (struct idle_buf *out[NR_CLASSES])
 }
 
 static void
-free_all (struct idle_buf *lists[NR_CLASSES])
+free_all (void *lists[NR_CLASSES])
 {
   unsigned k;
 
   for (k = 0; k < NR_CLASSES; k++)
-    free_list (lists[k]);
+    free_list (lists[k], k);
 }
 
 void
 bufpool_tick (void)
 {
-  struct idle_buf *lists[NR_CLASSES] = { NULL };
+  void *lists[NR_CLASSES] = { NULL };
 
   mutex_lock (&lock);
   if (!taken_since_tick)
@@ -174,7 +181,7 @@ bufpool_tick (void)
 void
 bufpool_set_limit (size_t bytes)
 {
-  struct idle_buf *lists[NR_CLASSES] = { NULL };
+  void *lists[NR_CLASSES] = { NULL };
 
   mutex_lock (&lock);
   limit = bytes;
@@ -187,7 +194,7 @@ bufpool_set_limit (size_t bytes)
 void
 bufpool_drain (void)
 {
-  struct idle_buf *lists[NR_CLASSES];
+  void *lists[NR_CLASSES];
 
   mutex_lock (&lock);
   take_all (lists);

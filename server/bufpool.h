@@ -12,8 +12,9 @@
  * hydrated at half the speed (bench/results-migrate.md).
  *
  * Buffers of at least BUFPOOL_MIN_CLASS bytes come from free lists per
- * power-of-two class (each class with room for a small header on top);
- * smaller ones, and larger than BUFPOOL_MAX_CLASS, are plain malloc.
+ * power-of-two class (each class with room for a small header on top:
+ * BUFPOOL_HEADROOM); smaller ones, and larger than BUFPOOL_MAX_CLASS +
+ * BUFPOOL_HEADROOM, are plain malloc.
  * The memory kept idle is bounded (bufpool_set_limit), and all of it is
  * given back once a whole tick passes without a buffer being taken, so
  * a filter that stopped copying does not hold it.
@@ -35,6 +36,15 @@
 #define BUFPOOL_MAX_CLASS ((size_t) 64 * 1024 * 1024)
 #define BUFPOOL_HEADROOM ((size_t) 256) /* room for a header on top */
 #define BUFPOOL_DEFAULT_LIMIT ((size_t) 64 * 1024 * 1024)
+
+/* Built with AddressSanitizer (GCC says so one way, clang another). */
+#if defined(__SANITIZE_ADDRESS__)
+#define BUFPOOL_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BUFPOOL_ASAN 1
+#endif
+#endif
 
 /* A buffer of at least size bytes, not initialised, or NULL (errno =
  * ENOMEM).  *cap is what must be passed back to bufpool_put.

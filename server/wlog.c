@@ -46,6 +46,12 @@ wlog_data_new (uint64_t size)
   return d;
 }
 
+uint64_t
+wlog_data_footprint (const struct wlog_data *d)
+{
+  return d->cap > 0 ? d->cap : sizeof *d + d->size;
+}
+
 struct wlog_data *
 wlog_data_copy (const void *src, uint64_t size)
 {
@@ -109,7 +115,7 @@ wlog_append (struct wlog *l, enum shadow_op op, uint32_t flags,
   en->charge = sizeof *en;
   if (en->shared != NULL && !(en->shared->charged & (1u << l->id))) {
     en->shared->charged |= 1u << l->id;
-    en->charge += en->shared->size;
+    en->charge += wlog_data_footprint (en->shared);
   }
   en->next = NULL;
   en->seq = l->last_seq;

@@ -29,9 +29,12 @@
  * for a whole buffer, once, by the first entry that refers to it, and
  * the cap bounds the memory really kept.
  *
- * The buffers come from a pool (bufpool.h) and go back to it: they are
- * too large for malloc to keep, and faulting fresh pages in for every
- * copy cost more CPU than the copy on some machines.
+ * Buffers of 64 KiB and more come from a pool (bufpool.h) and go back to
+ * it: malloc would give such sizes back to the kernel, and faulting
+ * fresh pages in for every copy cost more CPU than the copy on some
+ * machines.  A pooled buffer is rounded up to its class, and its pages,
+ * once used, stay: the log is charged for the whole class
+ * (wlog_data_footprint).
  *
  * Locking: the log belongs to the engine thread.  A wlog_data's
  * reference count is atomic (the copier drops its reference on its own
@@ -65,6 +68,9 @@ extern struct wlog_data *wlog_data_new (uint64_t size);
 
 /* The same, holding a copy of size bytes from src. */
 extern struct wlog_data *wlog_data_copy (const void *src, uint64_t size);
+
+/* The memory d holds: its class in the pool, or its header and data. */
+extern uint64_t wlog_data_footprint (const struct wlog_data *d);
 
 /* Take one more reference; returns d. */
 extern struct wlog_data *wlog_data_get (struct wlog_data *d);

@@ -238,25 +238,42 @@ START_TEST (test_references_from_many_threads)
 END_TEST
 
 /* A copy's buffer, once its last holder lets go, is the next copy's:
- * its pages stay mapped (bufpool.h).
+ * its pages stay mapped (bufpool.h).  And a log is charged for what such
+ * a buffer holds: its whole class, not only the bytes asked for.
  */
 START_TEST (test_large_buffer_is_recycled)
 {
   struct wlog_data *d = wlog_data_new (2 * 1024 * 1024), *e;
-  struct bufpool_stats st;
+  struct bufpool_stats before, after;
+  struct wlog l;
 
   ck_assert_ptr_nonnull (d);
   memset (d->bytes, 1, d->size);
   wlog_data_get (d);
   wlog_data_put (d);
+  bufpool_stats (&before);
   wlog_data_put (d);            /* the last: back to the pool */
   e = wlog_data_new (2 * 1024 * 1024 - 512);
   ck_assert_ptr_eq (e, d);
   ck_assert_uint_eq (e->size, 2 * 1024 * 1024 - 512);
   ck_assert_uint_eq (e->refs, 1);
-  bufpool_stats (&st);
-  ck_assert_uint_eq (st.reused, 1);
+  bufpool_stats (&after);
+  ck_assert_uint_eq (after.reused, before.reused + 1);
   wlog_data_put (e);
+
+  /* 1 MiB and a block: a 2 MiB class. */
+  wlog_init (&l, 0);
+  d = wlog_data_new (1024 * 1024 + 4096);
+  ck_assert_ptr_nonnull (d);
+  memset (d->bytes, 2, d->size);
+  ck_assert_int_eq (wlog_append (&l, SHADOW_WRITE, 0, 0, d->size, d,
+                                 d->bytes), 0);
+  ck_assert_uint_ge (l.bytes, 2 * 1024 * 1024);
+  ck_assert_uint_eq (l.bytes - sizeof (struct wlog_entry),
+                     wlog_data_footprint (d));
+  wlog_data_put (d);
+  wlog_trim (&l, UINT64_MAX);
+  ck_assert_uint_eq (l.bytes, 0);
   bufpool_drain ();
 }
 END_TEST
