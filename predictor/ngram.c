@@ -754,4 +754,5 @@ pred_ngram_stats (const struct pred_model *m, struct pred_ngram_stats *st)
   st->order = g->order;
   st->order_changes = g->order_changes;
   st->sized = g->sized;
+  st->size_context = g->cfg.size_context;
 }

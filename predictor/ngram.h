@@ -74,6 +74,7 @@ struct pred_ngram_stats {
   unsigned order;                       /* the order answering now */
   uint64_t order_changes;               /* times it or sized changed */
   bool sized;                           /* its contexts have the size class */
+  bool size_context;                    /* cfg.size_context (with smooth) */
 };
 void pred_ngram_stats (const struct pred_model *m, struct pred_ngram_stats *st);
 

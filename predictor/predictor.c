@@ -709,6 +709,10 @@ predictor_refresh_stats (struct predictor *p)
     pred_lstm_trainer_stats (pred_lstm_model_trainer (p->model[PRED_POLICY_LSTM]),
                              &st.trainer);
   }
+  if (p->model[PRED_POLICY_NGRAM]) {
+    st.have_ngram = true;
+    pred_ngram_stats (p->model[PRED_POLICY_NGRAM], &st.ngram);
+  }
   if (p->model[PRED_POLICY_HYBRID]) {
     struct pred_hybrid_state h;
     pred_hybrid_state (p->model[PRED_POLICY_HYBRID], &h);

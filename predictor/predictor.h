@@ -69,6 +69,7 @@
 #include "analyzer.h"
 #include "lstm-trainer.h"
 #include "model.h"
+#include "ngram.h"
 
 enum pred_policy {
   PRED_POLICY_OFF = 0,
@@ -223,6 +224,9 @@ struct predictor_stats {
   struct predictor_model_stats model[PRED_POLICY__COUNT];
   bool have_trainer;
   struct pred_lstm_trainer_stats trainer;
+  /* The n-gram (of the ngram policy and the hybrid's), if it exists. */
+  bool have_ngram;
+  struct pred_ngram_stats ngram;
   /* Hybrid: component soft accuracies and weights (hybrid.h). */
   double hybrid_acc_ngram, hybrid_acc_lstm, hybrid_w_ngram, hybrid_w_lstm;
   struct pred_analyzer_stats analyzer;

@@ -59,7 +59,13 @@
  *                 stream had not touched -- was among the candidates
  *                 the model gave after that stream's previous access;
  *                 predictor.h), "hybrid.ngram"/"hybrid.lstm": the
- *                 hybrid's own soft accuracy of its two parts } },
+ *                 hybrid's own soft accuracy of its two parts },
+ *                 once the LSTM exists "lstm_training": { "chunks",
+ *                 "known", "replays", "skipped", "train_ms", "loss" },
+ *                 once the n-gram exists "ngram": { "order" (of the
+ *                 contexts answering now), "sized" (they hold the last
+ *                 request's size class), "size_context" (sized contexts
+ *                 may answer), "order_changes" } },
  *   "copy_rate" (bytes/s), "rate_limit" (0 = none), "paused",
  *   "background", "eta_seconds" (null when unknown),
  *   "copier": { "running", "transfers", "zero_transfers", "errors",

@@ -430,6 +430,13 @@ prefetcher_get_stats (struct prefetcher *pf, struct prefetch_stats *out)
     out->train_ns = st.trainer.train_ns;
     out->train_loss = st.trainer.loss;
   }
+  if (st.have_ngram) {
+    out->have_ngram = true;
+    out->ngram_order = st.ngram.order;
+    out->ngram_sized = st.ngram.sized;
+    out->ngram_size_context = st.ngram.size_context;
+    out->ngram_order_changes = st.ngram.order_changes;
+  }
   /* Only the policy's own model is scored (predictor.h): list those that
    * were, and the hybrid's view of its two parts.
    */

@@ -97,6 +97,11 @@ struct prefetch_stats {
   uint64_t train_chunks, train_known, train_replays, train_skipped;
   uint64_t train_ns;
   double train_loss;
+  /* The n-gram's state, if it exists (ngram.h): the order answering
+   * now, whether sized contexts answer, whether they may. */
+  bool have_ngram, ngram_sized, ngram_size_context;
+  unsigned ngram_order;
+  uint64_t ngram_order_changes;
   /* Recent accuracy of each model that exists. */
   struct { const char *name; double accuracy; } model[8];
   size_t nr_models;

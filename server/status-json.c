@@ -101,6 +101,12 @@ emit_prefetch (FILE *fp, struct migration_snapshot *s)
              ", \"loss\": %.4f}",
              ps.train_chunks, ps.train_known, ps.train_replays,
              ps.train_skipped, ps.train_ns / 1e6, ps.train_loss);
+  if (ps.have_ngram)
+    fprintf (fp, ", \"ngram\": {\"order\": %u, \"sized\": %s"
+             ", \"size_context\": %s, \"order_changes\": %" PRIu64 "}",
+             ps.ngram_order, ps.ngram_sized ? "true" : "false",
+             ps.ngram_size_context ? "true" : "false",
+             ps.ngram_order_changes);
   fprintf (fp, "}, ");
 }
 

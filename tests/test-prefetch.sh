@@ -7,6 +7,7 @@
 # prefetch traffic or memory.  Policies switch live, and a model trained
 # (nbdshadow-predict train) on the trace the filter recorded (shadow-trace)
 # warm-starts the LSTM (shadow-model); a bad model file stops start-up.
+# The n-gram's state is in the status (order, sized contexts allowed).
 source "${abs_top_srcdir}/tests/functions.sh"
 requires qemu-io --version
 requires python3 --version
@@ -115,6 +116,10 @@ assert p["used"] >= 300, p                      # of 400 first touches
 assert p["used"] >= 0.8 * p["copied"], p        # precision
 assert hit > 0.7 and hit > hit_off + 0.5, (hit, hit_off)
 assert p["trace_records"] == 400, p
+# The n-gram reports its state: the walk's deltas need an order above 1,
+# and sized contexts may answer by default.
+g = p["ngram"]
+assert g["size_context"] is True and 2 <= g["order"] <= 4, g
 PY
 [ "$(wc -l < walk.trace)" = 400 ] || fail "trace has $(wc -l < walk.trace) lines"
 
@@ -145,8 +150,12 @@ echo "=== live policy switch"
 pattern 0 30 > part1.cmds
 pattern $((30 * 11)) 30 > part2.cmds
 pattern $((60 * 11)) 30 > part3.cmds
-start_proxy shadow-prefetch=ngram
+# (With the benchmarks' switch that keeps the n-gram's contexts unsized:
+# the status says it reached the model.)
+PROXY_OPTS="-D shadow.ngram_size_context=0" start_proxy shadow-prefetch=ngram
 run_client part1.cmds
+[ "$(ctl_json $ctl | json_get prefetch.ngram.size_context)" = false ] ||
+    fail "-D shadow.ngram_size_context=0 did not reach the n-gram"
 "$NBDSHADOW" prefetch off $ctl
 [ "$(ctl_json $ctl | json_get prefetch.policy)" = off ] || fail "policy not off"
 sleep 1.5                       # a hot-region round may still be under way
