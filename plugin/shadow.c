@@ -100,6 +100,10 @@ NBDKIT_DLL_PUBLIC int shadow_debug_ngram_calibrate = -1;
  * (predictor_config.ngram_size_context).
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_ngram_size_context = -1;
+/* -D shadow.lstm_size_input=0: benchmarks only: the LSTM's inputs
+ * without the request's size class (predictor_config.lstm_size_input).
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_lstm_size_input = -1;
 /* -D shadow.lstm_cpu_permille=N: benchmarks only: the LSTM's training
  * may use N/1000 of one core (1 .. 1000) instead of the predictor's
  * default.
@@ -305,6 +309,7 @@ open_prefetcher (void)
       shadow_debug_lstm_cpu_permille / 1000.0 : 0,
     .ngram_raw = shadow_debug_ngram_calibrate == 0,
     .ngram_no_size = shadow_debug_ngram_size_context == 0,
+    .lstm_no_size = shadow_debug_lstm_size_input == 0,
     .lstm_known_loss = shadow_debug_lstm_known_loss_permille == INT_MIN ? 0
       : shadow_debug_lstm_known_loss_permille == 0 ? -1
       : shadow_debug_lstm_known_loss_permille / 1000.0,

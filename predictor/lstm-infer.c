@@ -19,10 +19,11 @@ pred_lstm_infer_alloc (struct pred_lstm_infer *f, unsigned V, unsigned E,
   f->E = E;
   f->H = H;
   f->xproj = calloc ((size_t) V * 4 * H, sizeof (float));
+  f->sproj = calloc ((size_t) PRED_LSTM_SIZE_CLASSES * 4 * H, sizeof (float));
   f->wht = calloc ((size_t) H * 4 * H, sizeof (float));
   f->wyt = calloc ((size_t) H * V, sizeof (float));
   f->by = calloc (V, sizeof (float));
-  if (!f->xproj || !f->wht || !f->wyt || !f->by) {
+  if (!f->xproj || !f->sproj || !f->wht || !f->wyt || !f->by) {
     pred_lstm_infer_free (f);
     return -1;
   }
@@ -33,16 +34,18 @@ void
 pred_lstm_infer_free (struct pred_lstm_infer *f)
 {
   free (f->xproj);
+  free (f->sproj);
   free (f->wht);
   free (f->wyt);
   free (f->by);
-  f->xproj = f->wht = f->wyt = f->by = NULL;
+  f->xproj = f->sproj = f->wht = f->wyt = f->by = NULL;
 }
 
 size_t
 pred_lstm_infer_memory (const struct pred_lstm_infer *f)
 {
-  return sizeof *f + ((size_t) f->V * 4 * f->H + (size_t) f->H * 4 * f->H +
+  return sizeof *f + ((size_t) (f->V + PRED_LSTM_SIZE_CLASSES) * 4 * f->H +
+                      (size_t) f->H * 4 * f->H +
                       (size_t) f->H * f->V + f->V) * sizeof (float);
 }
 
@@ -57,6 +60,18 @@ pred_lstm_infer_build (struct pred_lstm_infer *f, const struct pred_lstm_params 
     for (unsigned r = 0; r < G; r++) {
       const double *w = p->wx + (size_t) r * E;
       double s = p->b[r];
+      for (unsigned j = 0; j < E; j++)
+        s += w[j] * e[j];
+      x[r] = (float) s;
+    }
+  }
+  /* Class 0 has no embedding (lstm.h): its row stays zero. */
+  for (unsigned k = 1; k < PRED_LSTM_SIZE_CLASSES; k++) {
+    const double *e = p->semb + (size_t) k * E;
+    float *x = f->sproj + (size_t) k * G;
+    for (unsigned r = 0; r < G; r++) {
+      const double *w = p->wx + (size_t) r * E;
+      double s = 0;
       for (unsigned j = 0; j < E; j++)
         s += w[j] * e[j];
       x[r] = (float) s;
@@ -142,11 +157,16 @@ pred_lstm_infer_step (const struct pred_lstm_infer *f, const float *h,
 {
   unsigned H = f->H, G = 4 * H;
   float hin[PRED_LSTM_MAX_HIDDEN], tc[PRED_LSTM_MAX_HIDDEN];
+  float xin[4 * PRED_LSTM_MAX_HIDDEN];
+  uint32_t x = pred_lstm_input_token (tok);
+  const float *xp = f->xproj + (size_t) (x < f->V ? x : 0) * G;
+  const float *sp = f->sproj + (size_t) pred_lstm_input_size (tok) * G;
 
-  if (tok >= f->V)
-    tok = 0;
+  /* The input half of the gates: the token's and its size's. */
+  for (unsigned r = 0; r < G; r++)
+    xin[r] = xp[r] + sp[r];
   memcpy (hin, h, H * sizeof *hin);
-  matvec_t (z, f->xproj + (size_t) tok * G, f->wht, hin, H, G);
+  matvec_t (z, xin, f->wht, hin, H, G);
   /* sigmoid(x) = 1 / (1 + exp(-x)); tanh(x) = 2 sigmoid(2x) - 1 */
   for (unsigned r = 0; r < G; r++)
     z[r] = (r >= 2 * H && r < 3 * H) ? -2.0f * z[r] : -z[r];

@@ -5,6 +5,7 @@
  * differences in double), inference does not.  A snapshot holds the
  * trained weights rearranged for speed:
  *   xproj[v] = Wx Emb[v] + b          (the input half of the gates, per token)
+ *   sproj[s] = Wx SizeEmb[s]          (and per size class)
  *   wht      = Wh transposed, wyt = Wy transposed
  * so that every product is a sequence of AXPYs over contiguous rows,
  * which compilers vectorise without reassociating sums (results are the
@@ -26,6 +27,7 @@
 struct pred_lstm_infer {
   unsigned V, E, H;
   float *xproj;                 /* [V][4H], gate order i f g o */
+  float *sproj;                 /* [PRED_LSTM_SIZE_CLASSES][4H] */
   float *wht;                   /* [H][4H] */
   float *wyt;                   /* [H][V] */
   float *by;                    /* [V] */
@@ -39,7 +41,8 @@ size_t pred_lstm_infer_memory (const struct pred_lstm_infer *f);
 /* Rebuild f from double-precision parameters of the same shape. */
 void pred_lstm_infer_build (struct pred_lstm_infer *f,
                             const struct pred_lstm_params *p);
-/* One step from (h, c) with input tok into (h2, c2); h2/c2 may alias.
+/* One step from (h, c) with input tok (pred_lstm_input) into (h2, c2);
+ * h2/c2 may alias.
  * scratch: 4H floats. */
 void pred_lstm_infer_step (const struct pred_lstm_infer *f, const float *h,
                            const float *c, uint32_t tok, float *h2, float *c2,

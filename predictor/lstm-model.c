@@ -7,9 +7,14 @@
 #include "lstm-infer.h"
 #include "lstm-model.h"
 #include "streams.h"
+#include "tokenizer.h"
+
+_Static_assert (PRED_SIZE_CLASSES == PRED_LSTM_SIZE_CLASSES,
+                "the LSTM has an embedding row per request size class");
 
 struct lctx {
   float h[PRED_LSTM_MAX_HIDDEN], c[PRED_LSTM_MAX_HIDDEN];
+  unsigned size_class;          /* a rollout's steps: the stream's last */
   uint64_t serial;              /* == model's probs_serial if probs are ours */
 };
 
@@ -20,6 +25,7 @@ struct lstm_model {
   struct pred_lstm_trainer *trainer;
   unsigned nstreams, H, V;
   float *state;                 /* [nstreams][2H]: h then c */
+  uint8_t *size_class;          /* [nstreams]: of the last access */
   float *probs;                 /* [V] */
   float *z;                     /* [4H] */
   uint64_t probs_serial, serial_next;
@@ -49,11 +55,15 @@ lm_observe (struct pred_model *m, const struct pred_event *ev)
     else if (ev->parent < 0)
       memset (st, 0, 2 * H * sizeof *st);
   }
-  pred_lstm_infer_step (L->F, st, st + H, ev->token, st, st + H, L->z);
+  unsigned sc = L->cfg.size_input ? ev->size_class : 0;
+  uint32_t in = pred_lstm_input (ev->token, sc);
+
+  L->size_class[ev->stream] = (uint8_t) sc;
+  pred_lstm_infer_step (L->F, st, st + H, in, st, st + H, L->z);
   L->probs_serial = 0;
   if (L->cfg.learn)
     pred_lstm_trainer_feed (L->trainer, ev->stream, ev->new_stream, ev->parent,
-                            ev->token, ev->recycled);
+                            in, ev->recycled);
   refresh (L);
 }
 
@@ -65,6 +75,7 @@ lm_ctx_init (struct pred_model *m, unsigned stream, void *vctx)
   const float *st = L->state + (size_t) stream * 2 * L->H;
   memcpy (c->h, st, L->H * sizeof (float));
   memcpy (c->c, st + L->H, L->H * sizeof (float));
+  c->size_class = L->size_class[stream];
   c->serial = 0;
 }
 
@@ -73,7 +84,10 @@ lm_ctx_advance (struct pred_model *m, void *vctx, uint32_t tok)
 {
   struct lstm_model *L = (struct lstm_model *) m;
   struct lctx *c = vctx;
-  pred_lstm_infer_step (L->F, c->h, c->c, tok, c->h, c->c, L->z);
+  /* The next request's size is not known: most are as large as the
+   * stream's last. */
+  pred_lstm_infer_step (L->F, c->h, c->c, pred_lstm_input (tok, c->size_class),
+                        c->h, c->c, L->z);
   c->serial = 0;
 }
 
@@ -134,6 +148,7 @@ lm_memory (const struct pred_model *m)
   const struct lstm_model *L = (const struct lstm_model *) m;
   return sizeof *L +
     ((size_t) L->nstreams * 2 * L->H + L->V + 4 * L->H) * sizeof (float) +
+    L->nstreams * sizeof *L->size_class +
     pred_lstm_trainer_memory (L->trainer);
 }
 
@@ -143,6 +158,7 @@ lm_destroy (struct pred_model *m)
   struct lstm_model *L = (struct lstm_model *) m;
   pred_lstm_trainer_free (L->trainer);
   free (L->state);
+  free (L->size_class);
   free (L->probs);
   free (L->z);
   free (L);
@@ -191,9 +207,10 @@ pred_lstm_model_new (const struct pred_lstm_model_config *cfg,
   L->cfg.trainer.nstreams = L->nstreams;
   L->trainer = pred_lstm_trainer_new (&L->cfg.trainer, init);
   L->state = calloc ((size_t) L->nstreams * 2 * L->H, sizeof (float));
+  L->size_class = calloc (L->nstreams, sizeof *L->size_class);
   L->probs = calloc (lc->vocab, sizeof (float));
   L->z = calloc (4 * L->H, sizeof (float));
-  if (!L->trainer || !L->state || !L->probs || !L->z) {
+  if (!L->trainer || !L->state || !L->size_class || !L->probs || !L->z) {
     lm_destroy (&L->base);
     return NULL;
   }

@@ -29,6 +29,8 @@ struct pred_lstm_model_config {
   struct pred_lstm_trainer_config trainer;      /* lstm.vocab == vocab cap */
   struct pred_rollout_cfg rollout;
   bool learn;                   /* feed the trainer (online learning) */
+  bool size_input;              /* inputs carry the request's size class
+                                   (lstm.h); off: every input is class 0 */
 };
 
 /* init: starting weights or NULL (random from the seed). */

@@ -60,6 +60,7 @@ params_views (struct pred_lstm_params *p)
   p->b = p->wh + (size_t) 4 * H * H;
   p->wy = p->b + (size_t) 4 * H;
   p->by = p->wy + (size_t) V * H;
+  p->semb = p->by + V;
 }
 
 int
@@ -70,7 +71,7 @@ pred_lstm_params_alloc (struct pred_lstm_params *p,
   p->E = E;
   p->H = H;
   p->n = (size_t) V * E + (size_t) 4 * H * E + (size_t) 4 * H * H +
-    4 * H + (size_t) V * H + V;
+    4 * H + (size_t) V * H + V + (size_t) PRED_LSTM_SIZE_CLASSES * E;
   p->w = calloc (p->n, sizeof *p->w);
   if (!p->w)
     return -1;
@@ -109,6 +110,8 @@ pred_lstm_params_init (struct pred_lstm_params *p, struct pred_rng *rng)
     p->wy[i] = urand (rng, a);
   for (unsigned i = 0; i < V; i++)
     p->by[i] = 0;
+  for (size_t i = 0; i < (size_t) PRED_LSTM_SIZE_CLASSES * E; i++)
+    p->semb[i] = 0;
 }
 
 void
@@ -157,6 +160,27 @@ dot (const double *restrict a, const double *restrict b, unsigned n)
   return (s0 + s1) + (s2 + s3);
 }
 
+/* The input embedding of in (pred_lstm_input) into e[E]. */
+static inline void
+embed (const struct pred_lstm_params *p, uint32_t in, double *e)
+{
+  uint32_t x = pred_lstm_input_token (in);
+  unsigned sc = pred_lstm_input_size (in);
+  const double *ex = p->emb + (size_t) (x < p->V ? x : 0) * p->E;
+  const double *es = p->semb + (size_t) sc * p->E;
+
+  for (unsigned j = 0; j < p->E; j++)
+    e[j] = sc > 0 ? ex[j] + es[j] : ex[j];
+}
+
+/* The target token of input in: its size is not predicted. */
+static inline uint32_t
+target (const struct pred_lstm_params *p, uint32_t in)
+{
+  uint32_t y = pred_lstm_input_token (in);
+  return y < p->V ? y : 0;
+}
+
 /* Gates (post-activation) into z[4H] for input embedding e and h. */
 static inline void
 gates (const struct pred_lstm_params *p, const double *e, const double *h,
@@ -180,9 +204,10 @@ pred_lstm_step (const struct pred_lstm_params *p,
                 double *h2, double *c2, double *z)
 {
   unsigned H = p->H;
-  if (tok >= p->V)
-    tok = 0;
-  gates (p, p->emb + (size_t) tok * p->E, h, z);
+  double e[PRED_LSTM_MAX_EMBED];
+
+  embed (p, tok, e);
+  gates (p, e, h, z);
   for (unsigned r = 0; r < H; r++) {
     double cn = z[H + r] * c[r] + z[r] * z[2 * H + r];
     c2[r] = cn;
@@ -226,7 +251,7 @@ pred_lstm_forward (const struct pred_lstm_params *p, const uint32_t *tok,
   for (unsigned t = 0; t < T; t++) {
     pred_lstm_step (p, h, c, tok[t], h, c, z);
     pred_lstm_output (p, h, probs);
-    uint32_t y = tok[t + 1] < p->V ? tok[t + 1] : 0;
+    uint32_t y = target (p, tok[t + 1]);
     loss -= log (probs[y] > 1e-300 ? probs[y] : 1e-300);
   }
   if (hT)
@@ -297,7 +322,7 @@ pred_lstm_forward_record (struct pred_lstm_core *k, const uint32_t *tok,
                           double *hT, double *cT, double *worst)
 {
   const struct pred_lstm_params *P = &k->P;
-  unsigned V = P->V, E = P->E, H = P->H;
+  unsigned H = P->H;
   size_t ss = step_size (&k->cfg);
   double *scr = k->buf + ss * k->cfg.bptt;
   double *hz = scr + 6 * H, *cz = scr + 7 * H;
@@ -318,9 +343,11 @@ pred_lstm_forward_record (struct pred_lstm_core *k, const uint32_t *tok,
       *probs = s + 7 * H;
     const double *hp = t ? k->buf + ss * (t - 1) + 5 * H : hz;
     const double *cp = t ? k->buf + ss * (t - 1) + 4 * H : cz;
-    uint32_t x = tok[t] < V ? tok[t] : 0, y = tok[t + 1] < V ? tok[t + 1] : 0;
+    uint32_t y = target (P, tok[t + 1]);
+    double e[PRED_LSTM_MAX_EMBED];
 
-    gates (P, P->emb + (size_t) x * E, hp, z);
+    embed (P, tok[t], e);
+    gates (P, e, hp, z);
     for (unsigned r = 0; r < H; r++) {
       c[r] = z[H + r] * cp[r] + z[r] * z[2 * H + r];
       tc[r] = tanh (c[r]);
@@ -362,8 +389,11 @@ pred_lstm_backward (struct pred_lstm_core *k, const uint32_t *tok)
     double *z = s, *h = s + 5 * H, *tc = s + 6 * H, *probs = s + 7 * H;
     const double *hp = t ? k->buf + ss * (t - 1) + 5 * H : hz;
     const double *cp = t ? k->buf + ss * (t - 1) + 4 * H : cz;
-    uint32_t x = tok[t] < V ? tok[t] : 0, y = tok[t + 1] < V ? tok[t + 1] : 0;
-    const double *e = P->emb + (size_t) x * E;
+    uint32_t x = target (P, tok[t]), y = target (P, tok[t + 1]);
+    unsigned sc = pred_lstm_input_size (tok[t]);
+    double e[PRED_LSTM_MAX_EMBED];
+
+    embed (P, tok[t], e);
 
     /* Output layer. */
     for (unsigned v = 0; v < V; v++)
@@ -407,9 +437,13 @@ pred_lstm_backward (struct pred_lstm_core *k, const uint32_t *tok)
         dh[r] += g * ph[r];
       }
     }
-    double *ge = G->emb + (size_t) x * E;
-    for (unsigned j = 0; j < E; j++)
+    /* e = Emb[x] + SizeEmb[sc]: both rows take dx (class 0 has none). */
+    double *ge = G->emb + (size_t) x * E, *gs = G->semb + (size_t) sc * E;
+    for (unsigned j = 0; j < E; j++) {
       ge[j] += dx[j];
+      if (sc > 0)
+        gs[j] += dx[j];
+    }
   }
 }
 

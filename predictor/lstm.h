@@ -7,19 +7,25 @@
  * Adam / RMSprop, gradient clipping -- with no threads and no I/O, so it
  * can be checked against finite differences in isolation.
  *
- * Network, per step t with input token x_t:
- *     e   = Emb[x_t]                               (E)
+ * Network, per step t with input token x_t of size class s_t:
+ *     e   = Emb[x_t] + SizeEmb[s_t]                (E; SizeEmb[0] = 0)
  *     z   = Wx e + Wh h_{t-1} + b                  (4H, gates i f g o)
  *     i,f,o = sigmoid(z_i, z_f, z_o), g = tanh(z_g)
  *     c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t)
  *     p_t = softmax(Wy h_t + by)                   (V)
  * Loss of a chunk x_0..x_T (T steps): mean over t < T of -log p_t[x_{t+1}].
  * Initialisation: uniform(+-1/sqrt(H)) for Wx Wh Wy, uniform(+-0.1) for
- * Emb, zero biases except the forget gate's, which is 1.
+ * Emb, zero biases except the forget gate's, which is 1; SizeEmb zero
+ * (the sizes start with no say and earn one by training).
+ *
+ * Why the size: tokens are deltas from a request's end, the same for an
+ * 8 KiB and a 32 KiB read, yet where the next request goes may depend on
+ * the size (web search: 82% of 32 KiB reads are followed within 64 KiB,
+ * 40% of 8 KiB ones; bench/results-predictor.md).
  *
  * All arithmetic is double precision.  Parameters live in one contiguous
- * array (pred_lstm_params.w) in the order Emb, Wx, Wh, b, Wy, by, all
- * row-major: that array is what the model file stores.
+ * array (pred_lstm_params.w) in the order Emb, Wx, Wh, b, Wy, by, SizeEmb,
+ * all row-major: that array is what the model file stores.
  */
 #ifndef NBDSHADOW_PRED_LSTM_H
 #define NBDSHADOW_PRED_LSTM_H
@@ -33,6 +39,38 @@
 #define PRED_LSTM_MAX_EMBED 128
 #define PRED_LSTM_MAX_HIDDEN 128
 #define PRED_LSTM_MAX_BPTT 128
+
+/* An input is a token with, in its top bits, the size class of the
+ * request that produced it (tokenizer.h pred_size_class).  Targets are
+ * tokens alone (the size bits of tok[t + 1] are ignored): the model
+ * predicts where the next request goes, not its size.  A plain token is
+ * an input of class 0, and class 0 (4 KiB or less) has no embedding of
+ * its own: a stream of unsized tokens trains exactly as before sizes
+ * were inputs (with a row that every input shared, Adam moved it at its
+ * full step size and a model stopped short of a pattern it had learnt
+ * without; tests/test-predict-lstm.c, known chunks).
+ */
+#define PRED_LSTM_SIZE_CLASSES 8
+#define PRED_LSTM_SIZE_SHIFT 28
+
+static inline uint32_t
+pred_lstm_input (uint32_t tok, unsigned size_class)
+{
+  return tok | (uint32_t) (size_class & (PRED_LSTM_SIZE_CLASSES - 1))
+    << PRED_LSTM_SIZE_SHIFT;
+}
+
+static inline uint32_t
+pred_lstm_input_token (uint32_t in)
+{
+  return in & ((UINT32_C (1) << PRED_LSTM_SIZE_SHIFT) - 1);
+}
+
+static inline unsigned
+pred_lstm_input_size (uint32_t in)
+{
+  return (in >> PRED_LSTM_SIZE_SHIFT) & (PRED_LSTM_SIZE_CLASSES - 1);
+}
 
 enum pred_lstm_optimizer { PRED_LSTM_ADAM = 0, PRED_LSTM_RMSPROP = 1 };
 
@@ -59,6 +97,8 @@ struct pred_lstm_params {
   size_t n;                     /* number of doubles in w */
   double *w;
   double *emb, *wx, *wh, *b, *wy, *by;  /* views into w */
+  double *semb;                 /* SizeEmb, the last PRED_LSTM_SIZE_CLASSES
+                                   x E doubles of w */
 };
 
 int pred_lstm_params_alloc (struct pred_lstm_params *p,
@@ -73,7 +113,8 @@ void pred_lstm_params_copy (struct pred_lstm_params *dst,
 void pred_lstm_params_reset_token (struct pred_lstm_params *p, uint32_t tok,
                                    struct pred_rng *rng);
 
-/* Inference: one step from (h, c) with input tok into (h2, c2).
+/* Inference: one step from (h, c) with input tok (pred_lstm_input) into
+ * (h2, c2).
  * h2/c2 may alias h/c.  scratch: 4H doubles. */
 void pred_lstm_step (const struct pred_lstm_params *p,
                      const double *h, const double *c, uint32_t tok,

@@ -106,6 +106,31 @@ section (struct wbuf *b, const char tag[4], const struct wbuf *payload)
     wb_u32 (b, pred_crc32 (0, b->p + start, b->n - start));
 }
 
+/* The weights the "LSTM" section holds: all but the size embedding,
+ * which has a section of its own (older files lack it).
+ */
+static size_t
+core_count (const struct pred_lstm_params *P)
+{
+  return P->n - (size_t) PRED_LSTM_SIZE_CLASSES * P->E;
+}
+
+/* count f64 weights at p into w, refusing any that is not finite. */
+static int
+read_weights (double *w, const unsigned char *p, size_t count,
+              const char *path, const char *tag, char *err, size_t errlen)
+{
+  for (size_t i = 0; i < count; i++) {
+    double d = rd_f64 (p + 8 * i);
+    if (d != d || d > 1e300 || d < -1e300) {
+      snprintf (err, errlen, "%s: %s weight %zu is not finite", path, tag, i);
+      return -1;
+    }
+    w[i] = d;
+  }
+  return 0;
+}
+
 int
 pred_model_save (const char *path, const struct pred_model_file *mf,
                  char *err, size_t errlen)
@@ -149,10 +174,15 @@ pred_model_save (const char *path, const struct pred_model_file *mf,
   section (&f, "VOCB", &s);
 
   s.n = 0;
-  wb_u64 (&s, P->n);
-  for (size_t i = 0; i < P->n; i++)
+  wb_u64 (&s, core_count (P));
+  for (size_t i = 0; i < core_count (P); i++)
     wb_f64 (&s, P->w[i]);
   section (&f, "LSTM", &s);
+  s.n = 0;
+  wb_u64 (&s, P->n - core_count (P));
+  for (size_t i = core_count (P); i < P->n; i++)
+    wb_f64 (&s, P->w[i]);
+  section (&f, "SEMB", &s);
   section (&f, "END ", NULL);
 
   if (f.oom || s.oom) {
@@ -260,8 +290,10 @@ pred_model_load (const char *path, struct pred_model_file *mf,
   unsigned char *buf = NULL;
   size_t len = 0, cap = 0, off;
   bool have_conf = false, have_vocab = false, have_lstm = false, have_end = false;
-  const unsigned char *vocab_p = NULL, *lstm_p = NULL;
-  uint64_t vocab_n = 0, lstm_n = 0;
+  bool have_semb = false;
+  const unsigned char *vocab_p = NULL, *lstm_p = NULL, *semb_p = NULL;
+  uint64_t vocab_n = 0, lstm_n = 0, semb_n = 0;
+  size_t core;
   int r = -1;
 
   memset (mf, 0, sizeof *mf);
@@ -344,6 +376,12 @@ pred_model_load (const char *path, struct pred_model_file *mf,
       lstm_n = n;
       have_lstm = true;
     }
+    else if (strcmp (tag, "SEMB") == 0) {
+      dup = have_semb;
+      semb_p = p;
+      semb_n = n;
+      have_semb = true;
+    }
     else if (strcmp (tag, "END ") == 0)
       have_end = true;
     if (dup) {
@@ -384,19 +422,26 @@ pred_model_load (const char *path, struct pred_model_file *mf,
     snprintf (err, errlen, "%s: out of memory", path);
     goto out;
   }
-  if (lstm_n < 8 || rd_u64 (lstm_p) != mf->params.n ||
-      lstm_n != 8 + 8 * mf->params.n) {
+  core = core_count (&mf->params);
+  if (lstm_n < 8 || rd_u64 (lstm_p) != core || lstm_n != 8 + 8 * core) {
     snprintf (err, errlen, "%s: LSTM section does not match the CONF shapes", path);
     goto out;
   }
-  for (size_t i = 0; i < mf->params.n; i++) {
-    double d = rd_f64 (lstm_p + 8 + 8 * i);
-    if (d != d || d > 1e300 || d < -1e300) {
-      snprintf (err, errlen, "%s: LSTM weight %zu is not finite", path, i);
+  if (read_weights (mf->params.w, lstm_p + 8, core, path, "LSTM",
+                    err, errlen) < 0)
+    goto out;
+  if (have_semb) {
+    size_t count = mf->params.n - core;
+    if (semb_n < 8 || rd_u64 (semb_p) != count || semb_n != 8 + 8 * count) {
+      snprintf (err, errlen, "%s: SEMB section does not match the CONF shapes",
+                path);
       goto out;
     }
-    mf->params.w[i] = d;
+    if (read_weights (mf->params.w + core, semb_p + 8, count, path, "SEMB",
+                      err, errlen) < 0)
+      goto out;
   }
+  /* else: zeros from pred_lstm_params_alloc, sizes unseen */
   r = 0;
  out:
   if (r < 0)

@@ -38,6 +38,11 @@
  *   "LSTM" (required): u64 count, then count x f64: Emb[V][E], Wx[4H][E],
  *     Wh[4H][H], b[4H], Wy[V][H], by[V]; gate order i, f, g, o;
  *     count = VE + 4HE + 4HH + 4H + VH + V.
+ *   "SEMB" (optional, since 2026-12-02): u64 count, then count x f64:
+ *     SizeEmb[8][E], the request size classes' embeddings (lstm.h);
+ *     count = 8E.  A file without it (written before) loads with zeros
+ *     there: its model sees no sizes, as when it was trained.  A reader
+ *     from before skips the section (an unknown tag) and loads the rest.
  *
  * Saving writes PATH.tmp, fsyncs it and renames it over PATH.
  */

@@ -212,7 +212,7 @@ struct opts {
 
 enum {
   O_FORMAT = 256, O_DEVICE, O_MIN_ACC, O_BS, O_BW, O_LAT, O_QD, O_BG,
-  O_POLICIES, O_MAXC, O_DEPTH, O_LDEPTH, O_MINP, O_CALIB, O_SIZECTX, O_HIDDEN, O_EMBED,
+  O_POLICIES, O_MAXC, O_DEPTH, O_LDEPTH, O_MINP, O_CALIB, O_SIZECTX, O_SIZEIN, O_HIDDEN, O_EMBED,
   O_VOCAB, O_REPLAY, O_KNOWN, O_LR, O_BPTT, O_MODEL, O_SEED, O_JSON, O_EPOCHS,
   O_OPT, O_STREAMS, O_RAMAX, O_VOLBLOCKS, O_THRESHOLD, O_SWEEP,
 };
@@ -233,6 +233,7 @@ static const struct option long_opts[] = {
   { "min-prob", required_argument, NULL, O_MINP },
   { "calibrate", required_argument, NULL, O_CALIB },
   { "size-context", required_argument, NULL, O_SIZECTX },
+  { "lstm-size-input", required_argument, NULL, O_SIZEIN },
   { "hidden", required_argument, NULL, O_HIDDEN },
   { "embed", required_argument, NULL, O_EMBED },
   { "vocab", required_argument, NULL, O_VOCAB },
@@ -310,6 +311,7 @@ parse_opts (int argc, char **argv, struct opts *o)
     case O_MINP: o->pc.min_prob = parse_double ("--min-prob", optarg, 1e-6, 1); break;
     case O_CALIB: o->pc.ngram_calibrate = parse_onoff ("--calibrate", optarg); break;
     case O_SIZECTX: o->pc.ngram_size_context = parse_onoff ("--size-context", optarg); break;
+    case O_SIZEIN: o->pc.lstm_size_input = parse_onoff ("--lstm-size-input", optarg); break;
     case O_HIDDEN: o->pc.lstm_hidden = parse_uint ("--hidden", optarg, 1, PRED_LSTM_MAX_HIDDEN); break;
     case O_EMBED: o->pc.lstm_embed = parse_uint ("--embed", optarg, 1, PRED_LSTM_MAX_EMBED); break;
     case O_VOCAB: o->pc.vocab = parse_uint ("--vocab", optarg, 2, PRED_VOCAB_MAX); break;
@@ -553,6 +555,7 @@ cmd_train (int argc, char **argv)
                  .replay = o.pc.lstm_replay, .threaded = false },
     .rollout = { .depth = 1, .alts = 1, .min_p = 0.01, .max_len = 1 },
     .learn = true,
+    .size_input = o.pc.lstm_size_input,
   };
   struct pred_model *m = pred_lstm_model_new (&mc, &tok.vocab,
                                               have_in ? &in.params : NULL);

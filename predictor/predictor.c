@@ -86,6 +86,7 @@ predictor_config_default (struct predictor_config *c)
   c->min_prob = 0.05;
   c->ngram_calibrate = true;
   c->ngram_size_context = true;
+  c->lstm_size_input = true;
   c->lstm_embed = 16;
   c->lstm_hidden = 32;
   c->lstm_bptt = 16;
@@ -222,6 +223,7 @@ create_model (struct predictor *p, enum pred_policy which)
       },
       .rollout = rollout (p, c->lstm_depth),
       .learn = c->train != PRED_TRAIN_OFF,
+      .size_input = c->lstm_size_input,
     };
     struct pred_model *m;
     pthread_mutex_lock (&p->life_lock);
@@ -706,6 +708,7 @@ predictor_refresh_stats (struct predictor *p)
   }
   if (p->model[PRED_POLICY_LSTM]) {
     st.have_trainer = true;
+    st.lstm_size_input = p->cfg.lstm_size_input;
     pred_lstm_trainer_stats (pred_lstm_model_trainer (p->model[PRED_POLICY_LSTM]),
                              &st.trainer);
   }

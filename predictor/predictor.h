@@ -122,6 +122,8 @@ struct predictor_config {
                                    the last request's size class, which
                                    answer where they predict better
                                    (ngram.h): true */
+  bool lstm_size_input;         /* the LSTM's inputs carry the request's
+                                   size class (lstm.h): true */
   unsigned lstm_embed;          /* 16 */
   unsigned lstm_hidden;         /* 32 */
   unsigned lstm_bptt;           /* 16 */
@@ -224,6 +226,7 @@ struct predictor_stats {
   struct predictor_model_stats model[PRED_POLICY__COUNT];
   bool have_trainer;
   struct pred_lstm_trainer_stats trainer;
+  bool lstm_size_input;         /* the config's (inputs carry sizes) */
   /* The n-gram (of the ngram policy and the hybrid's), if it exists. */
   bool have_ngram;
   struct pred_ngram_stats ngram;

@@ -61,7 +61,8 @@
  *                 predictor.h), "hybrid.ngram"/"hybrid.lstm": the
  *                 hybrid's own soft accuracy of its two parts },
  *                 once the LSTM exists "lstm_training": { "chunks",
- *                 "known", "replays", "skipped", "train_ms", "loss" },
+ *                 "known", "replays", "skipped", "train_ms", "loss",
+ *                 "size_input" (its inputs carry request sizes) },
  *                 once the n-gram exists "ngram": { "order" (of the
  *                 contexts answering now), "sized" (they hold the last
  *                 request's size class), "size_context" (sized contexts

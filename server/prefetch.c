@@ -306,6 +306,8 @@ prefetcher_new (const struct prefetch_config *cfg, char *err, size_t errlen)
     pc.ngram_calibrate = false;
   if (cfg->ngram_no_size)
     pc.ngram_size_context = false;
+  if (cfg->lstm_no_size)
+    pc.lstm_size_input = false;
   pf->p = predictor_new (&pc, err, errlen);
   if (pf->p == NULL)
     goto fail;
@@ -429,6 +431,7 @@ prefetcher_get_stats (struct prefetcher *pf, struct prefetch_stats *out)
     out->train_skipped = st.trainer.skipped;
     out->train_ns = st.trainer.train_ns;
     out->train_loss = st.trainer.loss;
+    out->lstm_size_input = st.lstm_size_input;
   }
   if (st.have_ngram) {
     out->have_ngram = true;

@@ -57,6 +57,8 @@ struct prefetch_config {
                                    (benchmarks; predictor.h) */
   bool ngram_no_size;           /* the n-gram's contexts without request
                                    sizes (benchmarks; predictor.h) */
+  bool lstm_no_size;            /* the LSTM's inputs without request
+                                   sizes (benchmarks; predictor.h) */
 };
 
 /* Validate, load the model, open the trace: everything that can fail for
@@ -97,6 +99,7 @@ struct prefetch_stats {
   uint64_t train_chunks, train_known, train_replays, train_skipped;
   uint64_t train_ns;
   double train_loss;
+  bool lstm_size_input;         /* its inputs carry request sizes */
   /* The n-gram's state, if it exists (ngram.h): the order answering
    * now, whether sized contexts answer, whether they may. */
   bool have_ngram, ngram_sized, ngram_size_context;

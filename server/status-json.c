@@ -98,9 +98,10 @@ emit_prefetch (FILE *fp, struct migration_snapshot *s)
     fprintf (fp, ", \"lstm_training\": {\"chunks\": %" PRIu64
              ", \"known\": %" PRIu64 ", \"replays\": %" PRIu64
              ", \"skipped\": %" PRIu64 ", \"train_ms\": %.1f"
-             ", \"loss\": %.4f}",
+             ", \"loss\": %.4f, \"size_input\": %s}",
              ps.train_chunks, ps.train_known, ps.train_replays,
-             ps.train_skipped, ps.train_ns / 1e6, ps.train_loss);
+             ps.train_skipped, ps.train_ns / 1e6, ps.train_loss,
+             ps.lstm_size_input ? "true" : "false");
   if (ps.have_ngram)
     fprintf (fp, ", \"ngram\": {\"order\": %u, \"sized\": %s"
              ", \"size_context\": %s, \"order_changes\": %" PRIu64 "}",

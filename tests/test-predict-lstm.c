@@ -53,8 +53,11 @@ gradcheck (enum pred_lstm_optimizer opt, unsigned V, unsigned E, unsigned H,
   pred_rng_seed (&rng, seed + 100);
   for (size_t i = 0; i < k.P.n; i++)
     k.P.w[i] = (2 * pred_rng_uniform (&rng) - 1) * 0.8;
+  /* Inputs carry size classes too (their embedding rows are checked);
+   * targets ignore them. */
   for (unsigned i = 0; i <= T; i++)
-    tok[i] = pred_rng_below (&rng, V);
+    tok[i] = pred_lstm_input (pred_rng_below (&rng, V),
+                              pred_rng_below (&rng, PRED_LSTM_SIZE_CLASSES));
   for (unsigned i = 0; i < H; i++) {
     h0[i] = (2 * pred_rng_uniform (&rng) - 1) * 0.5;
     c0[i] = (2 * pred_rng_uniform (&rng) - 1) * 0.5;
@@ -102,13 +105,15 @@ gradcheck (enum pred_lstm_optimizer opt, unsigned V, unsigned E, unsigned H,
                    i, ana, num, err);
   }
   /* Every parameter group received gradient. */
-  double gsum[6] = { 0 };
-  const double *g[6] = { k.G.emb, k.G.wx, k.G.wh, k.G.b, k.G.wy, k.G.by };
-  size_t n[6] = { (size_t) V * E, 4 * H * E, 4 * H * H, 4 * H, (size_t) V * H, V };
-  for (int j = 0; j < 6; j++)
+  double gsum[7] = { 0 };
+  const double *g[7] = { k.G.emb, k.G.wx, k.G.wh, k.G.b, k.G.wy, k.G.by,
+                         k.G.semb };
+  size_t n[7] = { (size_t) V * E, 4 * H * E, 4 * H * H, 4 * H, (size_t) V * H, V,
+                  (size_t) PRED_LSTM_SIZE_CLASSES * E };
+  for (int j = 0; j < 7; j++)
     for (size_t i = 0; i < n[j]; i++)
       gsum[j] += fabs (g[j][i]);
-  for (int j = 0; j < 6; j++)
+  for (int j = 0; j < 7; j++)
     ck_assert_msg (gsum[j] > 0, "parameter group %d has no gradient", j);
   fprintf (stderr, "gradcheck V=%u E=%u H=%u T=%u: %zu parameters, worst relative error %.2e\n",
            V, E, H, T, k.P.n, worst);
@@ -177,10 +182,13 @@ START_TEST (test_infer_matches_double)
   pred_rng_seed (&rng, 5);
   ck_assert_int_eq (pred_lstm_params_alloc (&p, V, E, H), 0);
   pred_lstm_params_init (&p, &rng);
+  /* Sizes that matter (a fresh model's are zero). */
+  for (size_t i = 0; i < (size_t) PRED_LSTM_SIZE_CLASSES * E; i++)
+    p.semb[i] = (2 * pred_rng_uniform (&rng) - 1) * 0.5;
   ck_assert_int_eq (pred_lstm_infer_alloc (&f, V, E, H), 0);
   pred_lstm_infer_build (&f, &p);
   for (unsigned t = 0; t < 30; t++) {
-    uint32_t tok = (t * 7) % V;
+    uint32_t tok = pred_lstm_input ((t * 7) % V, t % PRED_LSTM_SIZE_CLASSES);
     pred_lstm_step (&p, h, c, tok, h, c, z);
     pred_lstm_infer_step (&f, hf, cf, tok, hf, cf, zf);
     pred_lstm_output (&p, h, probs);
@@ -244,6 +252,7 @@ new_lstm (const struct pred_vocab *v, uint64_t seed, unsigned hidden,
   mc.trainer.threaded = false;
   mc.rollout = (struct pred_rollout_cfg) { .depth = 2, .alts = 2, .min_p = 0.01, .max_len = 4 };
   mc.learn = learn;
+  mc.size_input = true;
   struct pred_model *m = pred_lstm_model_new (&mc, v, init);
   ck_assert_ptr_nonnull (m);
   return m;
@@ -380,6 +389,55 @@ START_TEST (test_fixed_seed)
 }
 END_TEST
 
+/* A file written before the size embedding had a section (SEMB) loads:
+ * the same weights, and zeros for the sizes.  Made by cutting the
+ * section out of a fresh file (tag, reserved, length, payload, CRC).
+ */
+static void
+check_file_without_sizes (const char *path, const struct pred_model_file *mf)
+{
+  struct pred_model_file old;
+  char err[256], oldpath[64];
+  unsigned char *buf;
+  long len;
+  size_t at, cut;
+  FILE *fp = fopen (path, "rb");
+
+  ck_assert_ptr_nonnull (fp);
+  ck_assert_int_eq (fseek (fp, 0, SEEK_END), 0);
+  len = ftell (fp);
+  rewind (fp);
+  buf = malloc (len);
+  ck_assert_int_eq (fread (buf, 1, len, fp), (size_t) len);
+  fclose (fp);
+  for (at = 16; at + 16 <= (size_t) len; ) {
+    uint64_t n;
+    memcpy (&n, buf + at + 8, 8);        /* little-endian, as on x86 */
+    if (memcmp (buf + at, "SEMB", 4) == 0)
+      break;
+    at += 16 + n + 4;
+  }
+  ck_assert_msg (at + 16 <= (size_t) len, "no SEMB section in %s", path);
+  uint64_t n;
+  memcpy (&n, buf + at + 8, 8);
+  cut = 16 + n + 4;
+  memmove (buf + at, buf + at + cut, len - at - cut);
+  snprintf (oldpath, sizeof oldpath, "%s.old", path);
+  fp = fopen (oldpath, "wb");
+  ck_assert_ptr_nonnull (fp);
+  ck_assert_int_eq (fwrite (buf, 1, len - cut, fp), len - cut);
+  fclose (fp);
+  free (buf);
+
+  ck_assert_msg (pred_model_load (oldpath, &old, err, sizeof err) == 0, "%s", err);
+  size_t core = mf->params.n - (size_t) PRED_LSTM_SIZE_CLASSES * mf->params.E;
+  ck_assert_int_eq (memcmp (old.params.w, mf->params.w, core * sizeof (double)), 0);
+  for (size_t i = core; i < old.params.n; i++)
+    ck_assert (old.params.w[i] == 0);
+  pred_model_file_free (&old);
+  unlink (oldpath);
+}
+
 START_TEST (test_save_load_identical)
 {
   struct pred_vocab v;
@@ -395,6 +453,7 @@ START_TEST (test_save_load_identical)
   a = new_lstm (&v, 9, 24, NULL, true);
   for (unsigned i = 0; i < 2000; i++) {
     struct pred_event ev = tok_event (i, long_pattern[i % LP], 0, i == 0);
+    ev.size_class = (i / 3) % 3;        /* the size embedding is trained */
     a->ops->observe (a, &ev);
   }
   memset (&mf, 0, sizeof mf);
@@ -417,12 +476,18 @@ START_TEST (test_save_load_identical)
   ck_assert_int_eq (memcmp (in.vocab, mf.vocab, 8 * sizeof *in.vocab), 0);
   ck_assert_int_eq (memcmp (in.params.w, mf.params.w, mf.params.n * sizeof (double)), 0);
   ck_assert_uint_eq (in.lstm.hidden, 24);
+  double semb_sum = 0;
+  for (size_t i = 0; i < (size_t) PRED_LSTM_SIZE_CLASSES * 8; i++)
+    semb_sum += fabs (in.params.semb[i]);
+  ck_assert_msg (semb_sum > 0, "the size embedding was not trained or not saved");
+  check_file_without_sizes (path, &mf);
 
   b = new_lstm (&v, 12345, 24, &in.params, false);
   pred_lstm_model_set_learn (a, false);
   /* Fresh stream (parent -1) in both, then the same tokens. */
   for (unsigned i = 0; i < 60; i++) {
     struct pred_event ev = tok_event (i, long_pattern[(i + 3) % LP], 5, i == 0);
+    ev.size_class = i % 2;
     a->ops->observe (a, &ev);
     b->ops->observe (b, &ev);
     unsigned char ca[8192], cb[8192];
@@ -467,6 +532,68 @@ START_TEST (test_save_load_identical)
   pred_model_destroy (a);
   pred_model_destroy (b);
   pred_vocab_free (&v);
+}
+END_TEST
+
+/* Where the next request goes depends on this one's size alone: after
+ * a small request the delta is 1, after a large one 5, sizes at random.
+ * Tokens alone leave a coin toss; with its size input the LSTM learns it
+ * (lstm.h).
+ */
+static double
+size_pattern_accuracy (bool size_input)
+{
+  struct pred_vocab v;
+  struct pred_model *m;
+  struct pred_rng rng;
+  unsigned n = 6000, hits = 0, scored = 0, size = 0;
+
+  make_vocab (&v, 16, 8);
+  m = new_lstm (&v, 21, 16, NULL, true);
+  if (!size_input) {
+    /* new_lstm turns it on: rebuild with it off. */
+    pred_model_destroy (m);
+    struct pred_lstm_model_config mc;
+    memset (&mc, 0, sizeof mc);
+    pred_lstm_config_default (&mc.trainer.lstm);
+    mc.trainer.lstm.vocab = v.cap;
+    mc.trainer.lstm.hidden = 16;
+    mc.trainer.lstm.embed = 8;
+    mc.trainer.lstm.lr = 0.01;
+    mc.trainer.lstm.seed = 21;
+    mc.trainer.nstreams = 8;
+    mc.trainer.replay = 2;
+    mc.rollout = (struct pred_rollout_cfg) { .depth = 2, .alts = 2, .min_p = 0.01, .max_len = 4 };
+    mc.learn = true;
+    m = pred_lstm_model_new (&mc, &v, NULL);
+    ck_assert_ptr_nonnull (m);
+  }
+  pred_rng_seed (&rng, 77);
+  for (unsigned i = 0; i < n; i++) {
+    uint32_t tok = i == 0 ? 1 : size == 0 ? 1 : 5;
+    if (i >= n - 1000) {
+      hits += top1 (m, 0, NULL) == tok;
+      scored++;
+    }
+    struct pred_event ev = tok_event (i, tok, 0, i == 0);
+    size = pred_rng_below (&rng, 2) ? 3 : 0;       /* 32 KiB or 4 KiB */
+    ev.size_class = size;
+    m->ops->observe (m, &ev);
+  }
+  pred_model_destroy (m);
+  pred_vocab_free (&v);
+  return (double) hits / scored;
+}
+
+START_TEST (test_lstm_learns_from_sizes)
+{
+  double with = size_pattern_accuracy (true);
+  double without = size_pattern_accuracy (false);
+
+  fprintf (stderr, "size pattern: top-1 %.3f with the size input, %.3f without\n",
+           with, without);
+  ck_assert_msg (with > 0.95, "with sizes: %.3f", with);
+  ck_assert_msg (without < 0.65, "without sizes: %.3f", without);
 }
 END_TEST
 
@@ -755,6 +882,7 @@ lstm_suite (void)
   tcase_add_test (tc, test_infer_matches_double);
   tcase_add_test (tc, test_fixed_seed);
   tcase_add_test (tc, test_save_load_identical);
+  tcase_add_test (tc, test_lstm_learns_from_sizes);
   tcase_add_test (tc, test_threaded_trainer);
   tcase_add_test (tc, test_trainer_cpu_budget);
   tcase_add_test (tc, test_trainer_known_chunks);

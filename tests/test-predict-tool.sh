@@ -85,6 +85,33 @@ fi
 grep -q -- "--size-context: .maybe. must be on or off" err ||
     fail "--size-context: $(cat err)"
 
+# --lstm-size-input reaches the LSTM: where the next read goes depends
+# on this one's size alone (2 blocks on after a 4 KiB read, 5 after a 32
+# KiB one, sizes at random); on by default.
+awk 'BEGIN { srand (7); off = 0
+       for (i = 0; i < 4000; i++) {
+           large = rand () < 0.5
+           printf "%d R %d %d\n", 1000 * i, off * 65536, large ? 32768 : 4096
+           off += large ? 5 : 2 } }' > size.trace
+$P eval --json --policies lstm --lstm-size-input off size.trace | strip_times > s0.json
+$P eval --json --policies lstm --lstm-size-input on size.trace | strip_times > s1.json
+$P eval --json --policies lstm size.trace | strip_times > sd.json
+python3 - s0.json s1.json <<'PY' || fail "the LSTM did not learn from the sizes"
+import json, sys
+def cover(f):                   # (times were stripped to X)
+    d = json.loads(open(f).read().replace('":X', '":0'))
+    return [p for p in d[0]["policies"] if p["policy"] == "lstm"][0]["coverage"]
+off, on = cover(sys.argv[1]), cover(sys.argv[2])
+print("lstm coverage: %.3f without sizes, %.3f with" % (off, on))
+assert on > off + 0.15, (off, on)
+PY
+cmp -s sd.json s1.json || fail "eval gives the LSTM no sizes by default"
+if $P eval --lstm-size-input maybe web.trace 2> err; then
+    fail "eval accepted --lstm-size-input maybe"
+fi
+grep -q -- "--lstm-size-input: .maybe. must be on or off" err ||
+    fail "--lstm-size-input: $(cat err)"
+
 # -- stats --
 $P stats boot.trace > st
 grep -q 'boot.trace' st || fail "stats: no row"

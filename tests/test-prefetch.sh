@@ -190,20 +190,23 @@ t = p["lstm_training"]
 print("lstm training:", t)
 assert t["known"] > t["chunks"], t
 assert t["chunks"] + t["known"] + t["skipped"] >= 12, t
+assert t["size_input"] is True, t               # by default
 PY
 
-# The benchmarks' switch back to training every chunk reaches the trainer.
-PROXY_OPTS="-D shadow.lstm_known_loss_permille=0" \
+# The benchmarks' switches back to training every chunk and to unsized
+# inputs reach the LSTM.
+PROXY_OPTS="-D shadow.lstm_known_loss_permille=0 -D shadow.lstm_size_input=0" \
     start_proxy shadow-prefetch=lstm shadow-model=$TESTDIR/walk.model
 pattern $((300 * 11)) 50 > fresh2.cmds
 run_client fresh2.cmds
 settled_json lstm-every.json
 stop_proxy
-python3 - lstm-every.json <<'PY' || fail "-D shadow.lstm_known_loss_permille=0 left chunks untrained"
+python3 - lstm-every.json <<'PY' || fail "-D shadow.lstm_known_loss_permille=0 left chunks untrained, or -D shadow.lstm_size_input=0 did not reach the LSTM"
 import json, sys
 t = json.load(open(sys.argv[1]))["prefetch"]["lstm_training"]
 print("lstm training, every chunk:", t)
 assert t["known"] == 0 and t["chunks"] >= 12, t
+assert t["size_input"] is False, t
 PY
 
 echo "=== a bad model file"
