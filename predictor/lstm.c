@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -384,6 +385,10 @@ pred_lstm_backward (struct pred_lstm_core *k, const uint32_t *tok)
   memset (G->w, 0, G->n * sizeof *G->w);
   memset (dh, 0, H * sizeof *dh);
   memset (dc, 0, H * sizeof *dc);
+  bool sizes_differ = false;
+  for (unsigned t = 1; t < T; t++)
+    sizes_differ |= pred_lstm_input_size (tok[t]) !=
+      pred_lstm_input_size (tok[0]);
   for (unsigned t = T; t-- > 0;) {
     double *s = k->buf + ss * t;
     double *z = s, *h = s + 5 * H, *tc = s + 6 * H, *probs = s + 7 * H;
@@ -437,11 +442,12 @@ pred_lstm_backward (struct pred_lstm_core *k, const uint32_t *tok)
         dh[r] += g * ph[r];
       }
     }
-    /* e = Emb[x] + SizeEmb[sc]: both rows take dx (class 0 has none). */
+    /* e = Emb[x] + SizeEmb[sc]: both rows take dx -- but class 0 has
+     * no row, and a chunk of one size teaches the rows nothing (lstm.h). */
     double *ge = G->emb + (size_t) x * E, *gs = G->semb + (size_t) sc * E;
     for (unsigned j = 0; j < E; j++) {
       ge[j] += dx[j];
-      if (sc > 0)
+      if (sc > 0 && sizes_differ)
         gs[j] += dx[j];
     }
   }

@@ -45,10 +45,12 @@
  * tokens alone (the size bits of tok[t + 1] are ignored): the model
  * predicts where the next request goes, not its size.  A plain token is
  * an input of class 0, and class 0 (4 KiB or less) has no embedding of
- * its own: a stream of unsized tokens trains exactly as before sizes
- * were inputs (with a row that every input shared, Adam moved it at its
- * full step size and a model stopped short of a pattern it had learnt
- * without; tests/test-predict-lstm.c, known chunks).
+ * its own; and the size rows learn only from chunks whose inputs differ
+ * in size (pred_lstm_backward leaves them out of a chunk of one size:
+ * there a row would only be a second gate bias, which Adam moves at its
+ * full step size -- a model with such a row stopped short of a pattern
+ * it learnt without it, tests/test-predict-lstm.c known chunks).  So a
+ * stream of one size trains exactly as before sizes were inputs.
  */
 #define PRED_LSTM_SIZE_CLASSES 8
 #define PRED_LSTM_SIZE_SHIFT 28
@@ -123,7 +125,9 @@ void pred_lstm_step (const struct pred_lstm_params *p,
 void pred_lstm_output (const struct pred_lstm_params *p, const double *h,
                        double *probs);
 
-/* Training state: parameters, gradient, optimizer moments, BPTT scratch. */
+/* Training state: parameters, gradient, optimizer moments, BPTT scratch.
+ * The gradient is the loss's, except that SizeEmb gets none from a
+ * chunk whose inputs all have one size class (see above). */
 struct pred_lstm_core {
   struct pred_lstm_config cfg;
   struct pred_lstm_params P, G, M, S;   /* params, grad, 1st and 2nd moments */

@@ -42,7 +42,9 @@
  *     SizeEmb[8][E], the request size classes' embeddings (lstm.h);
  *     count = 8E.  A file without it (written before) loads with zeros
  *     there: its model sees no sizes, as when it was trained.  A reader
- *     from before skips the section (an unknown tag) and loads the rest.
+ *     from before skips the section (an unknown tag) and loads the rest:
+ *     that model then sees every request as 4 KiB or less, which shifts
+ *     its gates where it learnt from sizes.
  *
  * Saving writes PATH.tmp, fsyncs it and renames it over PATH.
  */
