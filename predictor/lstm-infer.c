@@ -159,14 +159,19 @@ pred_lstm_infer_step (const struct pred_lstm_infer *f, const float *h,
   float hin[PRED_LSTM_MAX_HIDDEN], tc[PRED_LSTM_MAX_HIDDEN];
   float xin[4 * PRED_LSTM_MAX_HIDDEN];
   uint32_t x = pred_lstm_input_token (tok);
+  unsigned sc = pred_lstm_input_size (tok);
   const float *xp = f->xproj + (size_t) (x < f->V ? x : 0) * G;
-  const float *sp = f->sproj + (size_t) pred_lstm_input_size (tok) * G;
 
-  /* The input half of the gates: the token's and its size's. */
-  for (unsigned r = 0; r < G; r++)
-    xin[r] = xp[r] + sp[r];
+  /* The input half of the gates: the token's and its size's (class 0
+   * has none: its row is zero, no need to add it). */
+  if (sc > 0) {
+    const float *sp = f->sproj + (size_t) sc * G;
+    for (unsigned r = 0; r < G; r++)
+      xin[r] = xp[r] + sp[r];
+    xp = xin;
+  }
   memcpy (hin, h, H * sizeof *hin);
-  matvec_t (z, xin, f->wht, hin, H, G);
+  matvec_t (z, xp, f->wht, hin, H, G);
   /* sigmoid(x) = 1 / (1 + exp(-x)); tanh(x) = 2 sigmoid(2x) - 1 */
   for (unsigned r = 0; r < G; r++)
     z[r] = (r >= 2 * H && r < 3 * H) ? -2.0f * z[r] : -z[r];
