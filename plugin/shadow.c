@@ -109,6 +109,11 @@ NBDKIT_DLL_PUBLIC int shadow_debug_lstm_size_input = -1;
  * default.
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_lstm_cpu_permille;
+/* -D shadow.hybrid_depth=N: benchmarks only: the hybrid looks N
+ * accesses ahead (1 .. 256) instead of twice the n-gram's depth
+ * (predictor_config.hybrid_depth).
+ */
+NBDKIT_DLL_PUBLIC int shadow_debug_hybrid_depth;
 /* -D shadow.lstm_known_loss_permille=N: benchmarks only: the LSTM leaves
  * untrained the chunks it predicts with a loss below N/1000 nats at
  * every step (0: trains every chunk) instead of the predictor's default.
@@ -307,6 +312,8 @@ open_prefetcher (void)
       (unsigned) shadow_debug_predictor_streams : 0,
     .lstm_cpu_share = shadow_debug_lstm_cpu_permille > 0 ?
       shadow_debug_lstm_cpu_permille / 1000.0 : 0,
+    .hybrid_depth = shadow_debug_hybrid_depth > 0 ?
+      (unsigned) shadow_debug_hybrid_depth : 0,
     .ngram_raw = shadow_debug_ngram_calibrate == 0,
     .ngram_no_size = shadow_debug_ngram_size_context == 0,
     .lstm_no_size = shadow_debug_lstm_size_input == 0,
@@ -326,6 +333,11 @@ open_prefetcher (void)
       shadow_debug_lstm_cpu_permille > 1000) {
     nbdkit_error ("-D shadow.lstm_cpu_permille=%d: must be 1 .. 1000",
                   shadow_debug_lstm_cpu_permille);
+    return -1;
+  }
+  if (shadow_debug_hybrid_depth < 0 || shadow_debug_hybrid_depth > 256) {
+    nbdkit_error ("-D shadow.hybrid_depth=%d: must be 1 .. 256",
+                  shadow_debug_hybrid_depth);
     return -1;
   }
   if (shadow_debug_lstm_known_loss_permille != INT_MIN &&

@@ -212,7 +212,7 @@ struct opts {
 
 enum {
   O_FORMAT = 256, O_DEVICE, O_MIN_ACC, O_BS, O_BW, O_LAT, O_QD, O_BG,
-  O_POLICIES, O_MAXC, O_DEPTH, O_LDEPTH, O_MINP, O_CALIB, O_SIZECTX, O_SIZEIN, O_HIDDEN, O_EMBED,
+  O_POLICIES, O_MAXC, O_DEPTH, O_LDEPTH, O_HDEPTH, O_MINP, O_CALIB, O_SIZECTX, O_SIZEIN, O_HIDDEN, O_EMBED,
   O_VOCAB, O_REPLAY, O_KNOWN, O_LR, O_BPTT, O_MODEL, O_SEED, O_JSON, O_EPOCHS,
   O_OPT, O_STREAMS, O_RAMAX, O_VOLBLOCKS, O_THRESHOLD, O_SWEEP,
 };
@@ -230,6 +230,7 @@ static const struct option long_opts[] = {
   { "max-candidates", required_argument, NULL, O_MAXC },
   { "depth", required_argument, NULL, O_DEPTH },
   { "lstm-depth", required_argument, NULL, O_LDEPTH },
+  { "hybrid-depth", required_argument, NULL, O_HDEPTH },
   { "min-prob", required_argument, NULL, O_MINP },
   { "calibrate", required_argument, NULL, O_CALIB },
   { "size-context", required_argument, NULL, O_SIZECTX },
@@ -308,6 +309,7 @@ parse_opts (int argc, char **argv, struct opts *o)
     case O_MAXC: o->sim.max_candidates = parse_uint ("--max-candidates", optarg, 1, 1024); break;
     case O_DEPTH: o->pc.depth = parse_uint ("--depth", optarg, 1, 256); break;
     case O_LDEPTH: o->pc.lstm_depth = parse_uint ("--lstm-depth", optarg, 0, 64); break;
+    case O_HDEPTH: o->pc.hybrid_depth = parse_uint ("--hybrid-depth", optarg, 1, 256); break;
     case O_MINP: o->pc.min_prob = parse_double ("--min-prob", optarg, 1e-6, 1); break;
     case O_CALIB: o->pc.ngram_calibrate = parse_onoff ("--calibrate", optarg); break;
     case O_SIZECTX: o->pc.ngram_size_context = parse_onoff ("--size-context", optarg); break;

@@ -248,7 +248,7 @@ create_model (struct predictor *p, enum pred_policy which)
     struct pred_hybrid_config h = {
       .nstreams = c->streams, .slow_depth = c->lstm_depth, .ema = 0.02,
       .sharpness = PRED_HYBRID_SHARPNESS,
-      .rollout = rollout (p, 2 * c->depth),
+      .rollout = rollout (p, c->hybrid_depth ? c->hybrid_depth : 2 * c->depth),
     };
     return pred_hybrid_new (&h, p->model[PRED_POLICY_NGRAM],
                             p->model[PRED_POLICY_LSTM]);
@@ -341,8 +341,10 @@ predictor_new (const struct predictor_config *c, char *err, size_t errlen)
     snprintf (err, errlen, "predictor: vocab must be 2 .. %d", PRED_VOCAB_MAX);
     return NULL;
   }
-  if (c->depth < 1 || c->depth > 256 || c->lstm_depth > 64) {
-    snprintf (err, errlen, "predictor: depth must be 1 .. 256 and lstm_depth 0 .. 64");
+  if (c->depth < 1 || c->depth > 256 || c->lstm_depth > 64 ||
+      c->hybrid_depth > 256) {
+    snprintf (err, errlen, "predictor: depth and hybrid_depth must be 1 .. 256 "
+              "and lstm_depth 0 .. 64");
     return NULL;
   }
   if (!(c->min_prob > 0 && c->min_prob <= 1)) {

@@ -298,6 +298,8 @@ prefetcher_new (const struct prefetch_config *cfg, char *err, size_t errlen)
   pc.model_path = cfg->model_path;
   if (cfg->streams)
     pc.streams = cfg->streams;
+  if (cfg->hybrid_depth)
+    pc.hybrid_depth = cfg->hybrid_depth;
   if (cfg->lstm_cpu_share > 0)
     pc.lstm_cpu_share = cfg->lstm_cpu_share;
   if (cfg->lstm_known_loss != 0)

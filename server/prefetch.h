@@ -50,6 +50,7 @@ struct prefetch_config {
   unsigned round_blocks;        /* new blocks queued per round at most, 0: default */
   unsigned streams;             /* streams the predictor tracks, 0: default */
   double lstm_cpu_share;        /* LSTM training, of one core; 0: default */
+  unsigned hybrid_depth;        /* the hybrid's lookahead, 0: default */
   double lstm_known_loss;       /* LSTM chunks left untrained below this
                                    loss; 0: the predictor's default;
                                    < 0: every chunk trained */

@@ -164,5 +164,7 @@ expect_fail "-D shadow.lstm_known_loss_permille=100001: must be 0 .. 100000" \
     -D shadow.lstm_known_loss_permille=100001 memory 64M "$s64"
 expect_fail "-D shadow.lstm_cpu_permille=2000: must be 1 .. 1000" \
     -D shadow.lstm_cpu_permille=2000 memory 64M "$s64"
+expect_fail "-D shadow.hybrid_depth=257: must be 1 .. 256" \
+    -D shadow.hybrid_depth=257 memory 64M "$s64"
 
 echo "$nr bad inputs refused"

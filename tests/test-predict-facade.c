@@ -112,6 +112,58 @@ START_TEST (test_sequential_predictions)
 }
 END_TEST
 
+/* The farthest block the hybrid predicts after 50 sequential reads. */
+static uint64_t
+hybrid_reach (unsigned hybrid_depth, size_t *nr)
+{
+  struct predictor_config c;
+  struct pred_cand cand[64];
+  char err[256];
+  uint64_t farthest = 0;
+
+  predictor_config_default (&c);
+  c.train = PRED_TRAIN_SYNC;
+  c.nr_blocks = 1 << 20;
+  c.hybrid_depth = hybrid_depth;
+  struct predictor *p = predictor_new (&c, err, sizeof err);
+  ck_assert_msg (p != NULL, "%s", err);
+  for (unsigned i = 0; i < 50; i++)
+    predictor_observe (p, &(struct pred_access) { .time_us = i, .op = 'R',
+                                                  .offset = (100 + i) * (uint64_t) BS,
+                                                  .length = BS });
+  *nr = predictor_predict (p, cand, 64, NULL, NULL);
+  for (size_t i = 0; i < *nr; i++)
+    if (cand[i].block > farthest)
+      farthest = cand[i].block;
+  predictor_free (p);
+  return farthest;
+}
+
+/* hybrid_depth bounds the hybrid's lookahead (-D shadow.hybrid_depth);
+ * 0 is twice the n-gram's depth. */
+START_TEST (test_hybrid_depth)
+{
+  size_t n_default, n_short;
+  uint64_t reach_default = hybrid_reach (0, &n_default);
+  uint64_t reach_short = hybrid_reach (4, &n_short);
+
+  fprintf (stderr, "hybrid reach: default %zu cands up to %" PRIu64
+           ", depth 4: %zu up to %" PRIu64 "\n",
+           n_default, reach_default, n_short, reach_short);
+  ck_assert_uint_ge (reach_default, 150 + 16);
+  ck_assert_uint_ge (reach_short, 150);
+  ck_assert_uint_le (reach_short, 150 + 4);
+  ck_assert_uint_lt (n_short, n_default);
+
+  struct predictor_config c;
+  char err[256];
+  predictor_config_default (&c);
+  c.hybrid_depth = 257;
+  ck_assert_ptr_null (predictor_new (&c, err, sizeof err));
+  ck_assert (strstr (err, "hybrid_depth") != NULL);
+}
+END_TEST
+
 /* Accuracy is scored per stream: four sequential readers taking turns
  * are perfectly predictable, although the access after each prediction
  * is another reader's.  Scored against that one, a perfect n-gram read
@@ -647,6 +699,7 @@ facade_suite (void)
   tcase_add_test (tc, test_interleaved_accuracy);
   tcase_add_test (tc, test_batch_per_stream);
   tcase_add_test (tc, test_errors);
+  tcase_add_test (tc, test_hybrid_depth);
   tcase_add_test (tc, test_policy_switch);
   tcase_add_test (tc, test_warm_start);
   tcase_add_test (tc, test_trainer_thread_and_stats);

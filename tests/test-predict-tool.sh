@@ -51,6 +51,18 @@ cov=$(sed -E 's/.*"coverage":([0-9.]+).*/\1/' s.json)
 awk -v c="$cov" 'BEGIN { exit !(c > 0.95) }' ||
     fail "hybrid coverage on a sequential trace is $cov"
 
+# --hybrid-depth reaches the hybrid: 32 (twice --depth) is the default,
+# one block ahead prefetches less on that trace; 0 is refused by name.
+$P eval --json --policies hybrid --hybrid-depth 32 seq.trace | strip_times > h32.json
+$P eval --json --policies hybrid --hybrid-depth 1 seq.trace | strip_times > h1.json
+strip_times < s.json > hd.json
+cmp -s hd.json h32.json || fail "eval's hybrid does not look 32 ahead by default"
+cmp -s h1.json h32.json && fail "eval --hybrid-depth 1 changed nothing"
+if $P eval --hybrid-depth 0 seq.trace 2> err; then
+    fail "eval accepted --hybrid-depth 0"
+fi
+grep -q -- "--hybrid-depth" err || fail "--hybrid-depth 0: $(cat err)"
+
 # --calibrate reaches the n-gram (the boot trace's top guesses hit more
 # or less often than Witten-Bell says: the figures move), it is on by
 # default, and a bad value is refused by name.
