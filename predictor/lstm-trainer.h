@@ -113,6 +113,7 @@ struct pred_lstm_trainer_stats {
   uint64_t known;               /* new chunks not trained: already known */
   uint64_t train_ns;            /* time spent training */
   uint64_t longest_ns;          /* the longest chunk with its replays */
+  uint64_t wakeups;             /* times the idle thread woke up */
   double loss;                  /* moving average of the chunk loss */
   bool running;                 /* background thread alive */
   bool idle_priority;           /* it runs at nice 19 */

@@ -683,6 +683,35 @@ START_TEST (test_threaded_trainer)
   const struct pred_lstm_infer *f = pred_lstm_trainer_fetch (t);
   ck_assert_ptr_nonnull (f);
   ck_assert_uint_gt (f->version, 1);
+
+  /* Idle, the thread sleeps until tokens come (it looked every 2 ms:
+   * 250 wake-ups in half a second); a few tokens wait at most 100 ms,
+   * a burst wakes it at once. */
+  uint64_t fed_chunks, w0;
+  for (int k = 0; k < 2000; k++) {
+    pred_lstm_trainer_stats (t, &st);
+    if (st.chunks + st.known + st.skipped >= 1000 / 17)
+      break;
+    usleep (1000);
+  }
+  usleep (150 * 1000);
+  pred_lstm_trainer_stats (t, &st);
+  w0 = st.wakeups;
+  usleep (500 * 1000);
+  pred_lstm_trainer_stats (t, &st);
+  fprintf (stderr, "idle trainer: %" PRIu64 " wake-ups in 0.5 s\n",
+           st.wakeups - w0);
+  ck_assert_uint_le (st.wakeups - w0, 10);
+  fed_chunks = st.chunks + st.known;
+  for (unsigned i = 0; i < 17 * 2; i++)
+    pred_lstm_trainer_feed (t, 2, i == 0, -1, long_pattern[i % LP], -1);
+  for (int k = 0; k < 2000; k++) {
+    pred_lstm_trainer_stats (t, &st);
+    if (st.chunks + st.known > fed_chunks)
+      break;
+    usleep (1000);
+  }
+  ck_assert_uint_gt (st.chunks + st.known, fed_chunks);
   pred_lstm_trainer_stop (t);
   pred_lstm_trainer_stats (t, &st);
   ck_assert (!st.running);
