@@ -64,8 +64,9 @@ struct pred_lstm_trainer {
   /* Feed queue: single producer (feed), single consumer (trainer). */
   struct feed_ev *q;
   _Atomic uint64_t q_head, q_tail;
-  /* Doorbell: the trainer sets `sleeping` before it waits on efd; feed
-   * rings when it sees the flag and WAKE_EVENTS queued, stop always. */
+  /* Doorbell (threaded mode only, else -1): the trainer sets `sleeping`
+   * before it waits on efd; feed rings when it takes the flag back with
+   * WAKE_EVENTS queued (once per sleep), stop always. */
   int efd;
   _Atomic int sleeping;
 
@@ -185,9 +186,13 @@ pred_lstm_trainer_new (const struct pred_lstm_trainer_config *cfg,
   t->hT = calloc (H, sizeof (double));
   t->cT = calloc (H, sizeof (double));
   t->q = calloc (QCAP, sizeof *t->q);
-  t->efd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (!t->sb || !t->hT || !t->cT || !t->q || t->efd == -1)
+  if (!t->sb || !t->hT || !t->cT || !t->q)
     goto fail;
+  if (cfg->threaded) {
+    t->efd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (t->efd == -1)
+      goto fail;
+  }
   for (int i = 0; i < 3; i++)
     if (pred_lstm_infer_alloc (&t->snap[i], cfg->lstm.vocab, cfg->lstm.embed, H) < 0)
       goto fail;
@@ -421,7 +426,8 @@ static void
 ring (struct pred_lstm_trainer *t)
 {
   uint64_t one = 1;
-  ssize_t n = write (t->efd, &one, sizeof one);  /* EAGAIN: already rung */
+  /* Only an overflow of the counter fails: the trainer drains it. */
+  ssize_t n = write (t->efd, &one, sizeof one);
   (void) n;
 }
 
@@ -451,11 +457,15 @@ pred_lstm_trainer_feed (struct pred_lstm_trainer *t, unsigned stream,
   t->q[tail & (QCAP - 1)] = e;
   atomic_store_explicit (&t->q_tail, tail + 1, memory_order_release);
 
-  /* Dekker pairing with trainer_sleep: publish, then look at the flag. */
+  /* Dekker pairing with trainer_sleep: publish, then look at the flag.
+   * Taking the flag back makes one ring per sleep: a nice-19 trainer
+   * may take milliseconds to run, and feed would otherwise make a
+   * system call for every token meanwhile. */
   atomic_thread_fence (memory_order_seq_cst);
-  if (atomic_load_explicit (&t->sleeping, memory_order_relaxed) &&
-      tail + 1 - atomic_load_explicit (&t->q_head, memory_order_relaxed)
-      >= WAKE_EVENTS)
+  if (tail + 1 - atomic_load_explicit (&t->q_head, memory_order_relaxed)
+      >= WAKE_EVENTS &&
+      atomic_load_explicit (&t->sleeping, memory_order_relaxed) &&
+      atomic_exchange_explicit (&t->sleeping, 0, memory_order_relaxed))
     ring (t);
 }
 
@@ -492,8 +502,12 @@ trainer_sleep (struct pred_lstm_trainer *t)
   atomic_thread_fence (memory_order_seq_cst);
   if (atomic_load_explicit (&t->q_tail, memory_order_relaxed) -
       atomic_load_explicit (&t->q_head, memory_order_relaxed) < WAKE_EVENTS &&
-      !atomic_load (&t->stop))
-    (void) poll (&pfd, 1, IDLE_WAIT_MS);   /* EINTR: as a timeout */
+      !atomic_load (&t->stop) &&
+      poll (&pfd, 1, IDLE_WAIT_MS) == -1 && errno != EINTR) {
+    /* ENOMEM: sleep anyway rather than spin. */
+    struct timespec ts = { 0, IDLE_WAIT_MS * 1000 * 1000 };
+    nanosleep (&ts, NULL);
+  }
   atomic_store_explicit (&t->sleeping, 0, memory_order_relaxed);
   ssize_t n = read (t->efd, &v, sizeof v);  /* drain; EAGAIN: not rung */
   (void) n;
