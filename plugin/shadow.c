@@ -110,7 +110,7 @@ NBDKIT_DLL_PUBLIC int shadow_debug_lstm_size_input = -1;
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_lstm_cpu_permille;
 /* -D shadow.hybrid_depth=N: benchmarks only: the hybrid looks N
- * accesses ahead (1 .. 256) instead of the n-gram's depth
+ * accesses ahead (1 .. 256) instead of twice the n-gram's depth
  * (predictor_config.hybrid_depth).
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_hybrid_depth;

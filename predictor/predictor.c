@@ -33,8 +33,8 @@
 /* recent_accuracy: the plain mean of the first ACC_WINDOW scores, then a
  * moving average with factor 1/ACC_WINDOW. */
 #define ACC_WINDOW 64
-/* Candidates kept per stream for scoring: the lookahead is 16 accesses
- * by default, and the next access of a stream is near the top anyway. */
+/* Candidates kept per stream for scoring: the hybrid looks 32 accesses
+ * ahead, and the next access of a stream is near the top anyway. */
 #define PENDING_MAX 32
 /* Streams a batch of observed accesses may leave to predict for
  * (predictor_predict_batch); beyond, the oldest is dropped. */
@@ -239,19 +239,22 @@ create_model (struct predictor *p, enum pred_policy which)
     return m;
   }
   case PRED_POLICY_HYBRID: {
-    /* The n-gram's lookahead.  It was twice that (readahead's largest
-     * window on a sequential stream), but end to end, on four
-     * interleaved readers, the hybrid stalled more than the n-gram with
-     * the same prefetches used; at the n-gram's depth it stalled less
-     * in four alternations of four (median 2.90 s against 4.21), level
-     * on one sequential reader, and in the simulator at 0.1-1.5 points
-     * more precision and the same coverage (bench/e2e/RESULTS.md, "The
-     * hybrid's lookahead").
+    /* Twice the n-gram's lookahead: on a sequential stream that reaches
+     * as far as readahead's largest window (32 blocks), and where a
+     * pattern ends the path probability stops the rollout anyway.  End
+     * to end it is worth it where a client reads as fast as it can:
+     * tar extraction stalled half as long as at the n-gram's depth
+     * (median 1.31 s against 2.38, ahead in three alternations of
+     * four).  It costs where clients
+     * read at a steady rate: four interleaved readers stalled more (4.21
+     * s against 2.90); a lookahead measured in time rather than in
+     * accesses would serve both (bench/e2e/RESULTS.md, "The hybrid's
+     * lookahead").
      */
     struct pred_hybrid_config h = {
       .nstreams = c->streams, .slow_depth = c->lstm_depth, .ema = 0.02,
       .sharpness = PRED_HYBRID_SHARPNESS,
-      .rollout = rollout (p, c->hybrid_depth ? c->hybrid_depth : c->depth),
+      .rollout = rollout (p, c->hybrid_depth ? c->hybrid_depth : 2 * c->depth),
     };
     return pred_hybrid_new (&h, p->model[PRED_POLICY_NGRAM],
                             p->model[PRED_POLICY_LSTM]);

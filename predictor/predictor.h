@@ -114,7 +114,7 @@ struct predictor_config {
   unsigned regions;             /* analyzer regions: 4096 */
   unsigned depth;               /* lookahead in accesses (rollout, stride): 16 */
   unsigned lstm_depth;          /* lookahead steps that run the LSTM: 2 */
-  unsigned hybrid_depth;        /* the hybrid's lookahead, 0: depth */
+  unsigned hybrid_depth;        /* the hybrid's lookahead, 0: 2 x depth */
   unsigned readahead_max;       /* readahead / leap window, blocks: 32 */
   double min_prob;              /* drop candidates below this: 0.05 */
   bool ngram_calibrate;         /* the n-gram's estimates lifted to their

@@ -51,13 +51,13 @@ cov=$(sed -E 's/.*"coverage":([0-9.]+).*/\1/' s.json)
 awk -v c="$cov" 'BEGIN { exit !(c > 0.95) }' ||
     fail "hybrid coverage on a sequential trace is $cov"
 
-# --hybrid-depth reaches the hybrid: --depth (16) is the default, one
-# block ahead prefetches less on that trace; 0 is refused by name.
-$P eval --json --policies hybrid --hybrid-depth 16 seq.trace | strip_times > h16.json
+# --hybrid-depth reaches the hybrid: twice --depth (32) is the default,
+# one block ahead prefetches less on that trace; 0 is refused by name.
+$P eval --json --policies hybrid --hybrid-depth 32 seq.trace | strip_times > h32.json
 $P eval --json --policies hybrid --hybrid-depth 1 seq.trace | strip_times > h1.json
 strip_times < s.json > hd.json
-cmp -s hd.json h16.json || fail "eval's hybrid does not look 16 ahead by default"
-cmp -s h1.json h16.json && fail "eval --hybrid-depth 1 changed nothing"
+cmp -s hd.json h32.json || fail "eval's hybrid does not look 32 ahead by default"
+cmp -s h1.json h32.json && fail "eval --hybrid-depth 1 changed nothing"
 if $P eval --hybrid-depth 0 seq.trace 2> err; then
     fail "eval accepted --hybrid-depth 0"
 fi
