@@ -245,11 +245,10 @@ create_model (struct predictor *p, enum pred_policy which)
      * to end it is worth it where a client reads as fast as it can:
      * tar extraction stalled half as long as at the n-gram's depth
      * (median 1.31 s against 2.38, ahead in three alternations of
-     * four).  It costs where clients
-     * read at a steady rate: four interleaved readers stalled more (4.21
-     * s against 2.90); a lookahead measured in time rather than in
-     * accesses would serve both (bench/e2e/RESULTS.md, "The hybrid's
-     * lookahead").
+     * four).  It costs where clients read at a steady rate: four
+     * interleaved readers stalled more (4.21 s against 2.90).  A
+     * lookahead measured in time rather than in accesses would serve
+     * both (bench/e2e/RESULTS.md, "The hybrid's lookahead").
      */
     struct pred_hybrid_config h = {
       .nstreams = c->streams, .slow_depth = c->lstm_depth, .ema = 0.02,
