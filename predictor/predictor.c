@@ -348,8 +348,8 @@ predictor_new (const struct predictor_config *c, char *err, size_t errlen)
   }
   if (c->depth < 1 || c->depth > 256 || c->lstm_depth > 64 ||
       c->hybrid_depth > 256) {
-    snprintf (err, errlen, "predictor: depth and hybrid_depth must be 1 .. 256 "
-              "and lstm_depth 0 .. 64");
+    snprintf (err, errlen, "predictor: depth must be 1 .. 256, hybrid_depth "
+              "0 .. 256 (0: twice depth) and lstm_depth 0 .. 64");
     return NULL;
   }
   if (!(c->min_prob > 0 && c->min_prob <= 1)) {

@@ -158,13 +158,6 @@ START_TEST (test_hybrid_depth)
   ck_assert_uint_le (reach_short, 150 + 4);
   ck_assert_uint_lt (n_short, n_default);
   ck_assert_uint_ge (reach_long, 150 + 33);
-
-  struct predictor_config c;
-  char err[256];
-  predictor_config_default (&c);
-  c.hybrid_depth = 257;
-  ck_assert_ptr_null (predictor_new (&c, err, sizeof err));
-  ck_assert (strstr (err, "hybrid_depth") != NULL);
 }
 END_TEST
 
@@ -358,6 +351,10 @@ START_TEST (test_errors)
   predictor_config_default (&c);
   c.min_prob = 0;
   ck_assert_ptr_null (predictor_new (&c, err, sizeof err));
+  predictor_config_default (&c);
+  c.hybrid_depth = 257;
+  ck_assert_ptr_null (predictor_new (&c, err, sizeof err));
+  ck_assert (strstr (err, "hybrid_depth") != NULL);
   ck_assert_int_eq (predictor_policy_parse ("hybrid"), PRED_POLICY_HYBRID);
   ck_assert_int_eq (predictor_policy_parse ("bogus"), -1);
   ck_assert_str_eq (predictor_policy_name (PRED_POLICY_LEAP), "leap");
