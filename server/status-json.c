@@ -81,6 +81,8 @@ emit_prefetch (FILE *fp, struct migration_snapshot *s)
            ", \"copied\": %" PRIu64 ", \"used\": %" PRIu64
            ", \"wasted\": %" PRIu64 ", \"outstanding\": %" PRIu64
            ", \"precision\": %.4f, \"depth\": %u, \"threshold\": %.3f"
+           ", \"hybrid_depth\": %u, \"lookahead\": %.2f"
+           ", \"horizon_ms\": %.2f"
            ", \"rounds\": %" PRIu64 ", \"batched_rounds\": %" PRIu64
            ", \"accesses\": %" PRIu64
            ", \"ring_dropped\": %" PRIu64 ", \"trace_records\": %" PRIu64
@@ -88,7 +90,8 @@ emit_prefetch (FILE *fp, struct migration_snapshot *s)
            ps.issued, STAT_GET (v->stats.copied_blocks[COPY_PREFETCH]),
            used, wasted, atomic_load (&v->prefetch_outstanding),
            used + wasted ? (double) used / (used + wasted) : 0.0, ps.depth,
-           ps.threshold, ps.rounds, ps.batched_rounds, ps.accesses,
+           ps.threshold, ps.hybrid_depth, ps.hybrid_lookahead,
+           ps.horizon_ms, ps.rounds, ps.batched_rounds, ps.accesses,
            ps.ring_dropped, ps.trace_records, ps.memory_bytes);
   for (i = 0; i < ps.nr_models; ++i)
     fprintf (fp, "%s\"%s\": %.4f", i ? ", " : "", ps.model[i].name,
@@ -169,13 +172,15 @@ emit_copier (FILE *fp, struct migration_snapshot *s)
            "\"client_latency_us\": %.1f, \"client_latency_floor_us\": %.1f"
            ", \"shadow_read_latency_us\": %.1f, "
            "\"shadow_read_quiet_us\": %.1f, \"sweep_gap_ms\": %.1f"
+           ", \"predictions_copied\": %" PRIu64
+           ", \"prediction_latency_us\": %.1f"
            ", \"requests_dropped\": %" PRIu64 ", \"requests_retried\": %"
            PRIu64 ", \"cut_short\": %" PRIu64 "}, ",
            s->have_copier ? "true" : "false", c->transfers,
            c->zero_transfers, c->errors, c->window, c->active, c->pause_ms,
            c->client_latency_us, c->client_latency_floor_us,
            c->shadow_read_latency_us, c->shadow_read_quiet_us,
-           c->sweep_gap_ms,
+           c->sweep_gap_ms, c->predictions_copied, c->prediction_latency_us,
            c->requests_dropped, c->requests_retried,
            STAT_GET (s->volume->stats.copies_cut_short));
 }
