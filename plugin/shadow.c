@@ -114,14 +114,6 @@ NBDKIT_DLL_PUBLIC int shadow_debug_lstm_cpu_permille;
  * (predictor_config.hybrid_depth).
  */
 NBDKIT_DLL_PUBLIC int shadow_debug_hybrid_depth;
-/* -D shadow.horizon_margin_pct=N: benchmarks only: the hybrid's time
- * horizon is N% of the measured latency of a predicted copy (1 ..
- * 100000) instead of the prefetcher's margin; 0: no horizon, the hybrid
- * looks its whole lookahead ahead for every stream (prefetch.h, "How far
- * ahead").  nbdkit writes the variable only when the flag is given:
- * INT_MIN.
- */
-NBDKIT_DLL_PUBLIC int shadow_debug_horizon_margin_pct = INT_MIN;
 /* -D shadow.lstm_known_loss_permille=N: benchmarks only: the LSTM leaves
  * untrained the chunks it predicts with a loss below N/1000 nats at
  * every step (0: trains every chunk) instead of the predictor's default.
@@ -322,9 +314,6 @@ open_prefetcher (void)
       shadow_debug_lstm_cpu_permille / 1000.0 : 0,
     .hybrid_depth = shadow_debug_hybrid_depth > 0 ?
       (unsigned) shadow_debug_hybrid_depth : 0,
-    .horizon_margin = shadow_debug_horizon_margin_pct == INT_MIN ? 0
-      : shadow_debug_horizon_margin_pct == 0 ? -1
-      : shadow_debug_horizon_margin_pct / 100.0,
     .ngram_raw = shadow_debug_ngram_calibrate == 0,
     .ngram_no_size = shadow_debug_ngram_size_context == 0,
     .lstm_no_size = shadow_debug_lstm_size_input == 0,
@@ -349,13 +338,6 @@ open_prefetcher (void)
   if (shadow_debug_hybrid_depth < 0 || shadow_debug_hybrid_depth > 256) {
     nbdkit_error ("-D shadow.hybrid_depth=%d: must be 1 .. 256",
                   shadow_debug_hybrid_depth);
-    return -1;
-  }
-  if (shadow_debug_horizon_margin_pct != INT_MIN &&
-      (shadow_debug_horizon_margin_pct < 0 ||
-       shadow_debug_horizon_margin_pct > 100000)) {
-    nbdkit_error ("-D shadow.horizon_margin_pct=%d: must be 0 .. 100000",
-                  shadow_debug_horizon_margin_pct);
     return -1;
   }
   if (shadow_debug_lstm_known_loss_permille != INT_MIN &&

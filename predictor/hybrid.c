@@ -45,7 +45,6 @@ struct hybrid {
   /* Rollout scratch: our context and the two models' contexts. */
   struct hctx ctx;
   void *scratch_f, *scratch_s;
-  struct pred_rollout_cfg rollout;      /* cfg.rollout, depth set per call */
 };
 
 /* The fast model's weight, from the two models' recent mean
@@ -249,23 +248,13 @@ hy_predict (struct pred_model *m, const struct pred_event *ev,
             struct pred_candlist *out)
 {
   struct hybrid *h = (struct hybrid *) m;
-  pred_rollout (m, ev, &h->rollout, out, &h->ctx);
+  pred_rollout (m, ev, &h->cfg.rollout, out, &h->ctx);
   /* And the fast model's own path: where the mixture's first tokens
    * differ from the n-gram's, the two rollouts follow different paths,
    * and the n-gram's would be lost.  A block on both keeps the higher
    * probability.
    */
-  pred_rollout (h->fast, ev, &h->rollout, out, h->scratch_f);
-}
-
-void
-pred_hybrid_set_depth (struct pred_model *m, unsigned depth)
-{
-  struct hybrid *h = (struct hybrid *) m;
-
-  if (depth < 1)
-    depth = 1;
-  h->rollout.depth = depth < h->cfg.rollout.depth ? depth : h->cfg.rollout.depth;
+  pred_rollout (h->fast, ev, &h->cfg.rollout, out, h->scratch_f);
 }
 
 static size_t
@@ -321,7 +310,6 @@ pred_hybrid_new (const struct pred_hybrid_config *cfg,
     h->cfg.nstreams = 1;
   if (h->cfg.nstreams > PRED_STREAMS_MAX)
     h->cfg.nstreams = PRED_STREAMS_MAX;
-  h->rollout = h->cfg.rollout;
   h->fast = fast;
   h->slow = slow;
   h->acc_f = h->acc_s = 0.01;

@@ -60,10 +60,4 @@ struct pred_hybrid_state {
 };
 void pred_hybrid_state (const struct pred_model *m, struct pred_hybrid_state *st);
 
-/* The rollout's depth for the following predictions (1 .. the
- * configured rollout depth, which stays the most): the predictor looks
- * as far ahead in accesses as a stream makes in a time horizon
- * (pace.h). */
-void pred_hybrid_set_depth (struct pred_model *m, unsigned depth);
-
 #endif

@@ -19,7 +19,6 @@
 #include "lstm-model.h"
 #include "model-file.h"
 #include "ngram.h"
-#include "pace.h"
 #include "predictor.h"
 #include "tokenizer.h"
 
@@ -40,10 +39,6 @@
 /* Streams a batch of observed accesses may leave to predict for
  * (predictor_predict_batch); beyond, the oldest is dropped. */
 #define UNPREDICTED_MAX 8
-/* The hybrid's shortest lookahead under a time horizon: the next few
- * accesses, whatever the pace (the horizon is an estimate; a stream's
- * pace jitters). */
-#define HORIZON_MIN_DEPTH 4
 
 static const char *const policy_names[PRED_POLICY__COUNT] = {
   [PRED_POLICY_OFF] = "off",
@@ -144,14 +139,6 @@ struct predictor {
 
   uint64_t accesses, predictions, candidates;
 
-  /* The hybrid's lookahead in time (predictor_set_horizon): each
-   * stream's pace, the horizon (0: a fixed count), and the mean depth
-   * the hybrid was given. */
-  struct pred_pace pace;
-  uint64_t horizon_us;
-  uint64_t lookaheads;
-  double lookahead_mean;
-
   /* The published snapshot: whether anything changed since, and when
    * and at which access it was taken (predictor thread only). */
   bool stats_dirty;
@@ -188,13 +175,6 @@ needs (enum pred_policy p)
   if (p == PRED_POLICY_OFF)
     return 0;
   return 1u << p;
-}
-
-/* The hybrid's lookahead in accesses, or its most under a horizon. */
-static unsigned
-hybrid_max_depth (const struct predictor_config *c)
-{
-  return c->hybrid_depth ? c->hybrid_depth : 2 * c->depth;
 }
 
 static struct pred_rollout_cfg
@@ -265,15 +245,17 @@ create_model (struct predictor *p, enum pred_policy which)
      * to end it is worth it where a client reads as fast as it can:
      * tar extraction stalled half as long as at the n-gram's depth
      * (median 1.31 s against 2.38, ahead in three alternations of
-     * four).  It costs where clients read at a steady rate: four
-     * interleaved readers stalled more (4.21 s against 2.90).  A
-     * lookahead measured in time rather than in accesses would serve
-     * both (bench/e2e/RESULTS.md, "The hybrid's lookahead").
+     * four).  On four interleaved readers at a steady rate the
+     * length made no steady difference (16 ahead stalled less in one
+     * session, 64 ahead in the next).  A lookahead in time (as many
+     * accesses as a stream makes while a copy lands) shortened it for
+     * those readers and served fewer of their reads from the shadow
+     * (bench/e2e/RESULTS.md, "A lookahead in time").
      */
     struct pred_hybrid_config h = {
       .nstreams = c->streams, .slow_depth = c->lstm_depth, .ema = 0.02,
       .sharpness = PRED_HYBRID_SHARPNESS,
-      .rollout = rollout (p, hybrid_max_depth (c)),
+      .rollout = rollout (p, c->hybrid_depth ? c->hybrid_depth : 2 * c->depth),
     };
     return pred_hybrid_new (&h, p->model[PRED_POLICY_NGRAM],
                             p->model[PRED_POLICY_LSTM]);
@@ -334,7 +316,6 @@ predictor_free (struct predictor *p)
     pred_model_file_free (&p->mf);
   pred_candlist_free (&p->cl);
   free (p->pending);
-  pred_pace_free (&p->pace);
   pred_analyzer_free (p->an);
   pred_tokenizer_free (&p->tok);
   pthread_mutex_destroy (&p->life_lock);
@@ -446,8 +427,6 @@ predictor_new (const struct predictor_config *c, char *err, size_t errlen)
     goto fail;
   for (unsigned i = 0; i < c->streams; i++)
     p->pending[i].owner = -1;
-  if (pred_pace_init (&p->pace, c->streams) < 0)
-    goto fail;
   p->policy = PRED_POLICY_OFF;
   if (!switch_policy (p, c->policy))
     goto fail;
@@ -576,7 +555,6 @@ predictor_observe (struct predictor *p, const struct pred_access *a)
   if (ev.repeat)
     goto out;
 
-  pred_pace_note (&p->pace, ev.stream, ev.new_stream, ev.time_us);
   score_event (p, &ev);
   for (int i = 1; i < PRED_POLICY__COUNT; i++) {
     if (!p->active[i])
@@ -593,23 +571,6 @@ predictor_observe (struct predictor *p, const struct pred_access *a)
   maybe_refresh_stats (p);
 }
 
-/* How far the hybrid looks ahead for stream: its most without a
- * horizon, else as many accesses as the stream makes in the horizon. */
-static void
-set_hybrid_depth (struct predictor *p, unsigned stream)
-{
-  unsigned most = hybrid_max_depth (&p->cfg), d = most;
-
-  if (p->horizon_us > 0)
-    d = pred_pace_lookahead (&p->pace, stream, p->horizon_us,
-                             HORIZON_MIN_DEPTH < most ? HORIZON_MIN_DEPTH : most,
-                             most);
-  pred_hybrid_set_depth (p->model[PRED_POLICY_HYBRID], d);
-  p->lookaheads++;
-  p->lookahead_mean += (d - p->lookahead_mean) /
-    (double) (p->lookaheads < ACC_WINDOW ? p->lookaheads : ACC_WINDOW);
-}
-
 /* Candidates for what follows ev, ev's stream's latest event. */
 static size_t
 predict_after (struct predictor *p, const struct pred_event *ev,
@@ -622,8 +583,6 @@ predict_after (struct predictor *p, const struct pred_event *ev,
 
   pred_candlist_reset (&p->cl);
   t0 = now_ns ();
-  if (p->policy == PRED_POLICY_HYBRID)
-    set_hybrid_depth (p, ev->stream);
   m->ops->predict (m, ev, &p->cl);
   pred_candlist_sort (&p->cl);
   for (unsigned i = 0; i < p->cl.n && n < max; i++) {
@@ -681,13 +640,6 @@ predictor_predict_batch (struct predictor *p, struct pred_cand *out,
   *n = predict_after (p, &ev, out, max, absent, opaque);
   maybe_refresh_stats (p);
   return true;
-}
-
-void
-predictor_set_horizon (struct predictor *p, uint64_t horizon_us)
-{
-  p->horizon_us = horizon_us;
-  p->stats_dirty = true;
 }
 
 int
@@ -780,10 +732,9 @@ predictor_refresh_stats (struct predictor *p)
     st.hybrid_acc_lstm = h.acc_slow;
     st.hybrid_w_ngram = h.w_fast;
     st.hybrid_w_lstm = h.w_slow;
-    st.hybrid_depth = hybrid_max_depth (&p->cfg);
-    st.hybrid_lookahead = p->lookahead_mean;
+    st.hybrid_depth = p->cfg.hybrid_depth ? p->cfg.hybrid_depth
+      : 2 * p->cfg.depth;
   }
-  st.horizon_us = p->horizon_us;
   pred_analyzer_stats (p->an, p->have_last ? p->last.time_us : 0, &st.analyzer);
   st.vocab_used = p->tok.vocab.n;
   st.vocab_cap = p->tok.vocab.cap;

@@ -28,8 +28,7 @@
  *
  * Threading contract:
  *  - predictor_observe, predictor_predict, predictor_predict_batch,
- *    predictor_set_horizon, predictor_refresh_stats and
- *    predictor_save_model: ONE thread (the
+ *    predictor_refresh_stats and predictor_save_model: ONE thread (the
  *    predictor thread), never concurrently with each other.
  *  - predictor_set_policy, predictor_get_policy, predictor_get_stats,
  *    predictor_start_training, predictor_stop_training: any thread, any
@@ -185,17 +184,6 @@ bool predictor_predict_batch (struct predictor *p, struct pred_cand *out,
                               size_t max, predictor_absent_fn absent,
                               void *opaque, size_t *n);
 
-/* Predictor thread: look ahead in time, not in a count of accesses.
- * The hybrid then looks, for each stream, as many accesses ahead as
- * that stream makes in horizon_us at its recent pace (pace.h), at
- * least 4 and at most its configured lookahead (hybrid_depth; the most
- * also while a stream's pace is not known yet).  The caller knows how
- * long a prefetch takes to land (the filter: the copier's measured
- * latency of predicted copies, with a margin).  0 (the default): the
- * configured lookahead for every stream.  Other policies look ahead
- * their fixed depth either way. */
-void predictor_set_horizon (struct predictor *p, uint64_t horizon_us);
-
 /* Any thread: switch policy; takes effect at the next observe/predict.
  * Models not used by the new policy stop learning and keep their state;
  * a policy used for the first time starts cold (the LSTM from the model
@@ -245,12 +233,7 @@ struct predictor_stats {
   struct pred_ngram_stats ngram;
   /* Hybrid: component soft accuracies and weights (hybrid.h). */
   double hybrid_acc_ngram, hybrid_acc_lstm, hybrid_w_ngram, hybrid_w_lstm;
-  /* ... its lookahead: the most (hybrid_depth, or twice depth) and the
-   * mean it was given over about its last 64 predictions (less than the
-   * most only under a horizon). */
-  unsigned hybrid_depth;
-  double hybrid_lookahead;
-  uint64_t horizon_us;          /* predictor_set_horizon's, 0: none */
+  unsigned hybrid_depth;        /* ... its lookahead: hybrid_depth or 2 x depth */
   struct pred_analyzer_stats analyzer;
   unsigned vocab_used, vocab_cap;
   uint64_t vocab_recycled;

@@ -47,7 +47,9 @@
  *                 prefetch copied), "used", "wasted", "outstanding"
  *                 (prefetched blocks neither read nor overwritten yet),
  *                 "precision", "depth", "threshold" (the current
- *                 lookahead and the probability a candidate needs),
+ *                 new blocks a round may queue and the probability a
+ *                 candidate needs), "hybrid_depth" (the hybrid's
+ *                 lookahead in accesses; 0 until the hybrid exists),
  *                 "rounds" (predictions that gave candidates),
  *                 "batched_rounds" (rounds beyond the first of a batch
  *                 of accesses the predictor thread found waiting: one
@@ -80,6 +82,9 @@
  *               until one was; pacer.h),
  *               "sweep_gap_ms" (the sweep's pacing per 2 MiB it
  *               copies while those reads are slowed; 0 = unpaced),
+ *               "predictions_copied", "prediction_latency_us"
+ *               (predicted ranges that moved data, and a running
+ *               median of their time from queued to copied),
  *               "requests_dropped", "requests_retried" (failed
  *               requested ranges queued again: with the sweep off),
  *               "cut_short" (copies begun at

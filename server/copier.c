@@ -762,15 +762,14 @@ retry_ended (struct copier *c, const struct job *job, bool moved)
   mutex_unlock (&c->lock);
 }
 
-/* How long predictions take from queued to copied: the prefetcher
- * looks as far ahead as that (prefetch.h, "How far ahead").  A running
- * median, moved 5% up or down by each copy: the times are heavy-tailed
- * (3 ms to 70 ms within one second of bench/e2e inter, with the window
- * at 1 and predictions queued behind each other), and a mean followed
- * the tail, so the lookahead grew, which queued more, which lengthened
- * the tail.  Only ranges that moved data count: a prediction found
- * resident by the time a worker took it says nothing of the link.
- * Caller holds c->lock.
+/* How long predictions take from queued to copied, for the status: a
+ * running median, moved 5% up or down by each copy.  The times are
+ * heavy-tailed (3 ms to 70 ms within one second of bench/e2e inter,
+ * with the window at 1 and predictions queued behind each other); the
+ * tail, not this median, is what a prediction must be made early enough
+ * to cover (bench/e2e/RESULTS.md, "A lookahead in time").  Only ranges
+ * that moved data count: a prediction found resident by the time a
+ * worker took it says nothing of the link.  Caller holds c->lock.
  */
 static void
 note_prediction_latency (struct copier *c, double seconds)

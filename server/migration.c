@@ -545,23 +545,6 @@ copier_busy (void *opaque)
   return busy > 1 ? 1 : busy;
 }
 
-/* How long predictions take to be copied, seconds (0: none yet). */
-static double
-prediction_latency (void *opaque)
-{
-  struct migration *m = opaque;
-  struct copier_stats st;
-  double s = 0;
-
-  mutex_lock (&m->lock);
-  if (m->copier) {
-    copier_get_stats (m->copier, &st);
-    s = st.prediction_latency_us / 1e6;
-  }
-  mutex_unlock (&m->lock);
-  return s;
-}
-
 struct migration *
 migration_start (const struct migration_config *cfg)
 {
@@ -604,7 +587,7 @@ migration_start (const struct migration_config *cfg)
     if (m->copier == NULL ||
         (cfg->prefetcher &&
          prefetcher_start (cfg->prefetcher, m->v, prefetch_request,
-                           copier_busy, prediction_latency, m) == -1)) {
+                           copier_busy, m) == -1)) {
       migration_stop (m);
       return NULL;
     }

@@ -36,11 +36,6 @@
  * better).
  */
 #define ROUND_BLOCKS 8
-/* The hybrid's horizon: this many times the measured latency of a
- * predicted copy (prefetch.h, "How far ahead").  The latency is a mean:
- * copies queued behind a burst take several times as long, and a
- * stream's pace varies between the measurements a second apart. */
-#define HORIZON_MARGIN 4.0
 
 struct recent {
   uint64_t block_plus_one;
@@ -57,7 +52,6 @@ struct prefetcher {
   struct volume *v;
   prefetch_request_fn request;
   prefetch_busy_fn busy;
-  prefetch_latency_fn latency;
   void *opaque;
   pthread_t thread;
   bool started;
@@ -76,7 +70,6 @@ struct prefetcher {
   _Atomic uint64_t issued, rounds, batched_rounds, traced;
   _Atomic unsigned depth;
   _Atomic double threshold;
-  _Atomic double horizon_s;
 };
 
 /* ---------------------------------------------------------------------- */
@@ -205,20 +198,6 @@ hot_round (struct prefetcher *pf, double now)
   }
 }
 
-/* Once a second: the hybrid looks as far ahead as a prediction takes to
- * be copied, with a margin (prefetch.h, "How far ahead"). */
-static void
-set_horizon (struct prefetcher *pf)
-{
-  double margin = pf->cfg.horizon_margin ? pf->cfg.horizon_margin
-    : HORIZON_MARGIN;
-  double latency = pf->latency ? pf->latency (pf->opaque) : 0;
-  double horizon = margin > 0 && latency > 0 ? margin * latency : 0;
-
-  predictor_set_horizon (pf->p, (uint64_t) (horizon * 1e6));
-  atomic_store (&pf->horizon_s, horizon);
-}
-
 /* Once a second: measure the precision of recent prefetches and the
  * copier's congestion; set depth and threshold from them.
  */
@@ -239,7 +218,6 @@ adapt (struct prefetcher *pf)
   atomic_store (&pf->depth, (unsigned) fmax (MIN_DEPTH,
                                              fmin (pf->round_blocks, target)));
   atomic_store (&pf->threshold, 0.05 + 0.5 * busy);
-  set_horizon (pf);
 }
 
 static void *
@@ -369,14 +347,13 @@ prefetcher_new (const struct prefetch_config *cfg, char *err, size_t errlen)
 int
 prefetcher_start (struct prefetcher *pf, struct volume *v,
                   prefetch_request_fn request, prefetch_busy_fn busy,
-                  prefetch_latency_fn latency, void *opaque)
+                  void *opaque)
 {
   int r;
 
   pf->v = v;
   pf->request = request;
   pf->busy = busy;
-  pf->latency = latency;
   pf->opaque = opaque;
   pf->last_adapt = monotonic_s ();
   r = pthread_create (&pf->thread, NULL, predictor_thread, pf);
@@ -447,9 +424,7 @@ prefetcher_get_stats (struct prefetcher *pf, struct prefetch_stats *out)
   out->ring_dropped = rs.dropped;
   out->depth = atomic_load (&pf->depth);
   out->threshold = atomic_load (&pf->threshold);
-  out->horizon_ms = atomic_load (&pf->horizon_s) * 1e3;
   out->hybrid_depth = st.hybrid_depth;
-  out->hybrid_lookahead = st.hybrid_lookahead;
   out->memory_bytes = st.memory_bytes;
   if (st.have_trainer) {
     out->have_training = true;

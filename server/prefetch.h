@@ -18,16 +18,6 @@
  *    is backing off for clients (its window below its maximum);
  *  - a candidate is queued only if its probability clears a threshold that
  *    rises with the same congestion (0.05 + 0.5 x busy share).
- *
- * How far ahead (the hybrid's lookahead): as far as a copy takes to
- * land, with a margin.  The copier measures how long predictions take
- * from queued to copied (its queue included); each second the horizon
- * becomes HORIZON_MARGIN (4) times that, and the predictor looks, for
- * each stream, as many accesses ahead as the stream makes in the
- * horizon (predictor_set_horizon): 4 at least, 32 at most.  A reader
- * that asks as fast as the shadow answers gets the whole 32; one that
- * reads a hundred times a second only the few accesses a copy needs,
- * and the link is not spent on blocks a third of a second away.
  * Memory and threads are bounded whatever the traffic: the predictor's
  * tables are fixed at creation (predictor.h), the ring drops when full.
  */
@@ -50,9 +40,6 @@ typedef bool (*prefetch_request_fn) (void *opaque, bool hot, uint64_t first,
                                      uint64_t count);
 /* The copier's congestion: 0 (idle link) .. 1 (backing off fully). */
 typedef double (*prefetch_busy_fn) (void *opaque);
-/* How long a prediction now takes from queued to copied, in seconds,
- * smoothed; 0 if none was copied yet. */
-typedef double (*prefetch_latency_fn) (void *opaque);
 
 struct prefetch_config {
   uint32_t block_size;
@@ -64,9 +51,6 @@ struct prefetch_config {
   unsigned streams;             /* streams the predictor tracks, 0: default */
   double lstm_cpu_share;        /* LSTM training, of one core; 0: default */
   unsigned hybrid_depth;        /* the hybrid's lookahead, 0: default */
-  double horizon_margin;        /* horizon = margin x prediction latency;
-                                   0: default; < 0: no horizon, the
-                                   hybrid looks hybrid_depth ahead */
   double lstm_known_loss;       /* LSTM chunks left untrained below this
                                    loss; 0: the predictor's default;
                                    < 0: every chunk trained */
@@ -87,8 +71,7 @@ extern struct prefetcher *prefetcher_new (const struct prefetch_config *cfg,
 /* Start the predictor thread and the model's training (after the fork). */
 extern int prefetcher_start (struct prefetcher *pf, struct volume *v,
                              prefetch_request_fn request,
-                             prefetch_busy_fn busy,
-                             prefetch_latency_fn latency, void *opaque);
+                             prefetch_busy_fn busy, void *opaque);
 
 /* Stop the threads, close the trace, free.  NULL is fine. */
 extern void prefetcher_free (struct prefetcher *pf);
@@ -111,9 +94,8 @@ struct prefetch_stats {
   uint64_t trace_records;
   unsigned depth;               /* current candidates per round */
   double threshold;             /* current probability threshold */
-  unsigned hybrid_depth;        /* the hybrid's most lookahead (accesses) */
-  double hybrid_lookahead;      /* ... its recent mean under the horizon */
-  double horizon_ms;            /* how far ahead it looks, 0: no horizon */
+  unsigned hybrid_depth;        /* the hybrid's lookahead (accesses), 0
+                                   until the hybrid exists */
   size_t memory_bytes;          /* the predictor's */
   /* The LSTM's trainer, if the LSTM exists (lstm-trainer.h). */
   bool have_training;

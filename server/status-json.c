@@ -81,8 +81,7 @@ emit_prefetch (FILE *fp, struct migration_snapshot *s)
            ", \"copied\": %" PRIu64 ", \"used\": %" PRIu64
            ", \"wasted\": %" PRIu64 ", \"outstanding\": %" PRIu64
            ", \"precision\": %.4f, \"depth\": %u, \"threshold\": %.3f"
-           ", \"hybrid_depth\": %u, \"lookahead\": %.2f"
-           ", \"horizon_ms\": %.2f"
+           ", \"hybrid_depth\": %u"
            ", \"rounds\": %" PRIu64 ", \"batched_rounds\": %" PRIu64
            ", \"accesses\": %" PRIu64
            ", \"ring_dropped\": %" PRIu64 ", \"trace_records\": %" PRIu64
@@ -90,8 +89,7 @@ emit_prefetch (FILE *fp, struct migration_snapshot *s)
            ps.issued, STAT_GET (v->stats.copied_blocks[COPY_PREFETCH]),
            used, wasted, atomic_load (&v->prefetch_outstanding),
            used + wasted ? (double) used / (used + wasted) : 0.0, ps.depth,
-           ps.threshold, ps.hybrid_depth, ps.hybrid_lookahead,
-           ps.horizon_ms, ps.rounds, ps.batched_rounds, ps.accesses,
+           ps.threshold, ps.hybrid_depth, ps.rounds, ps.batched_rounds, ps.accesses,
            ps.ring_dropped, ps.trace_records, ps.memory_bytes);
   for (i = 0; i < ps.nr_models; ++i)
     fprintf (fp, "%s\"%s\": %.4f", i ? ", " : "", ps.model[i].name,

@@ -120,6 +120,13 @@ assert p["trace_records"] == 400, p
 # and sized contexts may answer by default.
 g = p["ngram"]
 assert g["size_context"] is True and 2 <= g["order"] <= 4, g
+# No hybrid, no lookahead of its own.
+assert p["hybrid_depth"] == 0, p
+# The copier timed the predictions it copied, each at least the origin's
+# 2 ms (its running median may step 5% below the fastest).
+c = d["copier"]
+assert c["predictions_copied"] >= 100, c
+assert 1800 <= c["prediction_latency_us"] < 2e6, c
 PY
 [ "$(wc -l < walk.trace)" = 400 ] || fail "trace has $(wc -l < walk.trace) lines"
 
@@ -144,15 +151,18 @@ d = json.load(open(sys.argv[1])); p = d["prefetch"]
 # memory fixed.
 assert p["copied"] <= 400, p
 assert p["memory_bytes"] < 16 << 20, p
+assert p["hybrid_depth"] == 32, p               # twice the n-gram's 16
 PY
 
 echo "=== live policy switch"
 pattern 0 30 > part1.cmds
 pattern $((30 * 11)) 30 > part2.cmds
 pattern $((60 * 11)) 30 > part3.cmds
-# (With the benchmarks' switch that keeps the n-gram's contexts unsized:
-# the status says it reached the model.)
-PROXY_OPTS="-D shadow.ngram_size_context=0" start_proxy shadow-prefetch=ngram
+# (With the benchmarks' switches that keep the n-gram's contexts unsized
+# and shorten the hybrid's lookahead: the status says they reached the
+# models.)
+PROXY_OPTS="-D shadow.ngram_size_context=0 -D shadow.hybrid_depth=7" \
+    start_proxy shadow-prefetch=ngram
 run_client part1.cmds
 [ "$(ctl_json $ctl | json_get prefetch.ngram.size_context)" = false ] ||
     fail "-D shadow.ngram_size_context=0 did not reach the n-gram"
@@ -168,6 +178,17 @@ i3=$(ctl_json $ctl | json_get prefetch.issued)
 echo "issued: $i1 with ngram, $i2 after off, $i3 after ngram again"
 [ "$i1" -gt 0 ] && [ "$i2" = "$i1" ] && [ "$i3" -gt $((i2 + 20)) ] ||
     fail "live switching did not take effect"
+# The hybrid, created by the switch, looks as far as -D shadow.hybrid_depth
+# says (its figures are refreshed about once a second).
+"$NBDSHADOW" prefetch hybrid $ctl
+pattern $((90 * 11)) 5 > part4.cmds
+run_client part4.cmds
+for (( i=0; i<30; i++ )); do
+    depth=$(ctl_json $ctl | json_get prefetch.hybrid_depth)
+    [ "$depth" = 7 ] && break
+    sleep 0.1
+done
+[ "$depth" = 7 ] || fail "-D shadow.hybrid_depth=7 did not reach the hybrid: $depth"
 stop_proxy
 
 echo "=== warm start from a model trained on the recorded trace"

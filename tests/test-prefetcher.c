@@ -152,7 +152,7 @@ start (struct volume *v, const char *policy)
   struct prefetcher *pf = prefetcher_new (&cfg, err, sizeof err);
 
   ck_assert_msg (pf != NULL, "prefetcher_new: %s", err);
-  ck_assert_int_eq (prefetcher_start (pf, v, record_request, never_busy, NULL,
+  ck_assert_int_eq (prefetcher_start (pf, v, record_request, never_busy,
                                       NULL), 0);
   return pf;
 }
@@ -243,7 +243,7 @@ START_TEST (test_batch_streams)
     read_block (pf, b);
     residency_mark (v->res, b, 1, MARK_COPIED);
   }
-  ck_assert_int_eq (prefetcher_start (pf, v, record_request, never_busy, NULL,
+  ck_assert_int_eq (prefetcher_start (pf, v, record_request, never_busy,
                                       NULL), 0);
   wait_observed (pf, readers * reads, 0);
   for (int i = 0; i < 5000; i++) {
