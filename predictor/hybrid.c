@@ -338,4 +338,5 @@ pred_hybrid_state (const struct pred_model *m, struct pred_hybrid_state *st)
   st->hits_fast = h->hits_f;
   st->hits_slow = h->hits_s;
   st->hits_mix = h->hits_m;
+  st->depth = h->cfg.rollout.depth;
 }

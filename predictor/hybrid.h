@@ -57,6 +57,7 @@ struct pred_hybrid_state {
   double w_fast, w_slow;        /* current weights */
   uint64_t scored;              /* accesses scored */
   uint64_t hits_fast, hits_slow, hits_mix;      /* top-1 token hits */
+  unsigned depth;               /* the rollout's lookahead in accesses */
 };
 void pred_hybrid_state (const struct pred_model *m, struct pred_hybrid_state *st);
 

@@ -249,8 +249,9 @@ create_model (struct predictor *p, enum pred_policy which)
      * length made no steady difference (16 ahead stalled less in one
      * session, 64 ahead in the next).  A lookahead in time (as many
      * accesses as a stream makes while a copy lands) shortened it for
-     * those readers and served fewer of their reads from the shadow
-     * (bench/e2e/RESULTS.md, "A lookahead in time").
+     * those readers, served fewer of their reads from the shadow,
+     * stalled them more and was taken out (94700c1; bench/e2e/RESULTS.md,
+     * "A lookahead in time").
      */
     struct pred_hybrid_config h = {
       .nstreams = c->streams, .slow_depth = c->lstm_depth, .ema = 0.02,
@@ -732,8 +733,7 @@ predictor_refresh_stats (struct predictor *p)
     st.hybrid_acc_lstm = h.acc_slow;
     st.hybrid_w_ngram = h.w_fast;
     st.hybrid_w_lstm = h.w_slow;
-    st.hybrid_depth = p->cfg.hybrid_depth ? p->cfg.hybrid_depth
-      : 2 * p->cfg.depth;
+    st.hybrid_depth = h.depth;
   }
   pred_analyzer_stats (p->an, p->have_last ? p->last.time_us : 0, &st.analyzer);
   st.vocab_used = p->tok.vocab.n;

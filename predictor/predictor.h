@@ -233,7 +233,7 @@ struct predictor_stats {
   struct pred_ngram_stats ngram;
   /* Hybrid: component soft accuracies and weights (hybrid.h). */
   double hybrid_acc_ngram, hybrid_acc_lstm, hybrid_w_ngram, hybrid_w_lstm;
-  unsigned hybrid_depth;        /* ... its lookahead: hybrid_depth or 2 x depth */
+  unsigned hybrid_depth;        /* ... its rollout's lookahead (accesses) */
   struct pred_analyzer_stats analyzer;
   unsigned vocab_used, vocab_cap;
   uint64_t vocab_recycled;

@@ -47,9 +47,11 @@
  *                 prefetch copied), "used", "wasted", "outstanding"
  *                 (prefetched blocks neither read nor overwritten yet),
  *                 "precision", "depth", "threshold" (the current
- *                 new blocks a round may queue and the probability a
- *                 candidate needs), "hybrid_depth" (the hybrid's
- *                 lookahead in accesses; 0 until the hybrid exists),
+ *                 number of new blocks a round may queue and the
+ *                 probability a candidate needs), "hybrid_depth" (the
+ *                 hybrid's lookahead in accesses; 0 until the hybrid
+ *                 exists, which it does from its first use on, also
+ *                 after a switch to another policy),
  *                 "rounds" (predictions that gave candidates),
  *                 "batched_rounds" (rounds beyond the first of a batch
  *                 of accesses the predictor thread found waiting: one
@@ -83,8 +85,9 @@
  *               "sweep_gap_ms" (the sweep's pacing per 2 MiB it
  *               copies while those reads are slowed; 0 = unpaced),
  *               "predictions_copied", "prediction_latency_us"
- *               (predicted ranges that moved data, and a running
- *               median of their time from queued to copied),
+ *               (predicted ranges that wrote to the shadow -- data
+ *               or zeroes, whole or cut short by a client -- and a
+ *               running median of their time from queued to copied),
  *               "requests_dropped", "requests_retried" (failed
  *               requested ranges queued again: with the sweep off),
  *               "cut_short" (copies begun at

@@ -433,7 +433,8 @@ pick_job (struct copier *c, struct job *job, double *wait)
     if (queue_pop (&c->queue[p], &rg)) {
       *job = (struct job) {
         .kind = JOB_RANGE, .prio = p, .first = rg.first, .count = rg.count,
-        .queued_at = rg.queued_at, .copy_kind = COPY_PREFETCH,     /* hot regions are predictions too */
+        .queued_at = rg.queued_at,
+        .copy_kind = COPY_PREFETCH,     /* hot regions are predictions too */
         .rate_limited = true,
       };
       goto pay;
@@ -768,8 +769,10 @@ retry_ended (struct copier *c, const struct job *job, bool moved)
  * with the window at 1 and predictions queued behind each other); the
  * tail, not this median, is what a prediction must be made early enough
  * to cover (bench/e2e/RESULTS.md, "A lookahead in time").  Only ranges
- * that moved data count: a prediction found resident by the time a
- * worker took it says nothing of the link.  Caller holds c->lock.
+ * that wrote something to the shadow count (data or zeroes, all of the
+ * range or, cut short by a client, part of it): a prediction found
+ * resident by the time a worker took it says nothing of the link.
+ * Caller holds c->lock.
  */
 static void
 note_prediction_latency (struct copier *c, double seconds)

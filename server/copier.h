@@ -72,7 +72,7 @@ struct copier_stats {
   double shadow_read_latency_us; /* client reads served by the shadow */
   double shadow_read_quiet_us;  /* ... while the sweep was last held */
   double sweep_gap_ms;          /* between sweep transfers' starts, 0 = none */
-  uint64_t predictions_copied;  /* predicted ranges that moved data */
+  uint64_t predictions_copied;  /* predicted ranges that wrote to the shadow */
   double prediction_latency_us; /* ... queued to copied, running median
                                    (0: none yet) */
   bool paused;

@@ -89,8 +89,8 @@ emit_prefetch (FILE *fp, struct migration_snapshot *s)
            ps.issued, STAT_GET (v->stats.copied_blocks[COPY_PREFETCH]),
            used, wasted, atomic_load (&v->prefetch_outstanding),
            used + wasted ? (double) used / (used + wasted) : 0.0, ps.depth,
-           ps.threshold, ps.hybrid_depth, ps.rounds, ps.batched_rounds, ps.accesses,
-           ps.ring_dropped, ps.trace_records, ps.memory_bytes);
+           ps.threshold, ps.hybrid_depth, ps.rounds, ps.batched_rounds,
+           ps.accesses, ps.ring_dropped, ps.trace_records, ps.memory_bytes);
   for (i = 0; i < ps.nr_models; ++i)
     fprintf (fp, "%s\"%s\": %.4f", i ? ", " : "", ps.model[i].name,
              ps.model[i].accuracy);

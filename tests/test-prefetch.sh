@@ -183,7 +183,7 @@ echo "issued: $i1 with ngram, $i2 after off, $i3 after ngram again"
 "$NBDSHADOW" prefetch hybrid $ctl
 pattern $((90 * 11)) 5 > part4.cmds
 run_client part4.cmds
-for (( i=0; i<30; i++ )); do
+for (( i=0; i<50; i++ )); do
     depth=$(ctl_json $ctl | json_get prefetch.hybrid_depth)
     [ "$depth" = 7 ] && break
     sleep 0.1
