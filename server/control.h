@@ -46,7 +46,10 @@
  *   "prefetch": { "policy", "issued" (blocks queued), "copied" (blocks
  *                 prefetch copied), "used", "wasted", "outstanding"
  *                 (prefetched blocks neither read nor overwritten yet),
- *                 "precision", "depth", "threshold" (the current
+ *                 "precision" (used / copied: prefetched blocks read per
+ *                 block prefetch copied; those not read yet count as
+ *                 unread), "depth",
+ *                 "threshold" (the current
  *                 number of new blocks a round may queue and the
  *                 probability a candidate needs), "hybrid_depth" (the
  *                 hybrid's lookahead in accesses; 0 until the hybrid

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,7 @@ emit_prefetch (FILE *fp, struct migration_snapshot *s)
   struct volume *v = s->volume;
   uint64_t used = STAT_GET (v->stats.prefetch_used);
   uint64_t wasted = STAT_GET (v->stats.prefetch_wasted);
+  uint64_t copied = STAT_GET (v->stats.copied_blocks[COPY_PREFETCH]);
   struct prefetch_stats ps = { .policy = "off" };
   size_t i;
 
@@ -80,16 +82,16 @@ emit_prefetch (FILE *fp, struct migration_snapshot *s)
   fprintf (fp, "\"prefetch\": {\"policy\": \"%s\", \"issued\": %" PRIu64
            ", \"copied\": %" PRIu64 ", \"used\": %" PRIu64
            ", \"wasted\": %" PRIu64 ", \"outstanding\": %" PRIu64
-           ", \"precision\": %.4f, \"depth\": %u, \"threshold\": %.3f"
-           ", \"hybrid_depth\": %u"
+           ", \"precision\": %.4f"
+           ", \"depth\": %u, \"threshold\": %.3f, \"hybrid_depth\": %u"
            ", \"rounds\": %" PRIu64 ", \"batched_rounds\": %" PRIu64
            ", \"accesses\": %" PRIu64
            ", \"ring_dropped\": %" PRIu64 ", \"trace_records\": %" PRIu64
            ", \"memory_bytes\": %zu, \"accuracy\": {", ps.policy,
-           ps.issued, STAT_GET (v->stats.copied_blocks[COPY_PREFETCH]),
-           used, wasted, atomic_load (&v->prefetch_outstanding),
-           used + wasted ? (double) used / (used + wasted) : 0.0, ps.depth,
-           ps.threshold, ps.hybrid_depth, ps.rounds, ps.batched_rounds,
+           ps.issued, copied, used, wasted,
+           atomic_load (&v->prefetch_outstanding),
+           copied ? fmin (1.0, (double) used / copied) : 0.0,
+           ps.depth, ps.threshold, ps.hybrid_depth, ps.rounds, ps.batched_rounds,
            ps.accesses, ps.ring_dropped, ps.trace_records, ps.memory_bytes);
   for (i = 0; i < ps.nr_models; ++i)
     fprintf (fp, "%s\"%s\": %.4f", i ? ", " : "", ps.model[i].name,

@@ -4,7 +4,8 @@
 # background copying off: with prefetch off every first touch comes from
 # the origin; with the n-gram, the blocks are on the shadow before they are
 # asked for, counted as used in status.  A random pattern does not blow up
-# prefetch traffic or memory.  Policies switch live, and a model trained
+# prefetch traffic or memory, and its precision (blocks read per block
+# prefetched) is reported low.  Policies switch live, and a model trained
 # (nbdshadow-predict train) on the trace the filter recorded (shadow-trace)
 # warm-starts the LSTM (shadow-model); a bad model file stops start-up.
 # The n-gram's state is in the status (order, sized contexts allowed).
@@ -89,7 +90,8 @@ import json, sys
 d = json.load(sys.stdin); p = d["prefetch"]; c = d["client_reads"]
 print(p["policy"], "issued", p["issued"], "copied", p["copied"], "used",
       p["used"], "wasted", p["wasted"], "hit", round(c["hit_ratio"], 3),
-      "accuracy", p["accuracy"], "memory", p["memory_bytes"])'
+      "accuracy", p["accuracy"], "memory", p["memory_bytes"], "precision",
+      p["precision"], "depth", p["depth"])'
 }
 
 pattern 0 100 > walk.cmds
@@ -144,9 +146,12 @@ for t in shadow-engine shadow-copier shadow-predict lstm-trainer shadow-commit \
     grep -q " $t\$" <<<"$names" || fail "no thread named $t"
 done
 stop_proxy
-python3 - random.json <<'PY' || fail "prefetch traffic or memory blew up on random reads"
+python3 - random.json <<'PY' || fail "prefetch traffic or memory blew up on random reads, or its precision is misreported"
 import json, sys
 d = json.load(open(sys.argv[1])); p = d["prefetch"]
+# Precision is used per block copied: a prefetched block never read
+# counts against it (used / (used + wasted) read 1.0 here).
+assert p["precision"] < 0.2 and p["wasted"] == 0, p
 # At most as many blocks prefetched as the client touched, and the model's
 # memory fixed.
 assert p["copied"] <= 400, p
