@@ -48,10 +48,9 @@
  *                 (prefetched blocks neither read nor overwritten yet),
  *                 "precision" (used / copied: prefetched blocks read per
  *                 block prefetch copied; those not read yet count as
- *                 unread), "depth",
- *                 "threshold" (the current
- *                 number of new blocks a round may queue and the
- *                 probability a candidate needs), "hybrid_depth" (the
+ *                 unread), "depth", "threshold" (the current number of
+ *                 new blocks a round may queue and the probability a
+ *                 candidate needs), "hybrid_depth" (the
  *                 hybrid's lookahead in accesses; 0 until the hybrid
  *                 exists, which it does from its first use on, also
  *                 after a switch to another policy),
