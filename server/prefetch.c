@@ -199,7 +199,13 @@ hot_round (struct prefetcher *pf, double now)
 }
 
 /* Once a second: measure the precision of recent prefetches and the
- * copier's congestion; set depth and threshold from them.
+ * copier's congestion; set depth and threshold from them.  Precision
+ * here is used / (used + wasted): a prefetched block never read is not
+ * counted against it (the status's precision, used / copied, counts it),
+ * so on read-only workloads the depth stays at ROUND_BLOCKS.  Rounds
+ * that followed used / copied stalled wsrch less and fs-tar more (late
+ * prefetches look like wrong ones): bench/e2e/RESULTS.md, "Rounds that
+ * follow precision".
  */
 static void
 adapt (struct prefetcher *pf)

@@ -91,8 +91,8 @@ emit_prefetch (FILE *fp, struct migration_snapshot *s)
            ps.issued, copied, used, wasted,
            atomic_load (&v->prefetch_outstanding),
            copied ? fmin (1.0, (double) used / copied) : 0.0,
-           ps.depth, ps.threshold, ps.hybrid_depth, ps.rounds, ps.batched_rounds,
-           ps.accesses, ps.ring_dropped, ps.trace_records, ps.memory_bytes);
+           ps.depth, ps.threshold, ps.hybrid_depth, ps.rounds,
+           ps.batched_rounds, ps.accesses, ps.ring_dropped, ps.trace_records, ps.memory_bytes);
   for (i = 0; i < ps.nr_models; ++i)
     fprintf (fp, "%s\"%s\": %.4f", i ? ", " : "", ps.model[i].name,
              ps.model[i].accuracy);
